@@ -1,0 +1,1 @@
+//! gpt-engine (work in progress)

@@ -1,0 +1,1 @@
+//! gpt-kernels (work in progress)

@@ -1,0 +1,1 @@
+//! gpt-weights (work in progress)
