@@ -1,1 +1,86 @@
-fn main() {}
+//! `gptoss`: run GPT-OSS models from GGUF files.
+
+mod check;
+mod inspect;
+mod model_source;
+mod npy;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run OpenAI's GPT-OSS models from GGUF files.
+#[derive(Parser, Debug)]
+#[command(name = "gptoss", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Summarize a GGUF file; dump one tensor; or check it as a GPT-OSS model.
+    Inspect(InspectCmd),
+    /// f32 logits of every position of a token sequence, from one prefill, saved as .npy.
+    Logits(tools::LogitsArgs),
+    /// Write a synthetic random-weight GPT-OSS GGUF (tiny, 20b or 120b shapes).
+    GenModel(tools::GenModelArgs),
+}
+
+/// `gptoss inspect`.
+#[derive(clap::Args, Debug)]
+struct InspectCmd {
+    /// The GGUF file (the first shard of a split model).
+    file: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Dequantize the tensor NAME to f32 and save it as .npy (logical row-major shape).
+    #[arg(long, value_name = "NAME", requires = "out")]
+    dump: Option<String>,
+    /// Where --dump writes.
+    #[arg(long, value_name = "PATH.npy")]
+    out: Option<PathBuf>,
+    /// Validate the file as GPT-OSS and print the report and the memory plan.
+    #[arg(long)]
+    check: bool,
+    /// Context length for the memory plan of --check.
+    #[arg(long, default_value_t = 8192)]
+    ctx: usize,
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Inspect(a) => {
+            if let Some(name) = &a.dump {
+                let out = a.out.as_deref().ok_or_else(|| anyhow::anyhow!("--dump needs --out"))?;
+                return check::dump(&a.file, name, out);
+            }
+            if a.check {
+                return check::check(&a.file, a.ctx);
+            }
+            inspect::run(&inspect::InspectArgs {
+                file: a.file,
+                json: a.json,
+            })
+        }
+        Cmd::Logits(a) => tools::logits(&a),
+        Cmd::GenModel(a) => tools::gen_model(&a),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("GPTOSS_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! `gptoss logits` and `gptoss gen-model`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use gpt_engine::loader::{load_model, LoadConfig};
+use gpt_engine::model::rope::YarnRounding;
+use gpt_engine::model::{prefill_logits, ModelOptions};
+use gpt_engine::synth::SynthSpec;
+
+use crate::model_source;
+
+/// Picks the device: `auto` (CUDA when built with it and a GPU is present), `cpu`, `cuda[:N]`.
+pub fn device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                if let Ok(d) = Device::new_cuda(0) {
+                    return Ok(d);
+                }
+            }
+            Ok(Device::Cpu)
+        }
+        s if s.starts_with("cuda") => {
+            let n: usize = match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().with_context(|| format!("bad device {s:?}"))?,
+                None if s == "cuda" => 0,
+                None => bail!("bad device {s:?} (expected cpu, cuda or cuda:N)"),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device {s}: this gptoss was built without CUDA (build with `cargo xtask cuda-build`)");
+            }
+            Device::new_cuda(n).with_context(|| format!("opening CUDA device {n}"))
+        }
+        s => bail!("bad device {s:?} (expected auto, cpu, cuda or cuda:N)"),
+    }
+}
+
+/// `gptoss logits`.
+#[derive(clap::Args, Debug)]
+pub struct LogitsArgs {
+    /// Model: a GGUF path, `tiny`, or a Hugging Face repo id.
+    #[arg(long)]
+    pub model: String,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tokens: Vec<u32>,
+    /// Output .npy, f32 of shape [T, vocab].
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Use llama.cpp's rounded YaRN correction dims instead of the model's own.
+    #[arg(long)]
+    pub yarn_llamacpp: bool,
+}
+
+/// Runs one prefill and saves every position's logits.
+pub fn logits(a: &LogitsArgs) -> Result<()> {
+    let path = model_source::resolve(&a.model)?;
+    let dev = device(&a.device)?;
+    let cfg = LoadConfig {
+        model: ModelOptions {
+            yarn: if a.yarn_llamacpp { YarnRounding::LlamaCpp } else { YarnRounding::Reference },
+        },
+        ctx: a.tokens.len().max(1),
+        chunk: a.tokens.len().max(1),
+        ..Default::default()
+    };
+    let (model, _) = load_model(&path, &dev, &cfg, None)?;
+    let logits = prefill_logits(&model, &a.tokens)?; // (t, vocab)
+    let (t, v) = logits.dims2()?;
+    let data: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    crate::npy::write_f32(&a.out, &[t, v], &data)?;
+    eprintln!("wrote logits [{t}, {v}] to {}", a.out.display());
+    Ok(())
+}
+
+/// `gptoss gen-model`.
+#[derive(clap::Args, Debug)]
+pub struct GenModelArgs {
+    /// Shapes: tiny, 20b (ggml-org gpt-oss-20b-mxfp4 shapes and types), 120b.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Output GGUF path.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Store every quantized tensor as F32 holding exactly the quantized values (for
+    /// llama.cpp's reference, whose CPU MXFP4/Q8_0 paths round activations).
+    #[arg(long)]
+    pub f32_values: bool,
+    /// RNG seed (default: the preset's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Writes a synthetic model.
+pub fn gen_model(a: &GenModelArgs) -> Result<()> {
+    let mut spec = SynthSpec::preset(&a.preset)
+        .with_context(|| format!("unknown preset {:?} (tiny, 20b, 120b)", a.preset))?;
+    if let Some(s) = a.seed {
+        spec.seed = s;
+    }
+    spec.f32_values = a.f32_values;
+    model_source::generate_synthetic(&spec, &a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Opening a GGUF as a runnable [`GptOss`]: config, validation, memory plan, load.
+
+use std::path::Path;
+
+use candle_core::Device;
+use gguf_format::GgufModel;
+use gpt_weights::load::LoadOptions;
+use gpt_weights::plan::{self, DenseMode, PlanRequest};
+use gpt_weights::{GptOssConfig, Weights};
+
+use crate::error::Result;
+use crate::model::{GptOss, ModelOptions};
+
+/// How to load a model.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// How dense matrices are held.
+    pub dense: DenseMode,
+    /// Forward options (YaRN rounding).
+    pub model: ModelOptions,
+    /// Context the KV cache must hold (for the memory plan).
+    pub ctx: usize,
+    /// Prefill chunk (for the memory plan).
+    pub chunk: usize,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        Self {
+            dense: DenseMode::F32,
+            model: ModelOptions::default(),
+            ctx: 4096,
+            chunk: 512,
+        }
+    }
+}
+
+/// Opens `path`, checks it fits in memory, and loads it onto `device`.
+/// `progress(done, total)` reports bytes loaded.
+pub fn load_model(
+    path: &Path,
+    device: &Device,
+    cfg: &LoadConfig,
+    progress: Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<(GptOss, GgufModel)> {
+    let file = GgufModel::open(path)?;
+    let config = GptOssConfig::from_metadata(file.metadata())?;
+    gpt_weights::spec::validate(&file, &config)?;
+    let req = PlanRequest {
+        ctx: cfg.ctx,
+        chunk: cfg.chunk,
+        dense: cfg.dense,
+        kv_elem_bytes: 4,
+    };
+    let p = plan::plan(&file, &config, &req)?;
+    if device.is_cpu() {
+        if let Some(avail) = plan::host_available_bytes() {
+            p.check_fits("cpu", avail, true)?;
+        }
+    }
+    let w = Weights::load(
+        &file,
+        &config,
+        device,
+        LoadOptions {
+            dense: cfg.dense,
+            progress,
+        },
+    )?;
+    Ok((GptOss::new(w, device.clone(), cfg.model), file))
+}

@@ -1,0 +1,181 @@
+//! The GPT-OSS transformer (spec §6), in the shape of llama.cpp's `openai-moe.cpp`:
+//! embedding → per block { RMSNorm → attention with sinks (sliding on even layers) → residual →
+//! RMSNorm → MoE (router top-k, softmax over k, SwiGLU-OAI experts) → residual } → RMSNorm →
+//! unembedding.
+
+pub mod rope;
+
+use candle_core::{DType, Device, Tensor, D};
+use gpt_kernels as k;
+use gpt_weights::load::{Experts, LayerWeights};
+use gpt_weights::{GptOssConfig, Weights};
+
+use crate::error::{EngineError, Result};
+use crate::kv_cache::KvCache;
+use rope::{Rope, YarnRounding};
+
+/// SwiGLU-OAI constants (spec §6.4).
+pub const SWIGLU_ALPHA: f32 = 1.702;
+/// SwiGLU-OAI clamp limit.
+pub const SWIGLU_LIMIT: f32 = 7.0;
+
+/// Options of the forward pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelOptions {
+    /// YaRN correction-dim bounds.
+    pub yarn: YarnRounding,
+}
+
+/// A loaded GPT-OSS model on one device.
+pub struct GptOss {
+    w: Weights,
+    rope_full: Rope,
+    rope_swa: Rope,
+    device: Device,
+}
+
+/// Which positions of a forward produce logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Every position: `(t, vocab)`.
+    All,
+    /// The last position only: `(1, vocab)`.
+    Last,
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
+}
+
+/// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included.
+fn experts_forward(x: &Tensor, w: &Experts, b: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+    match w {
+        Experts::Mxfp4 { blocks, .. } => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
+        Experts::Dense(w) => {
+            // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
+            let (t, top_k) = ids.dims2()?;
+            let (_, n, kk) = w.dims3()?;
+            let flat = ids.flatten_all()?;
+            let wsel = w.index_select(&flat, 0)?; // (t*top_k, n, k)
+            let bsel = b.index_select(&flat, 0)?; // (t*top_k, n)
+            let xs = match x.rank() {
+                2 => x.unsqueeze(1)?.broadcast_as((t, top_k, kk))?.contiguous()?,
+                _ => x.contiguous()?,
+            }
+            .reshape((t * top_k, 1, kk))?;
+            let y = xs.matmul(&wsel.transpose(1, 2)?)?.squeeze(1)?; // (t*top_k, n)
+            (y + bsel)?.reshape((t, top_k, n))
+        }
+    }
+}
+
+impl GptOss {
+    /// Wraps loaded weights.
+    pub fn new(w: Weights, device: Device, opts: ModelOptions) -> Self {
+        let cfg = &w.config;
+        let rope_full = Rope::new(cfg, cfg.rope_freq_base, opts.yarn);
+        let rope_swa = Rope::new(cfg, cfg.rope_freq_base_swa, opts.yarn);
+        Self {
+            w,
+            rope_full,
+            rope_swa,
+            device,
+        }
+    }
+
+    /// The model's config.
+    pub fn config(&self) -> &GptOssConfig {
+        &self.w.config
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Vocabulary size (rows of the embedding).
+    pub fn vocab_size(&self) -> usize {
+        self.w.token_embd.vocab()
+    }
+
+    /// A fresh KV cache for this model.
+    pub fn new_cache(&self) -> KvCache {
+        let cfg = self.config();
+        let windows: Vec<Option<usize>> = (0..cfg.n_layer)
+            .map(|il| cfg.is_sliding(il).then_some(cfg.sliding_window))
+            .collect();
+        KvCache::new(&windows)
+    }
+
+    /// Runs `tokens` at positions `cache.pos..`, appending them to the cache. Returns f32 logits
+    /// `(t, vocab)` or `(1, vocab)`.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        let pos = cache.pos;
+        let _span = tracing::debug_span!("forward", pos, t = tokens.len()).entered();
+        let mut h = self.w.token_embd.lookup(tokens, &self.device)?; // (t, d)
+        for (il, lw) in self.w.layers.iter().enumerate() {
+            let _l = tracing::trace_span!("layer", il).entered();
+            let a = rms_norm(&h, &lw.attn_norm, self.config().rms_eps)?;
+            let attn = self.attention(il, lw, &a, pos, cache)?;
+            h = (h + attn)?;
+            let m = rms_norm(&h, &lw.post_attention_norm, self.config().rms_eps)?;
+            h = (&h + self.moe(lw, &m)?)?;
+        }
+        cache.pos += tokens.len();
+        cache.tokens.extend_from_slice(tokens);
+        let h = match which {
+            Logits::All => h,
+            Logits::Last => h.narrow(0, tokens.len() - 1, 1)?,
+        };
+        let h = rms_norm(&h, &self.w.output_norm, self.config().rms_eps)?;
+        Ok(self.w.output.forward(&h)?.to_dtype(DType::F32)?)
+    }
+
+    /// Attention of layer `il` on `a (t, d)`; returns `(t, d)`.
+    fn attention(&self, il: usize, lw: &LayerWeights, a: &Tensor, pos: usize, cache: &mut KvCache) -> Result<Tensor> {
+        let cfg = self.config();
+        let t = a.dim(0)?;
+        let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+        let q = lw.attn_q.forward(a)?.broadcast_add(&lw.attn_q_b)?;
+        let kx = lw.attn_k.forward(a)?.broadcast_add(&lw.attn_k_b)?;
+        let v = lw.attn_v.forward(a)?.broadcast_add(&lw.attn_v_b)?;
+        let q = q.reshape((1, t, hq, hd))?; // (b, t, hq, d)
+        let kx = kx.reshape((1, t, hkv, hd))?; // (b, t, hkv, d)
+        let v = v.reshape((1, t, hkv, hd))?.contiguous()?; // (b, t, hkv, d)
+        let sliding = cfg.is_sliding(il);
+        let rope = if sliding { &self.rope_swa } else { &self.rope_full };
+        let q = rope.apply(&q, pos)?;
+        let kx = rope.apply(&kx, pos)?;
+        let (k_all, v_all, kv_offset) = cache.layers[il].append(&kx, &v)?; // (b, s, hkv, d)
+        let window = sliding.then_some(cfg.sliding_window);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let o = k::attention_with_sinks(&q, &k_all, &v_all, &lw.attn_sinks, scale, window, pos, kv_offset)?;
+        let o = o.reshape((t, hq * hd))?; // (t, hq*d)
+        Ok(lw.attn_output.forward(&o)?.broadcast_add(&lw.attn_output_b)?)
+    }
+
+    /// The MoE block on `m (t, d)`; returns `(t, d)`.
+    fn moe(&self, lw: &LayerWeights, m: &Tensor) -> Result<Tensor> {
+        let cfg = self.config();
+        let logits = m
+            .matmul(&lw.ffn_gate_inp.t()?)?
+            .broadcast_add(&lw.ffn_gate_inp_b)?; // (t, e)
+        let (ids, weights) = k::router_topk_softmax(&logits, cfg.n_expert_used)?; // (t, k) u32, f32
+        let gate = experts_forward(m, &lw.ffn_gate_exps, &lw.ffn_gate_exps_b, &ids)?; // (t, k, ff)
+        let up = experts_forward(m, &lw.ffn_up_exps, &lw.ffn_up_exps_b, &ids)?; // (t, k, ff)
+        let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
+        let down = experts_forward(&act, &lw.ffn_down_exps, &lw.ffn_down_exps_b, &ids)?; // (t, k, d)
+        let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
+        Ok(out)
+    }
+}
+
+/// Helper used by tests: logits of every position of `tokens` in one prefill.
+pub fn prefill_logits(model: &GptOss, tokens: &[u32]) -> Result<Tensor> {
+    let mut cache = model.new_cache();
+    model.forward(tokens, &mut cache, Logits::All)
+}
+

@@ -1,0 +1,164 @@
+//! NeoX-style rotary embeddings with YaRN scaling (spec §6.3).
+//!
+//! By default the correction-dim bounds are the model's own (OpenAI reference, HF
+//! `truncate: false`): `low = 8.0928`, `high = 17.3980` for GPT-OSS. [`YarnRounding::LlamaCpp`]
+//! floors/ceils them (8, 18) as llama.cpp's `ggml_rope_yarn_corr_dims` does.
+
+use candle_core::{Device, Result, Tensor};
+use gpt_weights::config::{GptOssConfig, RopeScaling};
+
+/// Which YaRN correction-dim bounds to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum YarnRounding {
+    /// Unrounded bounds (OpenAI reference, transformers, vLLM).
+    #[default]
+    Reference,
+    /// `floor(low)`, `ceil(high)` (llama.cpp).
+    LlamaCpp,
+}
+
+/// Precomputed inverse frequencies and magnitude scale for one head width.
+#[derive(Clone, Debug)]
+pub struct Rope {
+    /// `inv_freq[i]` for `i < head_dim / 2`.
+    pub inv_freq: Vec<f64>,
+    /// YaRN magnitude scale ("concentration") applied to cos and sin.
+    pub mscale: f64,
+}
+
+/// YaRN correction dim for `n_rot` rotations over the original context (ggml / OpenAI formula).
+fn corr_dim(n_dims: f64, n_ctx_orig: f64, n_rot: f64, base: f64) -> f64 {
+    n_dims * (n_ctx_orig / (n_rot * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
+}
+
+impl Rope {
+    /// The RoPE tables for `cfg` (`base` = `rope_freq_base`; sliding layers of GPT-OSS use the
+    /// same base).
+    pub fn new(cfg: &GptOssConfig, base: f32, rounding: YarnRounding) -> Self {
+        let d = cfg.head_dim;
+        let base = base as f64;
+        let half = d / 2;
+        let plain: Vec<f64> = (0..half)
+            .map(|i| base.powf(-(2.0 * i as f64) / d as f64))
+            .collect();
+        match cfg.rope_scaling {
+            RopeScaling::None => Rope {
+                inv_freq: plain,
+                mscale: 1.0,
+            },
+            RopeScaling::Yarn {
+                factor,
+                original_context,
+                beta_fast,
+                beta_slow,
+                attn_factor,
+            } => {
+                let factor = factor as f64;
+                let n_ctx = original_context as f64;
+                let mut low = corr_dim(d as f64, n_ctx, beta_fast as f64, base);
+                let mut high = corr_dim(d as f64, n_ctx, beta_slow as f64, base);
+                if rounding == YarnRounding::LlamaCpp {
+                    low = low.floor().max(0.0);
+                    high = high.ceil().min(d as f64 - 1.0);
+                }
+                let span = if high - low == 0.0 { 0.001 } else { high - low };
+                let inv_freq = plain
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &extrap)| {
+                        let interp = extrap / factor;
+                        let ramp = ((i as f64 - low) / span).clamp(0.0, 1.0);
+                        extrap * (1.0 - ramp) + interp * ramp
+                    })
+                    .collect();
+                let mscale = (0.1 * factor.ln() + 1.0) * attn_factor as f64;
+                Rope { inv_freq, mscale }
+            }
+        }
+    }
+
+    /// cos and sin tables, f32 `(t, head_dim / 2)`, for positions `pos..pos + t`, both already
+    /// multiplied by the YaRN magnitude scale.
+    pub fn cos_sin(&self, pos: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(t * half);
+        let mut sin = Vec::with_capacity(t * half);
+        for p in pos..pos + t {
+            for &f in &self.inv_freq {
+                // Angles in f32 like the references (torch computes `t * inv_freq` in f32).
+                let theta = (p as f32) * (f as f32);
+                cos.push((theta.cos() as f64 * self.mscale) as f32);
+                sin.push((theta.sin() as f64 * self.mscale) as f32);
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (t, half), device)?,
+            Tensor::from_vec(sin, (t, half), device)?,
+        ))
+    }
+
+    /// Rotates `x` f32 `(b, t, h, head_dim)` at positions `pos..pos + t` (NeoX pairs `(i, i + d/2)`).
+    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let (_, t, _, _) = x.dims4()?;
+        let (cos, sin) = self.cos_sin(pos, t, x.device())?;
+        candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GptOssConfig {
+        GptOssConfig {
+            n_layer: 24,
+            n_ctx_train: 131072,
+            n_embd: 2880,
+            n_head: 64,
+            n_head_kv: 8,
+            head_dim: 64,
+            head_dim_v: 64,
+            n_rot: 64,
+            rms_eps: 1e-5,
+            n_expert: 32,
+            n_expert_used: 4,
+            n_ff_exp: 2880,
+            sliding_window: 128,
+            sliding_layers: (0..24).map(|i| i % 2 == 0).collect(),
+            rope_freq_base: 150000.0,
+            rope_freq_base_swa: 150000.0,
+            rope_scaling: RopeScaling::Yarn {
+                factor: 32.0,
+                original_context: 4096,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                attn_factor: 1.0,
+            },
+            vocab_size: None,
+        }
+    }
+
+    /// Figures written in spec §6.3 (from the OpenAI reference and llama.cpp).
+    #[test]
+    fn yarn_matches_spec_figures() {
+        let low = corr_dim(64.0, 4096.0, 32.0, 150000.0);
+        let high = corr_dim(64.0, 4096.0, 1.0, 150000.0);
+        assert!((low - 8.092779).abs() < 1e-5, "{low}");
+        assert!((high - 17.398024).abs() < 1e-5, "{high}");
+        let r = Rope::new(&cfg(), 150000.0, YarnRounding::Reference);
+        let l = Rope::new(&cfg(), 150000.0, YarnRounding::LlamaCpp);
+        assert!((r.mscale - 1.3465736).abs() < 1e-6);
+        let rel = |a: f64, b: f64| ((a - b) / b).abs();
+        assert!(rel(r.inv_freq[15], 1.053e-3) < 2e-3, "{}", r.inv_freq[15]);
+        assert!(rel(l.inv_freq[15], 1.206e-3) < 2e-3, "{}", l.inv_freq[15]);
+        assert!(rel(r.inv_freq[17], 1.293e-4) < 2e-3, "{}", r.inv_freq[17]);
+        assert!(rel(l.inv_freq[17], 2.279e-4) < 2e-3, "{}", l.inv_freq[17]);
+        // i <= 8 unchanged, i >= 18 divided by 32 (both conventions).
+        for i in [0usize, 8, 18, 31] {
+            let base = 150000f64.powf(-(2.0 * i as f64) / 64.0);
+            let want = if i <= 8 { base } else { base / 32.0 };
+            assert!(rel(r.inv_freq[i], want) < 1e-12);
+            assert!(rel(l.inv_freq[i], want) < 1e-12);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+// MXFP4 (ggml block_mxfp4) decoding helpers shared by the MXFP4 kernels.
+//
+// Block layout (17 bytes per 32 weights): byte 0 = e (E8M0 exponent), bytes 1..17 = qs[16].
+// Element j (0..16) is the low nibble of qs[j]; element j+16 is its high nibble.
+// value = KVALUES[nibble] * 2^(e - 128)   (KVALUES are the doubled E2M1 values, so the
+// usual 2^(e-127) scale is halved).
+#pragma once
+#include <stdint.h>
+
+#define MXFP4_BLOCK_ELEMS 32
+#define MXFP4_BLOCK_BYTES 17
+
+__device__ __constant__ float MXFP4_KVALUES[16] = {
+    0.f, 1.f, 2.f, 3.f, 4.f, 6.f, 8.f, 12.f, 0.f, -1.f, -2.f, -3.f, -4.f, -6.f, -8.f, -12.f};
+
+// 2^(e - 128) built bit-exactly: e < 2 gives the subnormals 2^-128 and 2^-127.
+__device__ __forceinline__ float mxfp4_scale(uint8_t e) {
+    const uint32_t bits = e < 2 ? (0x00200000u << e) : ((uint32_t)(e - 1) << 23);
+    return __uint_as_float(bits);
+}

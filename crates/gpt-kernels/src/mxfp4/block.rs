@@ -1,0 +1,125 @@
+//! The ggml MXFP4 block (`GGML_TYPE_MXFP4`, type id 39): 32 elements in 17 bytes.
+//!
+//! Layout (spec §4.1): byte 0 is an E8M0 exponent `e`; bytes 1..17 are `qs[0..16]`. Element `j`
+//! (0 ≤ j < 16) is the low nibble of `qs[j]`, element `j + 16` the high nibble. Each nibble indexes
+//! [`KVALUES`] (E2M1 values doubled) and is multiplied by `2^(e - 128)` (the halved scale).
+
+/// Elements per MXFP4 block.
+pub const BLOCK_ELEMS: usize = 32;
+/// Bytes per MXFP4 block: one exponent byte and 16 bytes of nibbles.
+pub const BLOCK_BYTES: usize = 17;
+
+/// ggml `kvalues_mxfp4`: E2M1 code → value × 2 (bit 3 sign, bits 2–1 exponent, bit 0 mantissa).
+pub const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/// [`KVALUES`] as f32, one entry per nibble.
+const KVALUES_F32: [f32; 16] = {
+    let mut t = [0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = KVALUES[i] as f32;
+        i += 1;
+    }
+    t
+};
+
+/// Bytes of one row of `cols` elements (`cols` must be a multiple of [`BLOCK_ELEMS`]).
+pub const fn row_bytes(cols: usize) -> usize {
+    cols / BLOCK_ELEMS * BLOCK_BYTES
+}
+
+/// `GGML_E8M0_TO_FP32_HALF(e)` = 2^(e − 128), built bit-exactly (ggml `ggml-impl.h`):
+/// `bits = e < 2 ? 0x00200000 << e : (e − 1) << 23`. e = 0, 1 give the subnormals 2^-128, 2^-127.
+/// e = 255 gives 2^127 (the OCP NaN encoding is not special-cased, as in ggml).
+#[inline]
+pub fn e8m0_to_f32_half(e: u8) -> f32 {
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        (u32::from(e) - 1) << 23
+    };
+    f32::from_bits(bits)
+}
+
+/// Dequantizes one 17-byte block into 32 f32 values (`out.len() == 32`).
+#[inline]
+pub fn decode_block(block: &[u8], out: &mut [f32]) {
+    let d = e8m0_to_f32_half(block[0]);
+    let (lo, hi) = out.split_at_mut(16);
+    for (j, &q) in block[1..BLOCK_BYTES].iter().enumerate() {
+        lo[j] = KVALUES_F32[usize::from(q & 15)] * d;
+        hi[j] = KVALUES_F32[usize::from(q >> 4)] * d;
+    }
+}
+
+/// Dot product of one 17-byte block with 32 activations: `Σ_j x[j] · w[j]`.
+///
+/// The nibble values are multiplied first and the power-of-two scale last; scaling by 2^n is
+/// exact in f32 (barring overflow/underflow), so this equals the dot with the dequantized block
+/// up to summation order.
+#[inline]
+pub fn dot_block(block: &[u8], x: &[f32]) -> f32 {
+    let mut w = [0f32; BLOCK_ELEMS];
+    for (j, &q) in block[1..BLOCK_BYTES].iter().enumerate() {
+        w[j] = KVALUES_F32[usize::from(q & 15)];
+        w[j + 16] = KVALUES_F32[usize::from(q >> 4)];
+    }
+    crate::dot::dot(&w, &x[..BLOCK_ELEMS]) * e8m0_to_f32_half(block[0])
+}
+
+/// Dequantizes a row of whole blocks (`out.len() == blocks.len() / 17 * 32`).
+pub fn decode_row(blocks: &[u8], out: &mut [f32]) {
+    for (b, o) in blocks
+        .chunks_exact(BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
+    {
+        decode_block(b, o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e8m0_matches_power_of_two() {
+        // 2^(e-128) computed in f64 is exact and representable in f32 for every e.
+        for e in 0u8..=255 {
+            let want = 2f64.powi(i32::from(e) - 128) as f32;
+            assert_eq!(e8m0_to_f32_half(e).to_bits(), want.to_bits(), "e = {e}");
+        }
+    }
+
+    #[test]
+    fn kvalues_are_doubled_e2m1() {
+        // E2M1: sign bit 3, exponent bits 2..1 (bias 1), mantissa bit 0; subnormal when exp = 0.
+        for code in 0..16u8 {
+            let sign = if code & 8 != 0 { -1.0 } else { 1.0 };
+            let exp = i32::from((code >> 1) & 3);
+            let man = f64::from(code & 1);
+            let mag = if exp == 0 {
+                0.5 * man
+            } else {
+                2f64.powi(exp - 1) * (1.0 + 0.5 * man)
+            };
+            assert_eq!(f64::from(KVALUES[usize::from(code)]), 2.0 * sign * mag);
+        }
+    }
+
+    #[test]
+    fn dot_block_equals_decode_then_dot() {
+        let block: [u8; 17] = [
+            125, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x0F, 0xED, 0xCB, 0xA9, 0x87,
+            0x65, 0x43, 0x21,
+        ];
+        let x: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.37).collect();
+        let mut w = [0f32; 32];
+        decode_block(&block, &mut w);
+        let want: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
+        let got = dot_block(&block, &x);
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The memory plan: bytes a model needs on a device before anything is loaded, computed from
+//! metadata and tensor infos alone.
+
+use std::fmt;
+
+use gguf_format::{GgmlType, GgufModel};
+
+use crate::config::GptOssConfig;
+use crate::error::{Error, Result};
+use crate::names::{LayerTensor, TensorName};
+
+/// How dense matrices are held once loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenseMode {
+    /// Dequantized to f32 (exact weights, f32 matmuls; the reference CPU path).
+    #[default]
+    F32,
+    /// Kept in their ggml block type where Candle's `QMatMul` runs it (activations are then
+    /// quantized to Q8 by Candle's kernels: faster, less exact).
+    Quantized,
+}
+
+/// Inputs of a plan besides the file.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    /// Context length the KV cache must hold.
+    pub ctx: usize,
+    /// Largest number of tokens in one forward (prefill chunk).
+    pub chunk: usize,
+    /// How dense matrices are held.
+    pub dense: DenseMode,
+    /// Bytes per KV-cache element (4 for f32).
+    pub kv_elem_bytes: usize,
+}
+
+/// Bytes a model needs, by purpose.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Weights resident on the compute device.
+    pub weights_device: u64,
+    /// Weights kept in host memory (the embedding table, read by row).
+    pub weights_host: u64,
+    /// KV cache of full-attention layers (grows to `ctx`).
+    pub kv_full: u64,
+    /// KV cache of sliding layers (holds the window plus one chunk).
+    pub kv_sliding: u64,
+    /// Activations and logits for one chunk.
+    pub working: u64,
+}
+
+impl MemoryPlan {
+    /// Total bytes on the compute device.
+    pub fn device_total(&self) -> u64 {
+        self.weights_device + self.kv_full + self.kv_sliding + self.working
+    }
+
+    /// Checks the plan against `available` bytes on `device`.
+    pub fn check_fits(&self, device: &str, available: u64, host_is_device: bool) -> Result<()> {
+        let need = self.device_total() + if host_is_device { self.weights_host } else { 0 };
+        if need > available {
+            return Err(Error::OutOfMemory {
+                device: device.to_string(),
+                need,
+                available,
+                plan: self.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+impl fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  weights on device   {:>12} B  {}", self.weights_device, gib(self.weights_device))?;
+        writeln!(f, "  weights in host RAM {:>12} B  {}", self.weights_host, gib(self.weights_host))?;
+        writeln!(f, "  KV cache (full)     {:>12} B  {}", self.kv_full, gib(self.kv_full))?;
+        writeln!(f, "  KV cache (sliding)  {:>12} B  {}", self.kv_sliding, gib(self.kv_sliding))?;
+        writeln!(f, "  working buffers     {:>12} B  {}", self.working, gib(self.working))?;
+        write!(f, "  device total        {:>12} B  {}", self.device_total(), gib(self.device_total()))
+    }
+}
+
+/// Whether Candle's `QMatMul` runs this type directly.
+pub fn qmatmul_supported(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | F16 | F32)
+}
+
+/// Bytes one tensor takes once loaded.
+fn loaded_bytes(name: &TensorName, ty: GgmlType, n_elem: u64, file_bytes: u64, dense: DenseMode) -> u64 {
+    let experts = matches!(
+        name,
+        TensorName::Layer(_, LayerTensor::FfnGateExps | LayerTensor::FfnUpExps | LayerTensor::FfnDownExps)
+    );
+    if experts && ty == GgmlType::MXFP4 {
+        return file_bytes;
+    }
+    if dense == DenseMode::Quantized && qmatmul_supported(ty) && ty.is_quantized() {
+        return file_bytes;
+    }
+    n_elem * 4
+}
+
+/// Computes the plan for `model` with `cfg`, from tensor infos alone.
+pub fn plan(model: &GgufModel, cfg: &GptOssConfig, req: &PlanRequest) -> Result<MemoryPlan> {
+    let mut weights_device = 0u64;
+    let mut weights_host = 0u64;
+    for name in crate::names::all(cfg.n_layer) {
+        let s = name.to_string();
+        let info = model.tensor(&s).ok_or_else(|| Error::Validation {
+            problems: vec![crate::spec::Problem::Missing { name: s.clone() }],
+        })?;
+        let file_bytes = info.n_bytes().unwrap_or(0);
+        if name == TensorName::TokenEmbd {
+            weights_host += file_bytes;
+            continue;
+        }
+        weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req.dense);
+    }
+    let kv_row = (cfg.kv_dim() * 2 * req.kv_elem_bytes) as u64; // K and V, one position
+    let n_sliding = (0..cfg.n_layer).filter(|&il| cfg.is_sliding(il)).count() as u64;
+    let n_full = cfg.n_layer as u64 - n_sliding;
+    let slide_len = (cfg.sliding_window + req.chunk).min(req.ctx.max(1)) as u64;
+    let vocab = cfg.vocab_size.unwrap_or(0) as u64;
+    let chunk = req.chunk as u64;
+    let widest = (cfg.q_dim() + 2 * cfg.kv_dim())
+        .max(cfg.n_ff_exp * cfg.n_expert_used * 3)
+        .max(cfg.n_embd * 4) as u64;
+    let scores = (cfg.n_head * req.chunk * req.ctx.min(4096)) as u64; // one attention tile
+    Ok(MemoryPlan {
+        weights_device,
+        weights_host,
+        kv_full: n_full * req.ctx as u64 * kv_row,
+        kv_sliding: n_sliding * slide_len * kv_row,
+        working: 4 * (chunk * (vocab + 4 * widest) + scores),
+    })
+}
+
+/// Memory the OS reports available (`MemAvailable` in /proc/meminfo), when it can be read.
+pub fn host_available_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
