@@ -123,7 +123,7 @@ def main():
     cols = np.sort(rng.choice(logits.shape[1], 4096, replace=False)).astype(np.int64)
     np.save(f"{outdir}/tokens.npy", tokens)
     np.save(f"{outdir}/cols.npy", cols)
-    np.save(f"{outdir}/logits.npy", logits[:, cols].astype(np.float32))
+    np.save(f"{outdir}/logits.npy", np.ascontiguousarray(logits[:, cols], dtype=np.float32))
     np.save(f"{outdir}/argmax.npy", logits.argmax(1).astype(np.int64))
     np.save(f"{outdir}/rownorm.npy", np.linalg.norm(logits, axis=1).astype(np.float32))
     rope = getattr(model.model, "rotary_emb", None)

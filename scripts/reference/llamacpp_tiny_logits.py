@@ -30,7 +30,7 @@ def main():
     logits = np.array(llm.scores[: len(tokens)], dtype=np.float32)
     np.save(f"{outdir}/tokens.npy", tokens)
     np.save(f"{outdir}/cols.npy", cols)
-    np.save(f"{outdir}/logits.npy", logits[:, cols])
+    np.save(f"{outdir}/logits.npy", np.ascontiguousarray(logits[:, cols]))
     np.save(f"{outdir}/argmax.npy", logits.argmax(1).astype(np.int64))
     np.save(f"{outdir}/rownorm.npy", np.linalg.norm(logits, axis=1).astype(np.float32))
     meta = {"reference": "llama.cpp via llama-cpp-python", "version": llama_cpp.__version__,

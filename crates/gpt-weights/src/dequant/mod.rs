@@ -6,10 +6,10 @@
 //! `block_size` `f32`s with the same operation order as gguf-py's numpy code (no fused
 //! multiply-add), so results match to the bit:
 //!
-//! - [`float`]: F32, F16, BF16 (block size 1);
-//! - [`legacy`]: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32 elements per block);
-//! - [`kquants`]: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (256 elements per block);
-//! - [`iq4`]: IQ4_NL (32) and IQ4_XS (256), the non-linear 4-bit table;
+//! - `float`: F32, F16, BF16 (block size 1);
+//! - `legacy`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (32 elements per block);
+//! - `kquants`: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (256 elements per block);
+//! - `iq4`: IQ4_NL (32) and IQ4_XS (256), the non-linear 4-bit table;
 //! - [`mxfp4`]: MXFP4 (32), plus helpers for the OpenAI/HF safetensors layout.
 //!
 //! Large inputs (at least [`PAR_MIN_ELEMS`] elements) are split over the rayon pool.
