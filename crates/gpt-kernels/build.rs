@@ -20,7 +20,8 @@ mod cuda {
     use std::path::PathBuf;
 
     pub fn build() -> Result<(), String> {
-        let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+        let manifest =
+            PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
         let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
         let kernels = manifest.join("kernels");
         println!("cargo:rerun-if-changed={}", kernels.display());

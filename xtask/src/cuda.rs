@@ -182,7 +182,11 @@ fn package_name(msg: &serde_json::Value) -> Option<String> {
     let tail = id.rsplit('#').next()?;
     let name = match tail.split_once('@') {
         Some((name, _)) => name,
-        None => id.trim_end_matches(tail).trim_end_matches('#').rsplit('/').next()?,
+        None => id
+            .trim_end_matches(tail)
+            .trim_end_matches('#')
+            .rsplit('/')
+            .next()?,
     };
     Some(name.to_string())
 }
@@ -207,8 +211,14 @@ mod tests {
         let test = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/gpt-kernels#0.1.0","target":{"kind":["test"],"name":"cuda_smoke"},"profile":{"test":true},"executable":"/t/release/deps/cuda_smoke-abc"}"#;
         let unit = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/gpt-kernels#0.1.0","target":{"kind":["lib"],"name":"gpt_kernels"},"profile":{"test":true},"executable":"/t/release/deps/gpt_kernels-abc"}"#;
         let lib = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/gpt-kernels#0.1.0","target":{"kind":["lib"],"name":"gpt_kernels"},"profile":{"test":false},"executable":null}"#;
-        assert_eq!(parse_artifact(bin).map(|a| a.name).as_deref(), Some("gptoss"));
-        assert_eq!(parse_artifact(test).map(|a| a.name).as_deref(), Some("cuda_smoke"));
+        assert_eq!(
+            parse_artifact(bin).map(|a| a.name).as_deref(),
+            Some("gptoss")
+        );
+        assert_eq!(
+            parse_artifact(test).map(|a| a.name).as_deref(),
+            Some("cuda_smoke")
+        );
         assert_eq!(
             parse_artifact(unit).map(|a| a.name).as_deref(),
             Some("gpt-kernels-lib-unittests")

@@ -126,18 +126,31 @@ fn install(cache: &Path) -> Result<Toolkit> {
     let marker = root.join(MARKER);
     let pins = PINNED_WHEELS.join("\n");
     if std::fs::read_to_string(&marker).is_ok_and(|m| m == pins) {
-        eprintln!("xtask: CUDA 13.0 toolkit already installed at {}", home.display());
+        eprintln!(
+            "xtask: CUDA 13.0 toolkit already installed at {}",
+            home.display()
+        );
         return Ok(toolkit);
     }
 
-    eprintln!("xtask: installing the CUDA 13.0 toolkit into {}", root.display());
+    eprintln!(
+        "xtask: installing the CUDA 13.0 toolkit into {}",
+        root.display()
+    );
     let wheels = cache.join("wheels");
     std::fs::create_dir_all(&wheels)
         .with_context(|| format!("cannot create {}", wheels.display()))?;
     let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest"])
-        .arg(&wheels)
-        .args(PINNED_WHEELS);
+    pip.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+    ])
+    .arg(&wheels)
+    .args(PINNED_WHEELS);
     run(&mut pip, "pip download of the CUDA wheels")?;
 
     if root.exists() {
@@ -147,7 +160,11 @@ fn install(cache: &Path) -> Result<Toolkit> {
     std::fs::create_dir_all(&root)?;
     let wheel_files = wheels_for_pins(&wheels)?;
     let mut extract = Command::new("python3");
-    extract.arg("-c").arg(EXTRACT_PY).arg(&root).args(&wheel_files);
+    extract
+        .arg("-c")
+        .arg(EXTRACT_PY)
+        .arg(&root)
+        .args(&wheel_files);
     run(&mut extract, "extracting the CUDA wheels")?;
     ensure!(
         toolkit.nvcc.is_file(),
@@ -212,7 +229,10 @@ fn add_unversioned_symlinks(lib: &Path) -> Result<()> {
 fn build_libcuda_stub(home: &Path) -> Result<()> {
     let include = home.join("include");
     let mut cpp = Command::new("gcc");
-    cpp.arg("-E").arg("-I").arg(&include).arg(include.join("cuda.h"));
+    cpp.arg("-E")
+        .arg("-I")
+        .arg(&include)
+        .arg(include.join("cuda.h"));
     let out = cpp.output().context("cannot run gcc -E on cuda.h")?;
     ensure!(
         out.status.success(),
@@ -227,7 +247,10 @@ fn build_libcuda_stub(home: &Path) -> Result<()> {
     );
     let stubs = home.join("lib/stubs");
     std::fs::create_dir_all(&stubs)?;
-    let src: String = names.iter().map(|n| format!("void {n}(void){{}}\n")).collect();
+    let src: String = names
+        .iter()
+        .map(|n| format!("void {n}(void){{}}\n"))
+        .collect();
     let c_file = stubs.join("libcuda_stub.c");
     std::fs::write(&c_file, src)?;
     let mut cc = Command::new("gcc");
@@ -298,7 +321,8 @@ mod tests {
 
     #[test]
     fn collects_driver_names_only() {
-        let text = "CUresult cuInit (unsigned int);\nint cudaFoo(void); CUresult cuMemAlloc_v2(x);\n\
+        let text =
+            "CUresult cuInit (unsigned int);\nint cudaFoo(void); CUresult cuMemAlloc_v2(x);\n\
                     typedef int cuNotAFunction; CUresult cuLaunchKernel\t(f);";
         let names: Vec<_> = driver_function_names(text).into_iter().collect();
         assert_eq!(names, ["cuInit", "cuLaunchKernel", "cuMemAlloc_v2"]);

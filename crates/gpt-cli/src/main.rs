@@ -1,5 +1,7 @@
 //! `gptoss`: run GPT-OSS models from GGUF files.
 
+mod bench;
+mod chat;
 mod check;
 mod inspect;
 mod model_source;
@@ -21,6 +23,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Answer one prompt in the harmony chat format, streamed (or a plain completion with --raw).
+    Run(chat::RunArgs),
+    /// Interactive multi-turn chat; the KV cache is kept between turns.
+    Chat(chat::ChatArgs),
+    /// Encode text into token ids.
+    Tokenize(tools::TokenizeArgs),
+    /// Render an OpenAI chat-completions request into harmony prompt tokens.
+    Render(tools::RenderArgs),
+    /// Measure prefill and decode speed, time to first token and peak memory.
+    Bench(bench::BenchArgs),
     /// Summarize a GGUF file; dump one tensor; or check it as a GPT-OSS model.
     Inspect(InspectCmd),
     /// f32 logits of every position of a token sequence, from one prefill, saved as .npy.
@@ -66,6 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json: a.json,
             })
         }
+        Cmd::Run(a) => chat::run(&a),
+        Cmd::Chat(a) => chat::chat(&a),
+        Cmd::Tokenize(a) => tools::tokenize(&a),
+        Cmd::Render(a) => tools::render(&a),
+        Cmd::Bench(a) => bench::bench(&a),
         Cmd::Logits(a) => tools::logits(&a),
         Cmd::GenModel(a) => tools::gen_model(&a),
     }

@@ -28,6 +28,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     Ok(())
 }
 
+#[cfg(test)]
 /// Reads a `<f4` C-order `.npy` written by [`write_f32`] or NumPy; returns `(shape, data)`.
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let b = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -109,3 +109,81 @@ pub fn gen_model(a: &GenModelArgs) -> Result<()> {
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }
+
+/// `gptoss tokenize`.
+#[derive(clap::Args, Debug)]
+pub struct TokenizeArgs {
+    /// Model whose tokenizer to use: a GGUF path, `tiny`, or a Hugging Face repo id.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Text to encode.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    pub text: Option<String>,
+    /// File whose contents to encode.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Parse special tokens (`<|start|>` ...) in the text.
+    #[arg(long)]
+    pub special: bool,
+    /// Print `{"ids": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn tokenizer_of(model: &str) -> Result<gpt_engine::tokenizer::Tokenizer> {
+    let path = model_source::resolve(model)?;
+    let file = gguf_format::GgufModel::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(gpt_engine::tokenizer::Tokenizer::from_gguf_metadata(file.metadata())?)
+}
+
+/// Encodes text and prints the ids.
+pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => bail!("give --text or --file"),
+    };
+    let tok = tokenizer_of(&a.model)?;
+    let ids = tok.encode(&text, a.special)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "ids": ids }));
+    } else {
+        let s: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        println!("{}", s.join(" "));
+    }
+    Ok(())
+}
+
+/// `gptoss render`.
+#[derive(clap::Args, Debug)]
+pub struct RenderArgs {
+    /// Model whose tokenizer to use: a GGUF path, `tiny`, or a Hugging Face repo id.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// An OpenAI chat-completions request body (JSON).
+    #[arg(long)]
+    pub request: PathBuf,
+    /// Current date for the system message (default: today).
+    #[arg(long)]
+    pub date: Option<String>,
+    /// Print `{"ids": [...], "text": "..."}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Renders a chat request into harmony prompt tokens.
+pub fn render(a: &RenderArgs) -> Result<()> {
+    let body = std::fs::read_to_string(&a.request).with_context(|| format!("reading {}", a.request.display()))?;
+    let req: gpt_engine::harmony::ChatRequest =
+        serde_json::from_str(&body).with_context(|| format!("parsing {} as a chat-completions request", a.request.display()))?;
+    let tok = tokenizer_of(&a.model)?;
+    let date = a.date.clone().unwrap_or_else(crate::chat::today);
+    let ids = gpt_engine::harmony::render_chat_prompt(&tok, &req, &gpt_engine::harmony::PromptOptions::with_date(date))?;
+    let text = tok.decode(&ids)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "ids": ids, "text": text }));
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}

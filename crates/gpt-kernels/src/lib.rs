@@ -56,3 +56,6 @@ pub use moe::{moe_mxfp4_matmul, MoeMxfp4Matmul};
 pub use mxfp4::{mxfp4_dequant, mxfp4_matmul, Mxfp4Dequant, Mxfp4Matmul};
 pub use router::{router_topk_softmax, RouterTopK};
 pub use swiglu::{swiglu_oai, SwigluOai};
+
+#[cfg(feature = "cuda")]
+pub mod cuda;

@@ -150,9 +150,16 @@ fn mxfp4_matmul_matches_cpu() -> R<()> {
             for r in 0..m {
                 let b = if with_bias { f64::from(bias[c]) } else { 0.0 };
                 let xr = &x[r * k..(r + 1) * k];
-                want[r * n + c] = b + w.iter().zip(xr).map(|(a, x)| a * f64::from(*x)).sum::<f64>();
-                bound[r * n + c] =
-                    b.abs() + w.iter().zip(xr).map(|(a, x)| (a * f64::from(*x)).abs()).sum::<f64>();
+                want[r * n + c] = b + w
+                    .iter()
+                    .zip(xr)
+                    .map(|(a, x)| a * f64::from(*x))
+                    .sum::<f64>();
+                bound[r * n + c] = b.abs()
+                    + w.iter()
+                        .zip(xr)
+                        .map(|(a, x)| (a * f64::from(*x)).abs())
+                        .sum::<f64>();
             }
         }
         check_dot(&format!("matmul (bias {with_bias})"), &got, &want, &bound);
@@ -204,9 +211,16 @@ fn mxfp4_moe_matmul_matches_cpu() -> R<()> {
                 let row = ex * n + c;
                 let w = decode_row(&wbytes[row * rb..(row + 1) * rb], k);
                 let b = f64::from(bias[row]);
-                want[slot * n + c] = b + w.iter().zip(xr).map(|(a, x)| a * f64::from(*x)).sum::<f64>();
-                bound[slot * n + c] =
-                    b.abs() + w.iter().zip(xr).map(|(a, x)| (a * f64::from(*x)).abs()).sum::<f64>();
+                want[slot * n + c] = b + w
+                    .iter()
+                    .zip(xr)
+                    .map(|(a, x)| a * f64::from(*x))
+                    .sum::<f64>();
+                bound[slot * n + c] = b.abs()
+                    + w.iter()
+                        .zip(xr)
+                        .map(|(a, x)| (a * f64::from(*x)).abs())
+                        .sum::<f64>();
             }
         }
         check_dot(&format!("moe (x per slot {per_slot})"), &got, &want, &bound);
@@ -270,12 +284,17 @@ fn attention_ref(
                         continue;
                     }
                     let krow = &k[((bi * s + j) * hkv + kvh) * d..][..d];
-                    let dot: f64 = qrow.iter().zip(krow).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+                    let dot: f64 = qrow
+                        .iter()
+                        .zip(krow)
+                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .sum();
                     scores.push((j, dot * f64::from(p.scale)));
                 }
                 let sink = f64::from(sinks[h]);
                 let mx = scores.iter().map(|x| x.1).fold(sink, f64::max);
-                let denom = scores.iter().map(|x| (x.1 - mx).exp()).sum::<f64>() + (sink - mx).exp();
+                let denom =
+                    scores.iter().map(|x| (x.1 - mx).exp()).sum::<f64>() + (sink - mx).exp();
                 let o = ((bi * t + i) * hq + h) * d;
                 for (j, sc) in &scores {
                     let w = (sc - mx).exp() / denom;
@@ -322,16 +341,26 @@ fn attention_sinks_matches_cpu() -> R<()> {
         let out = with_cuda(&qt, |qs, ql| {
             with_cuda(&kt, |ks, kl| {
                 with_cuda(&vt, |vs, vl| {
-                    with_cuda(&st, |ss, sl| attention_sinks_cuda(qs, ql, ks, kl, vs, vl, ss, sl, &p))
+                    with_cuda(&st, |ss, sl| {
+                        attention_sinks_cuda(qs, ql, ks, kl, vs, vl, ss, sl, &p)
+                    })
                 })
             })
         })?;
         let got = host_f32(&out)?;
         let (want, bound) = attention_ref(&q, &k, &v, &sinks, (b, t, s, hq, hkv, d), &p);
-        check_dot(&format!("attention {p:?} t={t} s={s} d={d}"), &got, &want, &bound);
+        check_dot(
+            &format!("attention {p:?} t={t} s={s} d={d}"),
+            &got,
+            &want,
+            &bound,
+        );
         if kv_offset > q_offset {
             let masked = (kv_offset - q_offset) * hq * d;
-            assert!(got[..masked].iter().all(|x| *x == 0.0), "fully masked rows must be 0");
+            assert!(
+                got[..masked].iter().all(|x| *x == 0.0),
+                "fully masked rows must be 0"
+            );
         }
     }
     Ok(())
@@ -350,14 +379,20 @@ fn router_topk_softmax_matches_cpu() -> R<()> {
         let mut order: Vec<usize> = (0..e).collect();
         order.sort_by(|a, b| row[*b].total_cmp(&row[*a]).then(a.cmp(b)));
         let top = &order[..k];
-        let got_ids: Vec<usize> = ids[t * k..(t + 1) * k].iter().map(|i| *i as usize).collect();
+        let got_ids: Vec<usize> = ids[t * k..(t + 1) * k]
+            .iter()
+            .map(|i| *i as usize)
+            .collect();
         assert_eq!(got_ids, top, "token {t}: ids");
         let mx = f64::from(row[top[0]]);
         let denom: f64 = top.iter().map(|j| (f64::from(row[*j]) - mx).exp()).sum();
         for (c, j) in top.iter().enumerate() {
             let want = (f64::from(row[*j]) - mx).exp() / denom;
             let g = f64::from(w[t * k + c]);
-            assert!((g - want).abs() <= 1e-5 * want, "token {t} choice {c}: gpu {g} vs ref {want}");
+            assert!(
+                (g - want).abs() <= 1e-5 * want,
+                "token {t} choice {c}: gpu {g} vs ref {want}"
+            );
         }
     }
     Ok(())

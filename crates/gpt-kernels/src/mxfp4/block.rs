@@ -23,6 +23,17 @@ const KVALUES_F32: [f32; 16] = {
     t
 };
 
+/// Byte → (value of the low nibble, value of the high nibble), unscaled: one lookup per byte.
+const PAIRS_F32: [[f32; 2]; 256] = {
+    let mut t = [[0f32; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = [KVALUES_F32[b & 15], KVALUES_F32[b >> 4]];
+        b += 1;
+    }
+    t
+};
+
 /// Bytes of one row of `cols` elements (`cols` must be a multiple of [`BLOCK_ELEMS`]).
 pub const fn row_bytes(cols: usize) -> usize {
     cols / BLOCK_ELEMS * BLOCK_BYTES
@@ -61,8 +72,9 @@ pub fn decode_block(block: &[u8], out: &mut [f32]) {
 pub fn dot_block(block: &[u8], x: &[f32]) -> f32 {
     let mut w = [0f32; BLOCK_ELEMS];
     for (j, &q) in block[1..BLOCK_BYTES].iter().enumerate() {
-        w[j] = KVALUES_F32[usize::from(q & 15)];
-        w[j + 16] = KVALUES_F32[usize::from(q >> 4)];
+        let [lo, hi] = PAIRS_F32[usize::from(q)];
+        w[j] = lo;
+        w[j + 16] = hi;
     }
     crate::dot::dot(&w, &x[..BLOCK_ELEMS]) * e8m0_to_f32_half(block[0])
 }

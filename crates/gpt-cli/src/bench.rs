@@ -1,0 +1,138 @@
+//! `gptoss bench`: prefill and decode speed, time to first token, peak memory.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use gpt_engine::loader::{load_model, LoadConfig};
+use gpt_engine::model::Logits;
+use gpt_weights::plan::DenseMode;
+use rand::{Rng, SeedableRng};
+
+use crate::model_source;
+use crate::tools::device;
+
+/// `gptoss bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Model: a GGUF path, `tiny`, or a Hugging Face repo id.
+    #[arg(long)]
+    pub model: String,
+    /// Prompt tokens for the prefill measurement (0 = skip).
+    #[arg(long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Tokens generated for the decode measurement (0 = skip).
+    #[arg(long, default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Tokens already in the cache before decoding.
+    #[arg(long, default_value_t = 0)]
+    pub depth: usize,
+    /// Prefill chunk size.
+    #[arg(long, default_value_t = 512)]
+    pub chunk: usize,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Device: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Keep dense matrices quantized (Candle QMatMul) instead of f32.
+    #[arg(long)]
+    pub quantized_dense: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// Peak resident memory of this process (VmHWM), bytes.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+/// Runs the benchmark.
+pub fn bench(a: &BenchArgs) -> Result<()> {
+    let path = model_source::resolve(&a.model)?;
+    let dev = device(&a.device)?;
+    let ctx = (a.prompt_tokens.max(a.depth) + a.gen_tokens + 1).max(16);
+    let cfg = LoadConfig {
+        dense: if a.quantized_dense { DenseMode::Quantized } else { DenseMode::F32 },
+        ctx,
+        chunk: a.chunk,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let (model, _) = load_model(&path, &dev, &cfg, None).with_context(|| format!("loading {}", path.display()))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let vocab = model.vocab_size() as u32;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab.min(199_998))).collect() };
+    let sync = |t: &candle_core::Tensor| -> Result<()> { t.device().synchronize()?; Ok(()) };
+
+    let (mut pp, mut ttft) = (Vec::new(), Vec::new());
+    if a.prompt_tokens > 0 {
+        for _ in 0..a.reps.max(1) {
+            let prompt = tokens(a.prompt_tokens);
+            let mut cache = model.new_cache();
+            let t = Instant::now();
+            let mut last = None;
+            for piece in prompt.chunks(a.chunk.max(1)) {
+                last = Some(model.forward(piece, &mut cache, Logits::Last)?);
+            }
+            if let Some(l) = &last {
+                sync(l)?;
+                let _ = l.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+            }
+            let s = t.elapsed().as_secs_f64();
+            pp.push(a.prompt_tokens as f64 / s);
+            ttft.push(s * 1e3);
+        }
+    }
+    let mut tg = Vec::new();
+    if a.gen_tokens > 0 {
+        for _ in 0..a.reps.max(1) {
+            let mut cache = model.new_cache();
+            if a.depth > 0 {
+                for piece in tokens(a.depth).chunks(a.chunk.max(1)) {
+                    model.forward(piece, &mut cache, Logits::Last)?;
+                }
+            }
+            let mut next = tokens(1)[0];
+            let t = Instant::now();
+            for _ in 0..a.gen_tokens {
+                let l = model.forward(&[next], &mut cache, Logits::Last)?;
+                next = l.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
+            }
+            tg.push(a.gen_tokens as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let out = serde_json::json!({
+        "model": path.display().to_string(),
+        "device": a.device,
+        "load_s": load_s,
+        "prompt_tokens": a.prompt_tokens,
+        "prefill_tok_s": median(pp),
+        "time_to_first_token_ms": median(ttft),
+        "gen_tokens": a.gen_tokens,
+        "depth": a.depth,
+        "decode_tok_s": median(tg),
+        "peak_host_rss_bytes": peak_rss(),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("model      {}", out["model"]);
+        println!("load       {load_s:.2} s");
+        println!("prefill    {:.1} tok/s ({} tokens, TTFT {:.1} ms)", out["prefill_tok_s"].as_f64().unwrap_or(0.0), a.prompt_tokens, out["time_to_first_token_ms"].as_f64().unwrap_or(0.0));
+        println!("decode     {:.1} tok/s ({} tokens at depth {})", out["decode_tok_s"].as_f64().unwrap_or(0.0), a.gen_tokens, a.depth);
+        if let Some(p) = peak_rss() {
+            println!("peak RSS   {:.2} GiB", p as f64 / (1u64 << 30) as f64);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Attention-with-sinks launcher (GPT-OSS): causal, optional sliding window, GQA, f32.
+
+use super::{contiguous_view, grid_for, ptx, to_u32};
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaStorage, Layout, Result};
+
+const MODULE: &str = "gpt_kernels::attention";
+/// Query rows (warps) per thread block; matches `ATT_WARPS` in `kernels/attention.cu`.
+const WARPS: usize = 4;
+/// The largest supported head dim (`32 * ATT_MAX_REGS` in `kernels/attention.cu`).
+pub const MAX_HEAD_DIM: usize = 256;
+
+/// Scalar parameters of [`attention_sinks_cuda`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionParams {
+    /// Score scale, usually `1 / sqrt(d)`.
+    pub scale: f32,
+    /// Sliding window in positions; 0 = none. Key at `j_abs` is visible from query position
+    /// `p` iff `j_abs <= p` and (`window == 0` or `p - j_abs < window`).
+    pub window: usize,
+    /// Absolute position of query row 0.
+    pub q_offset: usize,
+    /// Absolute position of key/value row 0.
+    pub kv_offset: usize,
+}
+
+/// Attention with a per-head sink logit in the softmax denominator.
+///
+/// - `q`: f32 `(b, t, hq, d)`; `k`, `v`: f32 `(b, s, hkv, d)`; `sinks`: f32 `(hq)`; all
+///   contiguous; `hq % hkv == 0`, `1 <= d <= 256`.
+///
+/// For query row `i` (position `p = q_offset + i`) and head `h` (kv head `h / (hq / hkv)`):
+/// `out = Σ_j e^(s_j - M) v_j / (Σ_j e^(s_j - M) + e^(S_h - M))` over visible keys `j`, with
+/// `s_j = scale · q·k_j` and `M = max(max_j s_j, S_h)`. A row with no visible key is 0.
+/// Returns f32 `(b, t, hq, d)`, dense. One warp per (b, i, h) row, online softmax.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_sinks_cuda(
+    q: &CudaStorage,
+    q_l: &Layout,
+    k: &CudaStorage,
+    k_l: &Layout,
+    v: &CudaStorage,
+    v_l: &Layout,
+    sinks: &CudaStorage,
+    sinks_l: &Layout,
+    p: &AttentionParams,
+) -> Result<CudaStorage> {
+    const OP: &str = "attention_sinks_cuda";
+    let (b, t, hq, d) = q_l
+        .shape()
+        .dims4()
+        .map_err(|e| candle_core::Error::msg(format!("{OP}: q must be (b, t, hq, d): {e}")))?;
+    let (kb, s, hkv, kd) = k_l
+        .shape()
+        .dims4()
+        .map_err(|e| candle_core::Error::msg(format!("{OP}: k must be (b, s, hkv, d): {e}")))?;
+    if kb != b || kd != d || hkv == 0 || hq % hkv != 0 {
+        candle_core::bail!(
+            "{OP}: q {:?} and k {:?} disagree (need the same b and d, hq % hkv == 0)",
+            q_l.dims(),
+            k_l.dims()
+        );
+    }
+    if d == 0 || d > MAX_HEAD_DIM {
+        candle_core::bail!("{OP}: head dim {d} must be in 1..={MAX_HEAD_DIM}");
+    }
+    let q_v = contiguous_view::<f32>(OP, "q", q, q_l, &[b, t, hq, d])?;
+    let k_v = contiguous_view::<f32>(OP, "k", k, k_l, &[b, s, hkv, d])?;
+    let v_v = contiguous_view::<f32>(OP, "v", v, v_l, &[b, s, hkv, d])?;
+    let s_v = contiguous_view::<f32>(OP, "sinks", sinks, sinks_l, &[hq])?;
+    let rows = b * t * hq;
+    let dev = &q.device;
+    // SAFETY: the kernel writes all d values of every (b, t, hq) row.
+    let mut out = unsafe { dev.alloc::<f32>(rows * d) }?;
+    if rows == 0 {
+        return Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()));
+    }
+    let args = [
+        to_u32(OP, "b", b)?,
+        to_u32(OP, "t", t)?,
+        to_u32(OP, "s", s)?,
+        to_u32(OP, "hq", hq)?,
+        to_u32(OP, "hkv", hkv)?,
+        to_u32(OP, "d", d)?,
+    ];
+    let window = to_u32(OP, "window", p.window)?;
+    let q_offset = to_u32(OP, "q_offset", p.q_offset)?;
+    let kv_offset = to_u32(OP, "kv_offset", p.kv_offset)?;
+    let func = dev.get_or_load_custom_func("attention_sinks_f32", MODULE, ptx::ATTENTION)?;
+    let mut bld = func.builder();
+    bld.arg(&q_v).arg(&k_v).arg(&v_v).arg(&s_v).arg(&mut out);
+    for a in &args {
+        bld.arg(a);
+    }
+    bld.arg(&p.scale).arg(&window).arg(&q_offset).arg(&kv_offset);
+    let cfg = LaunchConfig {
+        grid_dim: (grid_for(OP, rows, WARPS)?, 1, 1),
+        block_dim: ((32 * WARPS) as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: argument types and order match `attention_sinks_f32`; the views hold the
+    // shapes checked above; d <= 256.
+    unsafe { bld.launch(cfg) }.w()?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}
