@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use gguf_format::{GgmlType, GgufModel};
+use gguf_format::{GgmlType, GgufModel, TensorInfo};
 
 use crate::config::GptOssConfig;
 use crate::error::{Error, Result};
@@ -107,11 +107,20 @@ fn loaded_bytes(name: &TensorName, ty: GgmlType, n_elem: u64, file_bytes: u64, d
 
 /// Computes the plan for `model` with `cfg`, from tensor infos alone.
 pub fn plan(model: &GgufModel, cfg: &GptOssConfig, req: &PlanRequest) -> Result<MemoryPlan> {
+    plan_from_infos(cfg, req, |name| model.tensor(name))
+}
+
+/// Computes the plan from tensor infos found by `lookup` (no tensor data is needed).
+pub fn plan_from_infos<'a>(
+    cfg: &GptOssConfig,
+    req: &PlanRequest,
+    lookup: impl Fn(&str) -> Option<&'a TensorInfo>,
+) -> Result<MemoryPlan> {
     let mut weights_device = 0u64;
     let mut weights_host = 0u64;
     for name in crate::names::all(cfg.n_layer) {
         let s = name.to_string();
-        let info = model.tensor(&s).ok_or_else(|| Error::Validation {
+        let info = lookup(&s).ok_or_else(|| Error::Validation {
             problems: vec![crate::spec::Problem::Missing { name: s.clone() }],
         })?;
         let file_bytes = info.n_bytes().unwrap_or(0);
