@@ -45,7 +45,11 @@ pub struct BenchArgs {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), bytes.
@@ -61,18 +65,30 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let dev = device(&a.device)?;
     let ctx = (a.prompt_tokens.max(a.depth) + a.gen_tokens + 1).max(16);
     let cfg = LoadConfig {
-        dense: if a.quantized_dense { DenseMode::Quantized } else { DenseMode::F32 },
+        dense: if a.quantized_dense {
+            DenseMode::Quantized
+        } else {
+            DenseMode::F32
+        },
         ctx,
         chunk: a.chunk,
         ..Default::default()
     };
     let t0 = Instant::now();
-    let (model, _) = load_model(&path, &dev, &cfg, None).with_context(|| format!("loading {}", path.display()))?;
+    let (model, _) = load_model(&path, &dev, &cfg, None)
+        .with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = model.vocab_size() as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab.min(199_998))).collect() };
-    let sync = |t: &candle_core::Tensor| -> Result<()> { t.device().synchronize()?; Ok(()) };
+    let mut tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| rng.random_range(0..vocab.min(199_998)))
+            .collect()
+    };
+    let sync = |t: &candle_core::Tensor| -> Result<()> {
+        t.device().synchronize()?;
+        Ok(())
+    };
 
     let (mut pp, mut ttft) = (Vec::new(), Vec::new());
     if a.prompt_tokens > 0 {
@@ -128,8 +144,18 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     } else {
         println!("model      {}", out["model"]);
         println!("load       {load_s:.2} s");
-        println!("prefill    {:.1} tok/s ({} tokens, TTFT {:.1} ms)", out["prefill_tok_s"].as_f64().unwrap_or(0.0), a.prompt_tokens, out["time_to_first_token_ms"].as_f64().unwrap_or(0.0));
-        println!("decode     {:.1} tok/s ({} tokens at depth {})", out["decode_tok_s"].as_f64().unwrap_or(0.0), a.gen_tokens, a.depth);
+        println!(
+            "prefill    {:.1} tok/s ({} tokens, TTFT {:.1} ms)",
+            out["prefill_tok_s"].as_f64().unwrap_or(0.0),
+            a.prompt_tokens,
+            out["time_to_first_token_ms"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "decode     {:.1} tok/s ({} tokens at depth {})",
+            out["decode_tok_s"].as_f64().unwrap_or(0.0),
+            a.gen_tokens,
+            a.depth
+        );
         if let Some(p) = peak_rss() {
             println!("peak RSS   {:.2} GiB", p as f64 / (1u64 << 30) as f64);
         }

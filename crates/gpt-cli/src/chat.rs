@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use gpt_engine::generate::{generate, GenerateParams, GenerateStats};
 use gpt_engine::harmony::{
-    render_chat_prompt, ChatMessage, ChatRequest, ChatRole, HarmonyEvent, HarmonyParser, MessageContent,
-    PromptOptions, ReasoningEffort, STOP_TOKENS,
+    render_chat_prompt, ChatMessage, ChatRequest, ChatRole, HarmonyEvent, HarmonyParser,
+    MessageContent, PromptOptions, ReasoningEffort, STOP_TOKENS,
 };
 use gpt_engine::kv_cache::KvCache;
 use gpt_engine::loader::{load_model, LoadConfig};
@@ -164,9 +164,15 @@ impl Session {
     fn open(args: &ChatArgs) -> Result<Self> {
         let path = model_source::resolve(&args.model)?;
         let dev = device(&args.device)?;
-        let cfg = LoadConfig { ctx: args.ctx, chunk: args.chunk, ..Default::default() };
-        let (model, file) = load_model(&path, &dev, &cfg, None).with_context(|| format!("loading {}", path.display()))?;
-        let tok = Tokenizer::from_gguf_metadata(file.metadata()).context("building the tokenizer from the GGUF")?;
+        let cfg = LoadConfig {
+            ctx: args.ctx,
+            chunk: args.chunk,
+            ..Default::default()
+        };
+        let (model, file) = load_model(&path, &dev, &cfg, None)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let tok = Tokenizer::from_gguf_metadata(file.metadata())
+            .context("building the tokenizer from the GGUF")?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         // Ctrl-C ends the current generation cleanly; a second one exits.
@@ -177,7 +183,13 @@ impl Session {
         })
         .context("installing the Ctrl-C handler")?;
         let cache = model.new_cache();
-        Ok(Self { model, tok, cache, args: args.clone(), stop })
+        Ok(Self {
+            model,
+            tok,
+            cache,
+            args: args.clone(),
+            stop,
+        })
     }
 
     fn params(&self) -> GenerateParams {
@@ -212,7 +224,9 @@ impl Session {
                 pending.push(id);
                 if pending.len() > HEADER_LIMIT {
                     raw = true;
-                    err = Some(format!("no message header in the first {HEADER_LIMIT} tokens"));
+                    err = Some(format!(
+                        "no message header in the first {HEADER_LIMIT} tokens"
+                    ));
                     if let Ok(t) = tok.decode(&pending) {
                         let _ = write!(out, "{t}");
                     }
@@ -224,7 +238,11 @@ impl Session {
                 }
             }
             if raw {
-                return if stop.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+                return if stop.load(Ordering::SeqCst) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
             }
             match parser.push(id) {
                 Ok(events) => {
@@ -249,7 +267,11 @@ impl Session {
                                     let _ = writeln!(out, "\x1b[0m");
                                 }
                                 if let Some(call) = m.tool_call() {
-                                    let _ = writeln!(out, "\n[tool call] {}({})", call.name, call.arguments);
+                                    let _ = writeln!(
+                                        out,
+                                        "\n[tool call] {}({})",
+                                        call.name, call.arguments
+                                    );
                                 }
                             }
                         }
@@ -280,7 +302,9 @@ impl Session {
         }
         println!();
         if let Some(e) = err {
-            eprintln!("note: the output did not follow the harmony format ({e}); printed as raw text");
+            eprintln!(
+                "note: the output did not follow the harmony format ({e}); printed as raw text"
+            );
         }
         Ok(res)
     }
@@ -300,23 +324,36 @@ fn report(stats: &GenerateStats) {
 fn request(args: &ChatArgs, messages: Vec<ChatMessage>) -> ChatRequest {
     let mut all = Vec::new();
     if let Some(s) = &args.system {
-        all.push(ChatMessage { role: ChatRole::System, content: Some(MessageContent::Text(s.clone())), ..user("") });
+        all.push(ChatMessage {
+            role: ChatRole::System,
+            content: Some(MessageContent::Text(s.clone())),
+            ..user("")
+        });
     }
     all.extend(messages);
-    ChatRequest { messages: all, tools: vec![], reasoning_effort: Some(args.reasoning_effort.into()) }
+    ChatRequest {
+        messages: all,
+        tools: vec![],
+        reasoning_effort: Some(args.reasoning_effort.into()),
+    }
 }
 
 /// `gptoss run`.
 pub fn run(a: &RunArgs) -> Result<()> {
     let prompt = match &a.prompt {
         Some(p) => p.clone(),
-        None => std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?,
+        None => {
+            std::io::read_to_string(std::io::stdin()).context("reading the prompt from stdin")?
+        }
     };
     let mut s = Session::open(&a.chat)?;
     let date = a.chat.date.clone().unwrap_or_else(today);
     if a.raw {
         let ids = s.tok.encode(&prompt, true)?;
-        let params = GenerateParams { stop_tokens: vec![200002, 200012, 199999], ..s.params() };
+        let params = GenerateParams {
+            stop_tokens: vec![200002, 200012, 199999],
+            ..s.params()
+        };
         let stop = s.stop.clone();
         let mut dec = s.tok.stream_decoder();
         let mut out = std::io::stdout();
@@ -325,7 +362,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 let _ = write!(out, "{t}");
                 let _ = out.flush();
             }
-            if stop.load(Ordering::SeqCst) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if stop.load(Ordering::SeqCst) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })?;
         println!();
         report(&stats);
@@ -346,7 +387,10 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
     let date = a.date.clone().unwrap_or_else(today);
     let end = s.tok.token_to_id("<|end|>").context("no <|end|> token")?;
     let mut transcript: Vec<u32> = Vec::new();
-    eprintln!("chat with {} (Ctrl-C stops an answer, Ctrl-D exits)", a.model);
+    eprintln!(
+        "chat with {} (Ctrl-C stops an answer, Ctrl-D exits)",
+        a.model
+    );
     let stdin = std::io::stdin();
     loop {
         eprint!("> ");
@@ -359,15 +403,25 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
             continue;
         }
         let prompt = if transcript.is_empty() {
-            render_chat_prompt(&s.tok, &request(a, vec![user(text)]), &PromptOptions::with_date(date.clone()))?
+            render_chat_prompt(
+                &s.tok,
+                &request(a, vec![user(text)]),
+                &PromptOptions::with_date(date.clone()),
+            )?
         } else {
             let mut p = transcript.clone();
             p.push(end);
-            p.extend(s.tok.encode(&format!("<|start|>user<|message|>{text}<|end|><|start|>assistant"), true)?);
+            p.extend(s.tok.encode(
+                &format!("<|start|>user<|message|>{text}<|end|><|start|>assistant"),
+                true,
+            )?);
             p
         };
         if prompt.len() + 1 >= a.ctx {
-            eprintln!("the conversation no longer fits the context of {} tokens; starting over", a.ctx);
+            eprintln!(
+                "the conversation no longer fits the context of {} tokens; starting over",
+                a.ctx
+            );
             transcript.clear();
             s.cache.reset();
             continue;
@@ -376,7 +430,12 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
         report(&stats);
         transcript = prompt;
         // Keep what the model wrote, minus the stop token (replaced by <|end|> next turn).
-        transcript.extend(generated.iter().copied().filter(|t| !STOP_TOKENS.contains(t)));
+        transcript.extend(
+            generated
+                .iter()
+                .copied()
+                .filter(|t| !STOP_TOKENS.contains(t)),
+        );
     }
     Ok(())
 }

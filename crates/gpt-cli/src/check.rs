@@ -11,17 +11,44 @@ use gpt_weights::{dequant, GptOssConfig};
 pub fn check(file: &Path, ctx: usize) -> Result<()> {
     let model = GgufModel::open(file).with_context(|| format!("opening {}", file.display()))?;
     let cfg = GptOssConfig::from_metadata(model.metadata())?;
-    println!("config: {} layers, d={}, heads {}/{} x {}, experts {} (top {}), ff {}, window {}",
-        cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim,
-        cfg.n_expert, cfg.n_expert_used, cfg.n_ff_exp, cfg.sliding_window);
+    println!(
+        "config: {} layers, d={}, heads {}/{} x {}, experts {} (top {}), ff {}, window {}",
+        cfg.n_layer,
+        cfg.n_embd,
+        cfg.n_head,
+        cfg.n_head_kv,
+        cfg.head_dim,
+        cfg.n_expert,
+        cfg.n_expert_used,
+        cfg.n_ff_exp,
+        cfg.sliding_window
+    );
     let report = gpt_weights::spec::validate(&model, &cfg)?;
-    println!("tensors: {} checked, all as GPT-OSS expects (vocab {})", report.tensors, report.vocab_size);
-    for (name, dense) in [("f32 dense (CPU reference)", DenseMode::F32), ("quantized dense", DenseMode::Quantized)] {
-        let p = plan::plan(&model, &cfg, &PlanRequest { ctx, chunk: 512, dense, kv_elem_bytes: 4 })?;
+    println!(
+        "tensors: {} checked, all as GPT-OSS expects (vocab {})",
+        report.tensors, report.vocab_size
+    );
+    for (name, dense) in [
+        ("f32 dense (CPU reference)", DenseMode::F32),
+        ("quantized dense", DenseMode::Quantized),
+    ] {
+        let p = plan::plan(
+            &model,
+            &cfg,
+            &PlanRequest {
+                ctx,
+                chunk: 512,
+                dense,
+                kv_elem_bytes: 4,
+            },
+        )?;
         println!("memory plan at ctx {ctx}, {name}:\n{p}");
     }
     if let Some(avail) = plan::host_available_bytes() {
-        println!("host memory available: {:.2} GiB", avail as f64 / (1u64 << 30) as f64);
+        println!(
+            "host memory available: {:.2} GiB",
+            avail as f64 / (1u64 << 30) as f64
+        );
     }
     Ok(())
 }
@@ -30,11 +57,18 @@ pub fn check(file: &Path, ctx: usize) -> Result<()> {
 /// (row-major, GGUF dims reversed) shape.
 pub fn dump(file: &Path, name: &str, out: &Path) -> Result<()> {
     let model = GgufModel::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let info = model.tensor(name).with_context(|| format!("no tensor named {name:?} in {}", file.display()))?;
+    let info = model
+        .tensor(name)
+        .with_context(|| format!("no tensor named {name:?} in {}", file.display()))?;
     let bytes = model.tensor_data(name)?;
     let values = dequant::dequantize_f32(info.ty, bytes, info.n_elements() as usize)
         .with_context(|| format!("dequantizing {name}"))?;
     crate::npy::write_f32(out, &info.logical_shape(), &values)?;
-    eprintln!("wrote {name} ({}, logical shape {:?}) to {}", info.ty, info.logical_shape(), out.display());
+    eprintln!(
+        "wrote {name} ({}, logical shape {:?}) to {}",
+        info.ty,
+        info.logical_shape(),
+        out.display()
+    );
     Ok(())
 }

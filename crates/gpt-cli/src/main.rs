@@ -67,7 +67,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Inspect(a) => {
             if let Some(name) = &a.dump {
-                let out = a.out.as_deref().ok_or_else(|| anyhow::anyhow!("--dump needs --out"))?;
+                let out = a
+                    .out
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("--dump needs --out"))?;
                 return check::dump(&a.file, name, out);
             }
             if a.check {

@@ -20,13 +20,16 @@ pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(p).join("gptoss");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("gptoss")
 }
 
 /// Generates the synthetic model `preset` at `path` with a progress line on stderr.
 pub fn generate_synthetic(spec: &SynthSpec, path: &Path) -> Result<()> {
-    let vocab = gpt_engine::tokenizer::o200k_harmony_vocab().context("building the o200k_harmony vocabulary")?;
+    let vocab = gpt_engine::tokenizer::o200k_harmony_vocab()
+        .context("building the o200k_harmony vocabulary")?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -58,7 +61,10 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
         }
         return Ok(path);
     }
-    if p.extension().is_some_and(|e| e == "gguf") || model.starts_with('.') || model.starts_with('/') {
+    if p.extension().is_some_and(|e| e == "gguf")
+        || model.starts_with('.')
+        || model.starts_with('/')
+    {
         bail!("model file {model} does not exist");
     }
     let (repo, file) = match model.split_once(':') {
@@ -76,7 +82,9 @@ pub fn fetch_hf(repo: &str, file: &str) -> Result<PathBuf> {
         return Ok(p);
     }
     eprintln!("downloading {file} from huggingface.co/{repo} ...");
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build();
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build();
     let result = api.and_then(|api| api.model(repo.to_string()).get(file));
     match result {
         Ok(p) => Ok(p),

@@ -64,7 +64,11 @@ pub fn logits(a: &LogitsArgs) -> Result<()> {
     let dev = device(&a.device)?;
     let cfg = LoadConfig {
         model: ModelOptions {
-            yarn: if a.yarn_llamacpp { YarnRounding::LlamaCpp } else { YarnRounding::Reference },
+            yarn: if a.yarn_llamacpp {
+                YarnRounding::LlamaCpp
+            } else {
+                YarnRounding::Reference
+            },
         },
         ctx: a.tokens.len().max(1),
         chunk: a.tokens.len().max(1),
@@ -92,6 +96,9 @@ pub struct GenModelArgs {
     /// llama.cpp's reference, whose CPU MXFP4/Q8_0 paths round activations).
     #[arg(long)]
     pub f32_values: bool,
+    /// Override the preset's number of layers (e.g. 4 layers of 20B shape for CPU benchmarks).
+    #[arg(long)]
+    pub layers: Option<usize>,
     /// RNG seed (default: the preset's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -105,6 +112,11 @@ pub fn gen_model(a: &GenModelArgs) -> Result<()> {
         spec.seed = s;
     }
     spec.f32_values = a.f32_values;
+    if let Some(n) = a.layers {
+        anyhow::ensure!(n > 0, "--layers must be > 0");
+        spec.n_layer = n;
+        spec.name = format!("{} ({n} layers)", spec.name);
+    }
     model_source::generate_synthetic(&spec, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
@@ -132,15 +144,20 @@ pub struct TokenizeArgs {
 
 fn tokenizer_of(model: &str) -> Result<gpt_engine::tokenizer::Tokenizer> {
     let path = model_source::resolve(model)?;
-    let file = gguf_format::GgufModel::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(gpt_engine::tokenizer::Tokenizer::from_gguf_metadata(file.metadata())?)
+    let file = gguf_format::GgufModel::open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(gpt_engine::tokenizer::Tokenizer::from_gguf_metadata(
+        file.metadata(),
+    )?)
 }
 
 /// Encodes text and prints the ids.
 pub fn tokenize(a: &TokenizeArgs) -> Result<()> {
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         (None, None) => bail!("give --text or --file"),
     };
     let tok = tokenizer_of(&a.model)?;
@@ -173,12 +190,21 @@ pub struct RenderArgs {
 
 /// Renders a chat request into harmony prompt tokens.
 pub fn render(a: &RenderArgs) -> Result<()> {
-    let body = std::fs::read_to_string(&a.request).with_context(|| format!("reading {}", a.request.display()))?;
-    let req: gpt_engine::harmony::ChatRequest =
-        serde_json::from_str(&body).with_context(|| format!("parsing {} as a chat-completions request", a.request.display()))?;
+    let body = std::fs::read_to_string(&a.request)
+        .with_context(|| format!("reading {}", a.request.display()))?;
+    let req: gpt_engine::harmony::ChatRequest = serde_json::from_str(&body).with_context(|| {
+        format!(
+            "parsing {} as a chat-completions request",
+            a.request.display()
+        )
+    })?;
     let tok = tokenizer_of(&a.model)?;
     let date = a.date.clone().unwrap_or_else(crate::chat::today);
-    let ids = gpt_engine::harmony::render_chat_prompt(&tok, &req, &gpt_engine::harmony::PromptOptions::with_date(date))?;
+    let ids = gpt_engine::harmony::render_chat_prompt(
+        &tok,
+        &req,
+        &gpt_engine::harmony::PromptOptions::with_date(date),
+    )?;
     let text = tok.decode(&ids)?;
     if a.json {
         println!("{}", serde_json::json!({ "ids": ids, "text": text }));

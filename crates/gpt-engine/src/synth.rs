@@ -127,7 +127,10 @@ fn metadata(w: &mut GgufWriter, s: &SynthSpec, vocab: &Vocab) -> Result<()> {
     let a = |k: &str| format!("gpt-oss.{k}");
     let u = |v: usize| Value::U32(v as u32);
     let kvs: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String("gpt-oss".into())),
+        (
+            "general.architecture".into(),
+            Value::String("gpt-oss".into()),
+        ),
         ("general.type".into(), Value::String("model".into())),
         ("general.name".into(), Value::String(s.name.clone())),
         ("general.quantization_version".into(), Value::U32(2)),
@@ -152,11 +155,17 @@ fn metadata(w: &mut GgufWriter, s: &SynthSpec, vocab: &Vocab) -> Result<()> {
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("gpt-4o".into())),
         ("tokenizer.ggml.tokens".into(), arr_str(&vocab.tokens)),
-        ("tokenizer.ggml.token_type".into(), Value::Array(Array::I32(vocab.token_types.clone()))),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(Array::I32(vocab.token_types.clone())),
+        ),
         ("tokenizer.ggml.merges".into(), arr_str(&vocab.merges)),
         ("tokenizer.ggml.bos_token_id".into(), Value::U32(vocab.bos)),
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab.eos)),
-        ("tokenizer.ggml.padding_token_id".into(), Value::U32(vocab.pad)),
+        (
+            "tokenizer.ggml.padding_token_id".into(),
+            Value::U32(vocab.pad),
+        ),
     ];
     for (k, v) in kvs {
         w.add_kv(k, v)?;
@@ -166,7 +175,11 @@ fn metadata(w: &mut GgufWriter, s: &SynthSpec, vocab: &Vocab) -> Result<()> {
 
 /// GGUF dims (ne0 first), type and value scale of each tensor.
 fn layout(s: &SynthSpec, vocab: usize) -> Vec<(TensorName, Vec<u64>, GgmlType, f32)> {
-    let (d, q, kv) = (s.n_embd as u64, (s.n_head * s.head_dim) as u64, (s.n_head_kv * s.head_dim) as u64);
+    let (d, q, kv) = (
+        s.n_embd as u64,
+        (s.n_head * s.head_dim) as u64,
+        (s.n_head_kv * s.head_dim) as u64,
+    );
     let (ne, ff) = (s.n_expert as u64, s.n_ff_exp as u64);
     let inv = |n: u64| 1.0 / (n as f32).sqrt();
     names::all(s.n_layer)
@@ -273,7 +286,8 @@ pub fn write_model(
     w.write_file(&tmp, |i, info, out: &mut dyn Write| {
         let (_, _, ty, scale) = &tensors[i];
         // One RNG stream per tensor: the file does not depend on write order or chunking.
-        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(spec.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         // Bytes of the drawn type; the stream is the same whatever type is stored.
         let n = ty.bytes_for(info.n_elements()).unwrap_or(0) as usize;
         let unit = ty.type_size().unwrap_or(1) as usize;
@@ -298,6 +312,7 @@ pub fn write_model(
         progress(done, total);
         Ok(())
     })?;
-    std::fs::rename(&tmp, path).map_err(|e| EngineError::Other(format!("rename {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| EngineError::Other(format!("rename {}: {e}", tmp.display())))?;
     Ok(())
 }

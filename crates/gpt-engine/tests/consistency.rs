@@ -30,7 +30,11 @@ fn chunked(model: &GptOss, tokens: &[u32], sizes: &[usize]) -> Vec<Vec<f32>> {
     let (mut i, mut k) = (0, 0);
     while i < tokens.len() {
         let n = sizes[k % sizes.len()].min(tokens.len() - i);
-        out.extend(rows(&model.forward(&tokens[i..i + n], &mut cache, Logits::All).unwrap()));
+        out.extend(rows(
+            &model
+                .forward(&tokens[i..i + n], &mut cache, Logits::All)
+                .unwrap(),
+        ));
         i += n;
         k += 1;
     }
@@ -42,7 +46,10 @@ fn assert_close(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) {
     assert_eq!(a.len(), b.len());
     for (t, (x, y)) in a.iter().zip(b).enumerate() {
         let rel = rel_l2(x, y);
-        assert!(rel <= MAX_REL_L2, "{what}: position {t}: relative L2 {rel:.3e}");
+        assert!(
+            rel <= MAX_REL_L2,
+            "{what}: position {t}: relative L2 {rel:.3e}"
+        );
     }
 }
 
@@ -54,7 +61,11 @@ fn decode_and_chunked_prefill_equal_one_prefill() {
     let full = rows(&prefill_logits(&model, &tokens).unwrap());
     assert_close(&chunked(&model, &tokens, &[1]), &full, "token by token");
     for sizes in [&[2][..], &[3], &[5], &[4], &[16], &[1, 7, 2, 11]] {
-        assert_close(&chunked(&model, &tokens, sizes), &full, &format!("chunks {sizes:?}"));
+        assert_close(
+            &chunked(&model, &tokens, sizes),
+            &full,
+            &format!("chunks {sizes:?}"),
+        );
     }
 }
 
@@ -82,15 +93,31 @@ fn turns_reuse_the_cache() {
     };
     let mut cache = model.new_cache();
     // Turn 1: the first 12 tokens; turn 2 extends them: only the new 18 are computed.
-    let (out1, s1) = generate(&model, &mut cache, &tokens[..12], &params, |_| std::ops::ControlFlow::Continue(())).unwrap();
+    let (out1, s1) = generate(&model, &mut cache, &tokens[..12], &params, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(s1.prefill_tokens, 12);
-    assert_eq!(out1[0] as usize, argmax(&full[11]), "greedy = argmax of the logits");
-    let (out2, s2) = generate(&model, &mut cache, &tokens, &params, |_| std::ops::ControlFlow::Continue(())).unwrap();
-    assert_eq!(s2.prefill_tokens, 18, "a new turn computes only its new tokens");
+    assert_eq!(
+        out1[0] as usize,
+        argmax(&full[11]),
+        "greedy = argmax of the logits"
+    );
+    let (out2, s2) = generate(&model, &mut cache, &tokens, &params, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        s2.prefill_tokens, 18,
+        "a new turn computes only its new tokens"
+    );
     assert_eq!(out2[0] as usize, argmax(&full[29]));
     // A prompt that does not extend the cache starts over.
     let other = random_tokens(5, 10);
-    let (_, s3) = generate(&model, &mut cache, &other, &params, |_| std::ops::ControlFlow::Continue(())).unwrap();
+    let (_, s3) = generate(&model, &mut cache, &other, &params, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(s3.prefill_tokens, 5);
 }
 
@@ -106,7 +133,10 @@ fn greedy_generation_follows_argmax_of_logits() {
         chunk: 4,
     };
     let mut cache = model.new_cache();
-    let (out, _) = generate(&model, &mut cache, &prompt, &params, |_| std::ops::ControlFlow::Continue(())).unwrap();
+    let (out, _) = generate(&model, &mut cache, &prompt, &params, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
     assert_eq!(out.len(), 10);
     let mut seq = prompt.clone();
     for &tok in &out {
@@ -127,8 +157,13 @@ fn prompt_longer_than_context_is_refused_before_compute() {
         chunk: 4,
     };
     let mut cache = model.new_cache();
-    let err = generate(&model, &mut cache, &random_tokens(8, 1), &params, |_| std::ops::ControlFlow::Continue(()))
-        .unwrap_err();
-    assert!(err.to_string().contains("does not fit the context of 8"), "{err}");
+    let err = generate(&model, &mut cache, &random_tokens(8, 1), &params, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("does not fit the context of 8"),
+        "{err}"
+    );
     assert_eq!(cache.pos, 0);
 }

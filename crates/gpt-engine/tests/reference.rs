@@ -13,13 +13,23 @@ use gpt_engine::model::rope::YarnRounding;
 const MAX_REL_L2: f64 = 1e-4;
 
 fn fixture(dir: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference").join(dir)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(dir)
 }
 
 fn check_against(dir: &str, f32_twin: bool, yarn: YarnRounding) -> f64 {
     let d = fixture(dir);
-    let tokens: Vec<u32> = read_npy(&d.join("tokens.npy")).1.iter().map(|&x| x as u32).collect();
-    let cols: Vec<usize> = read_npy(&d.join("cols.npy")).1.iter().map(|&x| x as usize).collect();
+    let tokens: Vec<u32> = read_npy(&d.join("tokens.npy"))
+        .1
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let cols: Vec<usize> = read_npy(&d.join("cols.npy"))
+        .1
+        .iter()
+        .map(|&x| x as usize)
+        .collect();
     let (shape, want) = read_npy(&d.join("logits.npy"));
     let argmax_want = read_npy(&d.join("argmax.npy")).1;
     let norms = read_npy(&d.join("rownorm.npy")).1;
@@ -30,13 +40,26 @@ fn check_against(dir: &str, f32_twin: bool, yarn: YarnRounding) -> f64 {
     let mut worst: f64 = 0.0;
     for (t, row) in rows.iter().enumerate() {
         let ours: Vec<f32> = cols.iter().map(|&c| row[c]).collect();
-        let theirs: Vec<f32> = want[t * cols.len()..(t + 1) * cols.len()].iter().map(|&x| x as f32).collect();
+        let theirs: Vec<f32> = want[t * cols.len()..(t + 1) * cols.len()]
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
         let rel = rel_l2(&ours, &theirs);
         worst = worst.max(rel);
-        assert!(rel <= MAX_REL_L2, "{dir}: position {t}: relative L2 {rel:.3e} > {MAX_REL_L2:e}");
-        assert_eq!(argmax(row) as f64, argmax_want[t], "{dir}: argmax differs at position {t}");
+        assert!(
+            rel <= MAX_REL_L2,
+            "{dir}: position {t}: relative L2 {rel:.3e} > {MAX_REL_L2:e}"
+        );
+        assert_eq!(
+            argmax(row) as f64,
+            argmax_want[t],
+            "{dir}: argmax differs at position {t}"
+        );
         let norm: f64 = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        assert!((norm / norms[t] - 1.0).abs() <= MAX_REL_L2, "{dir}: row norm differs at {t}");
+        assert!(
+            (norm / norms[t] - 1.0).abs() <= MAX_REL_L2,
+            "{dir}: row norm differs at {t}"
+        );
     }
     worst
 }
@@ -66,14 +89,24 @@ fn yarn_rounding_matters() {
     // llama.cpp's rounded-YaRN logits within the bar on this sequence (positions > 0 rotate
     // dims 9..17 differently).
     let d = fixture("llamacpp");
-    let tokens: Vec<u32> = read_npy(&d.join("tokens.npy")).1.iter().map(|&x| x as u32).collect();
-    let cols: Vec<usize> = read_npy(&d.join("cols.npy")).1.iter().map(|&x| x as usize).collect();
+    let tokens: Vec<u32> = read_npy(&d.join("tokens.npy"))
+        .1
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    let cols: Vec<usize> = read_npy(&d.join("cols.npy"))
+        .1
+        .iter()
+        .map(|&x| x as usize)
+        .collect();
     let want = read_npy(&d.join("logits.npy")).1;
     let model = load(&tiny_path(false), YarnRounding::Reference);
     let rows: Vec<Vec<f32>> = prefill_logits(&model, &tokens).unwrap().to_vec2().unwrap();
     let last = rows.len() - 1;
     let ours: Vec<f32> = cols.iter().map(|&c| rows[last][c]).collect();
-    let theirs: Vec<f32> = want[last * cols.len()..].iter().map(|&x| x as f32).collect();
+    let theirs: Vec<f32> = want[last * cols.len()..]
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
     assert!(rel_l2(&ours, &theirs) > MAX_REL_L2);
 }
-

@@ -213,7 +213,10 @@ impl Loader<'_, '_> {
 
     fn matrix(&mut self, name: TensorName) -> Result<Matrix> {
         let (_, info, bytes) = self.info(&name)?;
-        if self.dense == DenseMode::Quantized && info.ty.is_quantized() && qmatmul_supported(info.ty) {
+        if self.dense == DenseMode::Quantized
+            && info.ty.is_quantized()
+            && qmatmul_supported(info.ty)
+        {
             if let Some(qt) = to_candle_qtype(info.ty) {
                 let storage = QStorage::from_data(Cow::Borrowed(bytes), self.device, qt)?;
                 let q = QTensor::new(storage, info.logical_shape())?;
@@ -228,7 +231,11 @@ impl Loader<'_, '_> {
     fn experts(&mut self, name: TensorName) -> Result<Experts> {
         let (_, info, bytes) = self.info(&name)?;
         if info.ty == GgmlType::MXFP4 {
-            let (k, n, e) = (info.dims[0] as usize, info.dims[1] as usize, info.dims[2] as usize);
+            let (k, n, e) = (
+                info.dims[0] as usize,
+                info.dims[1] as usize,
+                info.dims[2] as usize,
+            );
             // (e, n, k/32*17): one row of k/32 blocks per output unit.
             let blocks =
                 Tensor::from_raw_buffer(bytes, DType::U8, &[e, n, k / 32 * 17], self.device)?;
@@ -243,7 +250,10 @@ impl Loader<'_, '_> {
         let (dim, vocab) = (info.dims[0] as usize, info.dims[1] as usize);
         if !dequant::is_supported(info.ty) || vocab == 0 {
             return Err(Error::Unsupported {
-                what: format!("token_embd.weight of type {} and dims {:?}", info.ty, info.dims),
+                what: format!(
+                    "token_embd.weight of type {} and dims {:?}",
+                    info.ty, info.dims
+                ),
             });
         }
         let row_bytes = bytes.len() / vocab;

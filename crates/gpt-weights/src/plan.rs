@@ -75,26 +75,68 @@ fn gib(b: u64) -> String {
 
 impl fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "  weights on device   {:>12} B  {}", self.weights_device, gib(self.weights_device))?;
-        writeln!(f, "  weights in host RAM {:>12} B  {}", self.weights_host, gib(self.weights_host))?;
-        writeln!(f, "  KV cache (full)     {:>12} B  {}", self.kv_full, gib(self.kv_full))?;
-        writeln!(f, "  KV cache (sliding)  {:>12} B  {}", self.kv_sliding, gib(self.kv_sliding))?;
-        writeln!(f, "  working buffers     {:>12} B  {}", self.working, gib(self.working))?;
-        write!(f, "  device total        {:>12} B  {}", self.device_total(), gib(self.device_total()))
+        writeln!(
+            f,
+            "  weights on device   {:>12} B  {}",
+            self.weights_device,
+            gib(self.weights_device)
+        )?;
+        writeln!(
+            f,
+            "  weights in host RAM {:>12} B  {}",
+            self.weights_host,
+            gib(self.weights_host)
+        )?;
+        writeln!(
+            f,
+            "  KV cache (full)     {:>12} B  {}",
+            self.kv_full,
+            gib(self.kv_full)
+        )?;
+        writeln!(
+            f,
+            "  KV cache (sliding)  {:>12} B  {}",
+            self.kv_sliding,
+            gib(self.kv_sliding)
+        )?;
+        writeln!(
+            f,
+            "  working buffers     {:>12} B  {}",
+            self.working,
+            gib(self.working)
+        )?;
+        write!(
+            f,
+            "  device total        {:>12} B  {}",
+            self.device_total(),
+            gib(self.device_total())
+        )
     }
 }
 
 /// Whether Candle's `QMatMul` runs this type directly.
 pub fn qmatmul_supported(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | F16 | F32)
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | F16 | F32
+    )
 }
 
 /// Bytes one tensor takes once loaded.
-fn loaded_bytes(name: &TensorName, ty: GgmlType, n_elem: u64, file_bytes: u64, dense: DenseMode) -> u64 {
+fn loaded_bytes(
+    name: &TensorName,
+    ty: GgmlType,
+    n_elem: u64,
+    file_bytes: u64,
+    dense: DenseMode,
+) -> u64 {
     let experts = matches!(
         name,
-        TensorName::Layer(_, LayerTensor::FfnGateExps | LayerTensor::FfnUpExps | LayerTensor::FfnDownExps)
+        TensorName::Layer(
+            _,
+            LayerTensor::FfnGateExps | LayerTensor::FfnUpExps | LayerTensor::FfnDownExps
+        )
     );
     if experts && ty == GgmlType::MXFP4 {
         return file_bytes;

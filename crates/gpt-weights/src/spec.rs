@@ -40,7 +40,12 @@ const DENSE: &[GgmlType] = &[
     GgmlType::Q5_K,
     GgmlType::Q6_K,
 ];
-const EXPERTS: &[GgmlType] = &[GgmlType::MXFP4, GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+const EXPERTS: &[GgmlType] = &[
+    GgmlType::MXFP4,
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+];
 
 impl Kind {
     /// The types a tensor of this kind may have.
@@ -152,7 +157,11 @@ impl fmt::Display for Problem {
                 allowed,
             } => {
                 let allowed: Vec<String> = allowed.iter().map(|t| t.to_string()).collect();
-                write!(f, "{name}: type {found} not supported here (allowed: {})", allowed.join(", "))
+                write!(
+                    f,
+                    "{name}: type {found} not supported here (allowed: {})",
+                    allowed.join(", ")
+                )
             }
         }
     }

@@ -18,13 +18,34 @@ struct Shape {
     vocab: u64,
 }
 
-const SHAPE_20B: Shape = Shape { n_layer: 24, d: 2880, heads: 64, kv: 8, hd: 64, experts: 32, ff: 2880, vocab: 201088 };
-const SHAPE_TINY: Shape = Shape { n_layer: 2, d: 64, heads: 4, kv: 2, hd: 16, experts: 4, ff: 32, vocab: 300 };
+const SHAPE_20B: Shape = Shape {
+    n_layer: 24,
+    d: 2880,
+    heads: 64,
+    kv: 8,
+    hd: 64,
+    experts: 32,
+    ff: 2880,
+    vocab: 201088,
+};
+const SHAPE_TINY: Shape = Shape {
+    n_layer: 2,
+    d: 64,
+    heads: 4,
+    kv: 2,
+    hd: 16,
+    experts: 4,
+    ff: 32,
+    vocab: 300,
+};
 
 fn metadata(s: &Shape) -> Vec<(String, Value)> {
     let a = |k: &str| format!("gpt-oss.{k}");
     vec![
-        ("general.architecture".into(), Value::String("gpt-oss".into())),
+        (
+            "general.architecture".into(),
+            Value::String("gpt-oss".into()),
+        ),
         (a("block_count"), Value::U32(s.n_layer)),
         (a("context_length"), Value::U32(131072)),
         (a("embedding_length"), Value::U32(s.d)),
@@ -78,7 +99,8 @@ fn writer(
         if dims.len() == 2 && dims[1] == 0 {
             dims[1] = s.vocab; // token_embd / output without a tokenizer in the metadata
         }
-        if let Some((name, dims, ty)) = edit(spec.name.to_string(), dims, ggml_org_type(spec.kind)) {
+        if let Some((name, dims, ty)) = edit(spec.name.to_string(), dims, ggml_org_type(spec.kind))
+        {
             w.add_tensor_info(name, &dims, ty).unwrap();
         }
     }
@@ -112,7 +134,9 @@ fn open_err(w: &GgufWriter, tag: &str) -> String {
     let model = GgufModel::open(&path).unwrap();
     let err = match GptOssConfig::from_metadata(model.metadata()) {
         Err(e) => e.to_string(),
-        Ok(cfg) => gpt_weights::spec::validate(&model, &cfg).unwrap_err().to_string(),
+        Ok(cfg) => gpt_weights::spec::validate(&model, &cfg)
+            .unwrap_err()
+            .to_string(),
     };
     let _ = std::fs::remove_file(&path);
     err
@@ -122,7 +146,8 @@ fn open_err(w: &GgufWriter, tag: &str) -> String {
 fn twenty_b_shaped_plan_from_metadata_alone() {
     let w = writer(&SHAPE_20B, None, |n, d, t| Some((n, d, t)));
     // Header only; the 12 GB data section is a hole (sparse file): nothing is read.
-    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sparse20b-{}.gguf", std::process::id()));
+    let path = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sparse20b-{}.gguf", std::process::id()));
     let mut f = std::fs::File::create(&path).unwrap();
     let data_offset = w.write_header(&mut f).unwrap();
     f.set_len(data_offset + w.data_size().unwrap()).unwrap();
@@ -137,23 +162,52 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     let tensor_bytes: u64 = model.tensors().map(|t| t.n_bytes().unwrap()).sum();
     // spec §3: 12,096,558,336 bytes of tensors in the ggml-org file.
     assert_eq!(tensor_bytes, 12_096_558_336);
-    let p = plan(&model, &cfg, &PlanRequest { ctx: 8192, chunk: 512, dense: DenseMode::Quantized, kv_elem_bytes: 4 }).unwrap();
+    let p = plan(
+        &model,
+        &cfg,
+        &PlanRequest {
+            ctx: 8192,
+            chunk: 512,
+            dense: DenseMode::Quantized,
+            kv_elem_bytes: 4,
+        },
+    )
+    .unwrap();
     let embd = 2880 / 32 * 34 * 201088u64;
     assert_eq!(p.weights_host, embd);
-    assert_eq!(p.weights_device, tensor_bytes - embd, "quantized: file bytes stay as they are");
+    assert_eq!(
+        p.weights_device,
+        tensor_bytes - embd,
+        "quantized: file bytes stay as they are"
+    );
     // 12 full layers x 8192 positions x (K+V) x 512 x 4 bytes; sliding: window + chunk.
     assert_eq!(p.kv_full, 12 * 8192 * 2 * 512 * 4);
     assert_eq!(p.kv_sliding, 12 * (128 + 512) * 2 * 512 * 4);
-    let f32_plan = plan(&model, &cfg, &PlanRequest { ctx: 8192, chunk: 512, dense: DenseMode::F32, kv_elem_bytes: 4 }).unwrap();
+    let f32_plan = plan(
+        &model,
+        &cfg,
+        &PlanRequest {
+            ctx: 8192,
+            chunk: 512,
+            dense: DenseMode::F32,
+            kv_elem_bytes: 4,
+        },
+    )
+    .unwrap();
     assert!(f32_plan.weights_device > p.weights_device);
-    let e = p.check_fits("cuda:0", 8 << 30, false).unwrap_err().to_string();
+    let e = p
+        .check_fits("cuda:0", 8 << 30, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not enough memory on cuda:0"), "{e}");
     let _ = std::fs::remove_file(&path);
 }
 
 #[test]
 fn missing_tensor_is_named() {
-    let w = writer(&SHAPE_TINY, None, |n, d, t| (n != "blk.1.attn_sinks.weight").then_some((n, d, t)));
+    let w = writer(&SHAPE_TINY, None, |n, d, t| {
+        (n != "blk.1.attn_sinks.weight").then_some((n, d, t))
+    });
     let e = open_err(&w, "missing");
     assert!(e.contains("blk.1.attn_sinks.weight: missing"), "{e}");
 }
@@ -167,17 +221,27 @@ fn wrong_shape_is_named() {
         Some((n, d, t))
     });
     let e = open_err(&w, "shape");
-    assert!(e.contains("blk.0.attn_k.weight: dims [64, 64], expected [64, 32]"), "{e}");
+    assert!(
+        e.contains("blk.0.attn_k.weight: dims [64, 64], expected [64, 32]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_type_is_named() {
     let w = writer(&SHAPE_TINY, None, |n, d, t| {
-        let t = if n == "blk.1.ffn_down_exps.weight" { GgmlType::Q4_0 } else { t };
+        let t = if n == "blk.1.ffn_down_exps.weight" {
+            GgmlType::Q4_0
+        } else {
+            t
+        };
         Some((n, d, t))
     });
     let e = open_err(&w, "type");
-    assert!(e.contains("blk.1.ffn_down_exps.weight: type Q4_0 not supported"), "{e}");
+    assert!(
+        e.contains("blk.1.ffn_down_exps.weight: type Q4_0 not supported"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -188,10 +252,15 @@ fn every_problem_is_reported_at_once() {
         _ => Some((n, d, t)),
     });
     let mut w = w;
-    w.add_tensor_info("blk.0.extra.weight", &[4], GgmlType::F32).unwrap();
+    w.add_tensor_info("blk.0.extra.weight", &[4], GgmlType::F32)
+        .unwrap();
     let e = open_err(&w, "many");
     assert!(e.starts_with("3 tensor problem(s)"), "{e}");
-    for part in ["output_norm.weight: missing", "blk.0.attn_q.bias: dims [7]", "blk.0.extra.weight: not a GPT-OSS tensor"] {
+    for part in [
+        "output_norm.weight: missing",
+        "blk.0.attn_q.bias: dims [7]",
+        "blk.0.extra.weight: not a GPT-OSS tensor",
+    ] {
         assert!(e.contains(part), "{part} not in {e}");
     }
 }
@@ -217,7 +286,11 @@ fn each_missing_required_key_is_named() {
 fn wrong_architecture_is_refused() {
     let mut md = gguf_format::Metadata::new();
     for (k, v) in metadata(&SHAPE_TINY) {
-        let v = if k == "general.architecture" { Value::String("gptoss".into()) } else { v };
+        let v = if k == "general.architecture" {
+            Value::String("gptoss".into())
+        } else {
+            v
+        };
         md.insert(k, v).unwrap();
     }
     let e = GptOssConfig::from_metadata(&md).unwrap_err().to_string();
@@ -230,7 +303,8 @@ fn valid_tiny_model_loads_on_cpu() {
     let path = write_small(&w, "load");
     let model = GgufModel::open(&path).unwrap();
     let cfg = GptOssConfig::from_metadata(model.metadata()).unwrap();
-    let weights = Weights::load(&model, &cfg, &candle_core::Device::Cpu, Default::default()).unwrap();
+    let weights =
+        Weights::load(&model, &cfg, &candle_core::Device::Cpu, Default::default()).unwrap();
     assert_eq!(weights.layers.len(), 2);
     assert_eq!(weights.token_embd.vocab(), 300);
     let _ = std::fs::remove_file(&path);

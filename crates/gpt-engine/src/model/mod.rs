@@ -48,7 +48,12 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
 }
 
 /// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included.
-fn experts_forward(x: &Tensor, w: &Experts, b: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+fn experts_forward(
+    x: &Tensor,
+    w: &Experts,
+    b: &Tensor,
+    ids: &Tensor,
+) -> candle_core::Result<Tensor> {
     match w {
         Experts::Mxfp4 { blocks, .. } => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
         Experts::Dense(w) => {
@@ -135,7 +140,14 @@ impl GptOss {
     }
 
     /// Attention of layer `il` on `a (t, d)`; returns `(t, d)`.
-    fn attention(&self, il: usize, lw: &LayerWeights, a: &Tensor, pos: usize, cache: &mut KvCache) -> Result<Tensor> {
+    fn attention(
+        &self,
+        il: usize,
+        lw: &LayerWeights,
+        a: &Tensor,
+        pos: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let cfg = self.config();
         let t = a.dim(0)?;
         let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
@@ -146,15 +158,31 @@ impl GptOss {
         let kx = kx.reshape((1, t, hkv, hd))?; // (b, t, hkv, d)
         let v = v.reshape((1, t, hkv, hd))?.contiguous()?; // (b, t, hkv, d)
         let sliding = cfg.is_sliding(il);
-        let rope = if sliding { &self.rope_swa } else { &self.rope_full };
+        let rope = if sliding {
+            &self.rope_swa
+        } else {
+            &self.rope_full
+        };
         let q = rope.apply(&q, pos)?;
         let kx = rope.apply(&kx, pos)?;
         let (k_all, v_all, kv_offset) = cache.layers[il].append(&kx, &v)?; // (b, s, hkv, d)
         let window = sliding.then_some(cfg.sliding_window);
         let scale = 1.0 / (hd as f32).sqrt();
-        let o = k::attention_with_sinks(&q, &k_all, &v_all, &lw.attn_sinks, scale, window, pos, kv_offset)?;
+        let o = k::attention_with_sinks(
+            &q,
+            &k_all,
+            &v_all,
+            &lw.attn_sinks,
+            scale,
+            window,
+            pos,
+            kv_offset,
+        )?;
         let o = o.reshape((t, hq * hd))?; // (t, hq*d)
-        Ok(lw.attn_output.forward(&o)?.broadcast_add(&lw.attn_output_b)?)
+        Ok(lw
+            .attn_output
+            .forward(&o)?
+            .broadcast_add(&lw.attn_output_b)?)
     }
 
     /// The MoE block on `m (t, d)`; returns `(t, d)`.
@@ -178,4 +206,3 @@ pub fn prefill_logits(model: &GptOss, tokens: &[u32]) -> Result<Tensor> {
     let mut cache = model.new_cache();
     model.forward(tokens, &mut cache, Logits::All)
 }
-
