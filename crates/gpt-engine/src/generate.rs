@@ -103,9 +103,19 @@ pub fn generate(
     let mut out = Vec::new();
     let mut history: Vec<u32> = prompt.to_vec();
     let mut first_at = None;
+    // Plain greedy needs only the argmax: computed where the logits are, one id copied back.
+    let sp = &params.sampling;
+    let device_argmax = sp.temperature <= 0.0
+        && sp.repeat_penalty == 1.0
+        && sp.presence_penalty == 0.0
+        && sp.frequency_penalty == 0.0;
     loop {
-        let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
-        let next = sampler.sample(&row, &history);
+        let next = if device_argmax {
+            logits.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?
+        } else {
+            let row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+            sampler.sample(&row, &history)
+        };
         if first_at.is_none() {
             first_at = Some(Instant::now());
             stats.time_to_first_token = start.elapsed();
