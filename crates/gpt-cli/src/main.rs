@@ -37,6 +37,8 @@ enum Cmd {
     Inspect(InspectCmd),
     /// f32 logits of every position of a token sequence, from one prefill, saved as .npy.
     Logits(tools::LogitsArgs),
+    /// Check a device against the CPU: prefill logits and greedy tokens of the same model.
+    CompareDevices(tools::CompareArgs),
     /// Write a synthetic random-weight GPT-OSS GGUF (tiny, 20b or 120b shapes).
     GenModel(tools::GenModelArgs),
 }
@@ -88,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::bench(&a),
         Cmd::Logits(a) => tools::logits(&a),
         Cmd::GenModel(a) => tools::gen_model(&a),
+        Cmd::CompareDevices(a) => tools::compare_devices(&a),
     }
 }
 

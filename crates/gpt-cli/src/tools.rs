@@ -213,3 +213,90 @@ pub fn render(a: &RenderArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `gptoss compare-devices`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Model: a GGUF path, `tiny`, or a Hugging Face repo id.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Device checked against the CPU.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// Prompt tokens of the prefill comparison.
+    #[arg(long, default_value_t = 40)]
+    pub prompt_tokens: usize,
+    /// Greedy steps whose tokens must agree.
+    #[arg(long, default_value_t = 64)]
+    pub steps: usize,
+    /// Largest relative L2 of the logits accepted.
+    #[arg(long, default_value_t = 1e-2)]
+    pub max_rel_l2: f64,
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Runs the same prefill and greedy decode on the CPU and on `--device`, and compares.
+pub fn compare_devices(a: &CompareArgs) -> Result<()> {
+    use gpt_engine::generate::{generate, GenerateParams};
+    use gpt_engine::sampling::SamplingParams;
+    use rand::{Rng, SeedableRng};
+    let path = model_source::resolve(&a.model)?;
+    let dev = device(&a.device)?;
+    let cfg = LoadConfig {
+        ctx: a.prompt_tokens + a.steps + 1,
+        chunk: 512,
+        ..Default::default()
+    };
+    let (cpu, _) = load_model(&path, &Device::Cpu, &cfg, None)?;
+    let (gpu, _) = load_model(&path, &dev, &cfg, None)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let prompt: Vec<u32> = (0..a.prompt_tokens)
+        .map(|_| rng.random_range(0..199_998u32))
+        .collect();
+    let lc: Vec<Vec<f32>> = prefill_logits(&cpu, &prompt)?.to_vec2()?;
+    let lg: Vec<Vec<f32>> = prefill_logits(&gpu, &prompt)?
+        .to_device(&Device::Cpu)?
+        .to_vec2()?;
+    let worst = lc
+        .iter()
+        .zip(&lg)
+        .map(|(c, g)| rel_l2(g, c))
+        .fold(0.0, f64::max);
+    let params = GenerateParams {
+        max_new_tokens: a.steps,
+        stop_tokens: vec![],
+        sampling: SamplingParams::greedy(),
+        ctx: cfg.ctx,
+        chunk: 512,
+    };
+    let go = |m: &gpt_engine::model::GptOss| -> Result<Vec<u32>> {
+        let mut cache = m.new_cache();
+        Ok(generate(m, &mut cache, &prompt[..8], &params, |_| {
+            std::ops::ControlFlow::Continue(())
+        })?
+        .0)
+    };
+    let (tc, tg) = (go(&cpu)?, go(&gpu)?);
+    let same = tc.iter().zip(&tg).take_while(|(x, y)| x == y).count();
+    println!(
+        "{}",
+        serde_json::json!({"device": a.device, "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
+            "greedy_steps": a.steps, "greedy_agree": same})
+    );
+    anyhow::ensure!(
+        worst <= a.max_rel_l2,
+        "logits differ: relative L2 {worst:.3e} > {}",
+        a.max_rel_l2
+    );
+    anyhow::ensure!(same == a.steps, "greedy tokens diverge at step {same}");
+    eprintln!(
+        "ok: {} vs cpu: worst relative L2 {worst:.3e}, {same}/{} greedy tokens equal",
+        a.device, a.steps
+    );
+    Ok(())
+}

@@ -106,7 +106,11 @@ impl LayerCache {
         kb.slice_set(&k.contiguous()?, 1, self.len)?;
         vb.slice_set(&v.contiguous()?, 1, self.len)?;
         self.len += t;
-        Ok((kb.narrow(1, 0, self.len)?, vb.narrow(1, 0, self.len)?, self.kv_offset))
+        Ok((
+            kb.narrow(1, 0, self.len)?,
+            vb.narrow(1, 0, self.len)?,
+            self.kv_offset,
+        ))
     }
 
     /// Number of cached rows (for sliding layers, possibly more than the window).
@@ -171,19 +175,29 @@ mod tests {
             pos += t;
             let reference = Tensor::cat(&all, 1).unwrap(); // (1, pos, 2, 6)
             let got = Tensor::cat(&[&kc, &vc], 3).unwrap();
-            assert_eq!(off + got.dim(1).unwrap(), pos, "chunk {i}: rows end at the last position");
+            assert_eq!(
+                off + got.dim(1).unwrap(),
+                pos,
+                "chunk {i}: rows end at the last position"
+            );
             // The oldest position the first new query (at pos - t) may see.
             let first_visible = match window {
                 Some(w) => (pos - t + 1).saturating_sub(w),
                 None => 0,
             };
-            assert!(off <= first_visible, "chunk {i}: row {first_visible} evicted (offset {off})");
+            assert!(
+                off <= first_visible,
+                "chunk {i}: row {first_visible} evicted (offset {off})"
+            );
             let want = reference.narrow(1, off, pos - off).unwrap();
             let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "chunk {i}");
         }
         if let Some(w) = window {
-            assert!(cache.len() <= w + slack.max(*chunks.iter().max().unwrap()), "bounded");
+            assert!(
+                cache.len() <= w + slack.max(*chunks.iter().max().unwrap()),
+                "bounded"
+            );
         }
     }
 
@@ -194,7 +208,11 @@ mod tests {
 
     #[test]
     fn sliding_layers_compact_and_stay_bounded() {
-        check(Some(4), 2, &[1, 1, 1, 1, 1, 1, 1, 3, 1, 1, 6, 1, 2, 1, 1, 1]);
+        check(
+            Some(4),
+            2,
+            &[1, 1, 1, 1, 1, 1, 1, 3, 1, 1, 6, 1, 2, 1, 1, 1],
+        );
         check(Some(3), 1, &[5, 1, 1, 2, 1, 1, 1, 1]);
     }
 }

@@ -59,6 +59,15 @@ impl CustomOp1 for RouterTopK {
             .for_each(|(ids, row)| topk_row(row, ids));
         Ok((CpuStorage::U32(ids), Shape::from((t, self.k))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::router_ids(self, s, l)
+    }
 }
 
 /// Router top-k + softmax.

@@ -57,6 +57,17 @@ impl CustomOp2 for SwigluOai {
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::swiglu(self, s1, l1, s2, l2)
+    }
 }
 
 /// GPT-OSS SwiGLU: `g = min(gate, limit)`, `u = clamp(up, −limit, limit)`,

@@ -91,6 +91,19 @@ impl CustomOp3 for AttentionWithSinks {
         let out = cpu::attention(&dims, &params, q, k, v, &sinks);
         Ok((CpuStorage::F32(out), Shape::from(q_dims.to_vec())))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::attention(self, (s1, l1), (s2, l2), (s3, l3))
+    }
 }
 
 /// Attention with sinks (OpenAI `sdpa` semantics).

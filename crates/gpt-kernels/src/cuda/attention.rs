@@ -93,7 +93,10 @@ pub fn attention_sinks_cuda(
     for a in &args {
         bld.arg(a);
     }
-    bld.arg(&p.scale).arg(&window).arg(&q_offset).arg(&kv_offset);
+    bld.arg(&p.scale)
+        .arg(&window)
+        .arg(&q_offset)
+        .arg(&kv_offset);
     let cfg = LaunchConfig {
         grid_dim: (grid_for(OP, rows, WARPS)?, 1, 1),
         block_dim: ((32 * WARPS) as u32, 1, 1),

@@ -11,6 +11,7 @@
 pub mod attention;
 pub mod moe;
 pub mod mxfp4;
+pub(crate) mod ops;
 pub mod router;
 pub mod swiglu;
 
@@ -53,9 +54,9 @@ pub(crate) fn contiguous_view<'a, T: CudaDType + DeviceRepr>(
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::msg(format!("{op}: {what} must be contiguous")))?;
-    let slice = storage.as_cuda_slice::<T>().map_err(|e| {
-        candle_core::Error::msg(format!("{op}: {what} has the wrong dtype: {e}"))
-    })?;
+    let slice = storage
+        .as_cuda_slice::<T>()
+        .map_err(|e| candle_core::Error::msg(format!("{op}: {what} has the wrong dtype: {e}")))?;
     Ok(slice.slice(start..end))
 }
 

@@ -22,10 +22,9 @@ pub fn router_topk_softmax_cuda(
     k: usize,
 ) -> Result<(CudaStorage, CudaStorage)> {
     const OP: &str = "router_topk_softmax_cuda";
-    let (tokens, n_experts) = layout
-        .shape()
-        .dims2()
-        .map_err(|e| candle_core::Error::msg(format!("{OP}: logits must be (tokens, n_experts): {e}")))?;
+    let (tokens, n_experts) = layout.shape().dims2().map_err(|e| {
+        candle_core::Error::msg(format!("{OP}: logits must be (tokens, n_experts): {e}"))
+    })?;
     if k == 0 || k > n_experts || k > ROUTER_MAX_K {
         candle_core::bail!(
             "{OP}: k = {k} must be in 1..={} (n_experts = {n_experts})",

@@ -101,6 +101,19 @@ impl CustomOp3 for MoeMxfp4Matmul {
             Shape::from((self.t, self.top_k, self.n)),
         ))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::moe_matmul(self, (s1, l1), (s2, l2), (s3, l3))
+    }
 }
 
 /// MoE expert matmul: `y[t, s] = W[ids[t, s]] · x[t or (t, s)] + bias[ids[t, s]]`.

@@ -31,6 +31,15 @@ impl CustomOp1 for Mxfp4Dequant {
         let out = cpu::dequant(blocks, rows, self.cols);
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::mxfp4_dequant(self, s, l)
+    }
 }
 
 /// Dequantizes ggml MXFP4 blocks.
@@ -121,6 +130,17 @@ impl CustomOp2 for Mxfp4Matmul {
         }
         let y = cpu::matmul(x, m, k, w, n, bias.as_deref());
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::ops::mxfp4_matmul(self, s1, l1, s2, l2)
     }
 }
 
