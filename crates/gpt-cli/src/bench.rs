@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Keep dense matrices quantized (Candle QMatMul) instead of f32.
     #[arg(long)]
     pub quantized_dense: bool,
+    /// Time each stage of the forward (synchronizes the device between stages) and print
+    /// the breakdown.
+    #[arg(long)]
+    pub profile: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -59,6 +63,19 @@ fn peak_rss() -> Option<u64> {
     Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
+/// Device memory in use (total − free, all processes) on a CUDA device, when built with CUDA.
+fn vram_used(dev: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if dev.is_cuda() {
+        dev.synchronize().ok()?;
+        let (free, total) =
+            candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+        return Some((total - free) as u64);
+    }
+    let _ = dev;
+    None
+}
+
 /// Runs the benchmark.
 pub fn bench(a: &BenchArgs) -> Result<()> {
     let path = model_source::resolve(&a.model)?;
@@ -72,7 +89,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         },
         ctx,
         chunk: a.chunk,
-        ..Default::default()
+        model: gpt_engine::model::ModelOptions {
+            profile: a.profile,
+            ..Default::default()
+        },
     };
     let t0 = Instant::now();
     let (model, _) = load_model(&path, &dev, &cfg, None)
@@ -109,6 +129,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             ttft.push(s * 1e3);
         }
     }
+    let prefill_profile = model.take_profile();
+    let vram_after_prefill = vram_used(&dev);
     let mut tg = Vec::new();
     if a.gen_tokens > 0 {
         for _ in 0..a.reps.max(1) {
@@ -127,6 +149,15 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             tg.push(a.gen_tokens as f64 / t.elapsed().as_secs_f64());
         }
     }
+    let decode_profile = model.take_profile();
+    let vram_end = vram_used(&dev);
+    let fmt_profile =
+        |p: &[(gpt_engine::model::profile::Stage, std::time::Duration)]| -> serde_json::Value {
+            p.iter()
+                .map(|(s, d)| (format!("{s:?}"), serde_json::json!(d.as_secs_f64() * 1e3)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
     let out = serde_json::json!({
         "model": path.display().to_string(),
         "device": a.device,
@@ -138,6 +169,9 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         "depth": a.depth,
         "decode_tok_s": median(tg),
         "peak_host_rss_bytes": peak_rss(),
+        "device_mem_used_bytes": vram_after_prefill.max(vram_end),
+        "profile_prefill_ms": if a.profile { fmt_profile(&prefill_profile) } else { serde_json::Value::Null },
+        "profile_decode_ms": if a.profile { fmt_profile(&decode_profile) } else { serde_json::Value::Null },
     });
     if a.json {
         println!("{out}");

@@ -69,6 +69,7 @@ pub fn logits(a: &LogitsArgs) -> Result<()> {
             } else {
                 YarnRounding::Reference
             },
+            ..Default::default()
         },
         ctx: a.tokens.len().max(1),
         chunk: a.tokens.len().max(1),

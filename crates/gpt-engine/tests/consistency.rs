@@ -167,3 +167,21 @@ fn prompt_longer_than_context_is_refused_before_compute() {
     );
     assert_eq!(cache.pos, 0);
 }
+
+#[test]
+fn grouped_expert_path_equals_the_fused_kernel() {
+    // The prefill path used on CUDA (per-expert dequantize + GEMM) run on the CPU, against
+    // the fused MXFP4 MoE kernel.
+    use candle_core::Device;
+    use gpt_engine::loader::{load_model, LoadConfig};
+    use gpt_engine::model::ModelOptions;
+    let tokens = random_tokens(23, 12);
+    let fused = rows(&prefill_logits(&load(&tiny_path(false), YarnRounding::Reference), &tokens).unwrap());
+    let cfg = LoadConfig {
+        model: ModelOptions { moe_grouped_min_slots: Some(1), ..Default::default() },
+        ..Default::default()
+    };
+    let grouped_model = load_model(&tiny_path(false), &Device::Cpu, &cfg, None).unwrap().0;
+    let grouped = rows(&prefill_logits(&grouped_model, &tokens).unwrap());
+    assert_close(&grouped, &fused, "grouped experts");
+}

@@ -16,6 +16,6 @@ extern "C" __global__ void mxfp4_dequant_f32(const uint8_t *__restrict__ blocks,
     const float scale = mxfp4_scale(blk[0]);
     const uint8_t q = blk[1 + j];
     float *dst = out + b * MXFP4_BLOCK_ELEMS;
-    dst[j] = MXFP4_KVALUES[q & 0x0f] * scale;
-    dst[j + 16] = MXFP4_KVALUES[q >> 4] * scale;
+    dst[j] = mxfp4_kv(q & 0x0f) * scale;
+    dst[j + 16] = mxfp4_kv(q >> 4) * scale;
 }

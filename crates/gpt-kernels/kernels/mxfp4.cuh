@@ -10,8 +10,13 @@
 #define MXFP4_BLOCK_ELEMS 32
 #define MXFP4_BLOCK_BYTES 17
 
-__device__ __constant__ float MXFP4_KVALUES[16] = {
-    0.f, 1.f, 2.f, 3.f, 4.f, 6.f, 8.f, 12.f, 0.f, -1.f, -2.f, -3.f, -4.f, -6.f, -8.f, -12.f};
+// The doubled E2M1 value of a 4-bit code, {0,1,2,3,4,6,8,12} with bit 3 as the sign, decoded in
+// registers (a __constant__ table serializes when a warp's lanes index it differently). Code 8
+// gives +0.0, as ggml's table does.
+__device__ __forceinline__ float mxfp4_kv(uint32_t q) {
+    const float v = (float)((uint32_t)(0x0C08060403020100ull >> ((q & 7u) * 8u)) & 0xFFu);
+    return (q & 8u) ? (0.f - v) : v;
+}
 
 // 2^(e - 128) built bit-exactly: e < 2 gives the subnormals 2^-128 and 2^-127.
 __device__ __forceinline__ float mxfp4_scale(uint8_t e) {

@@ -52,8 +52,8 @@ __device__ float warp_mxfp4_row_dot(const uint8_t *row, uint32_t nb, const float
 #pragma unroll
             for (int j = 0; j < 16; ++j) {
                 const uint8_t q = blk[1 + j];
-                s += MXFP4_KVALUES[q & 0x0f] * xb[j];
-                s += MXFP4_KVALUES[q >> 4] * xb[j + 16];
+                s += mxfp4_kv(q & 0x0f) * xb[j];
+                s += mxfp4_kv(q >> 4) * xb[j + 16];
             }
             acc += s * mxfp4_scale(blk[0]);
         }

@@ -3,6 +3,7 @@
 //! RMSNorm → MoE (router top-k, softmax over k, SwiGLU-OAI experts) → residual } → RMSNorm →
 //! unembedding.
 
+pub mod profile;
 pub mod rope;
 
 use candle_core::{DType, Device, Tensor, D};
@@ -12,6 +13,7 @@ use gpt_weights::{GptOssConfig, Weights};
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
+use profile::{Profiler, Stage};
 use rope::{Rope, YarnRounding};
 
 /// SwiGLU-OAI constants (spec §6.4).
@@ -24,6 +26,12 @@ pub const SWIGLU_LIMIT: f32 = 7.0;
 pub struct ModelOptions {
     /// YaRN correction-dim bounds.
     pub yarn: YarnRounding,
+    /// Time each stage (synchronizes the device at stage boundaries).
+    pub profile: bool,
+    /// Expert matmuls over at least this many (token, expert) slots run per expert as
+    /// dequantize + dense GEMM on gathered tokens (prefill); fewer use the fused MXFP4 kernel.
+    /// `None`: 64 on CUDA, never on the CPU (whose kernel already groups by expert).
+    pub moe_grouped_min_slots: Option<usize>,
 }
 
 /// A loaded GPT-OSS model on one device.
@@ -32,6 +40,8 @@ pub struct GptOss {
     rope_full: Rope,
     rope_swa: Rope,
     device: Device,
+    profiler: Profiler,
+    grouped_min_slots: usize,
 }
 
 /// Which positions of a forward produce logits.
@@ -47,14 +57,59 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
 }
 
+/// The grouped expert matmul: for each expert, gather its slots' rows, dequantize its weights
+/// once and run one dense GEMM, then scatter the rows back. `x (t, k)` or `(t, top_k, k)`,
+/// `blocks` U8 `(e, n, k/32*17)`, `b (e, n)`, `ids (t, top_k)` → `(t, top_k, n)`.
+fn experts_grouped(
+    x: &Tensor,
+    blocks: &Tensor,
+    k_in: usize,
+    b: &Tensor,
+    ids: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (t, top_k) = ids.dims2()?;
+    let (n_exp, n, _) = blocks.dims3()?;
+    let dev = x.device();
+    let per_slot = x.rank() == 3;
+    let x2 = x.reshape(((), k_in))?; // (t or t*top_k, k)
+    let flat: Vec<u32> = ids.flatten_all()?.to_vec1()?; // (t*top_k) ids, one small copy
+    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); n_exp];
+    for (p, &e) in flat.iter().enumerate() {
+        let g = groups.get_mut(e as usize).ok_or_else(|| {
+            candle_core::Error::Msg(format!("moe: expert id {e} out of range ({n_exp} experts)"))
+        })?;
+        g.push(p as u32);
+    }
+    let mut out = Tensor::zeros((t * top_k, n), x.dtype(), dev)?; // (slots, n)
+    for (e, slots) in groups.iter().enumerate() {
+        if slots.is_empty() {
+            continue;
+        }
+        let rows: Vec<u32> = if per_slot {
+            slots.clone()
+        } else {
+            slots.iter().map(|p| p / top_k as u32).collect()
+        };
+        let xs = x2.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?; // (m_e, k)
+        let w = k::mxfp4_dequant(&blocks.get(e)?, k_in)?; // (n, k)
+        let y = xs.matmul(&w.t()?)?.broadcast_add(&b.get(e)?)?; // (m_e, n)
+        out = out.index_add(&Tensor::new(slots.as_slice(), dev)?, &y, 0)?;
+    }
+    out.reshape((t, top_k, n))
+}
+
 /// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included.
 fn experts_forward(
     x: &Tensor,
     w: &Experts,
     b: &Tensor,
     ids: &Tensor,
+    grouped_min_slots: usize,
 ) -> candle_core::Result<Tensor> {
     match w {
+        Experts::Mxfp4 { blocks, k: k_in } if ids.elem_count() >= grouped_min_slots => {
+            experts_grouped(x, blocks, *k_in, b, ids)
+        }
         Experts::Mxfp4 { blocks, .. } => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
         Experts::Dense(w) => {
             // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
@@ -77,6 +132,7 @@ fn experts_forward(
 impl GptOss {
     /// Wraps loaded weights.
     pub fn new(w: Weights, device: Device, opts: ModelOptions) -> Self {
+        let cuda = device.is_cuda();
         let cfg = &w.config;
         let rope_full = Rope::new(cfg, cfg.rope_freq_base, opts.yarn);
         let rope_swa = Rope::new(cfg, cfg.rope_freq_base_swa, opts.yarn);
@@ -85,12 +141,23 @@ impl GptOss {
             rope_full,
             rope_swa,
             device,
+            profiler: Profiler::new(opts.profile),
+            grouped_min_slots: opts.moe_grouped_min_slots.unwrap_or(if cuda {
+                64
+            } else {
+                usize::MAX
+            }),
         }
     }
 
     /// The model's config.
     pub fn config(&self) -> &GptOssConfig {
         &self.w.config
+    }
+
+    /// Stage times recorded since the last call (empty unless profiling is on).
+    pub fn take_profile(&self) -> Vec<(Stage, std::time::Duration)> {
+        self.profiler.take()
     }
 
     /// The device the model runs on.
@@ -120,7 +187,10 @@ impl GptOss {
         }
         let pos = cache.pos;
         let _span = tracing::debug_span!("forward", pos, t = tokens.len()).entered();
+        let p = &self.profiler;
+        p.start(&self.device);
         let mut h = self.w.token_embd.lookup(tokens, &self.device)?; // (t, d)
+        p.mark(&self.device, Stage::Embed);
         for (il, lw) in self.w.layers.iter().enumerate() {
             let _l = tracing::trace_span!("layer", il).entered();
             let a = rms_norm(&h, &lw.attn_norm, self.config().rms_eps)?;
@@ -136,7 +206,9 @@ impl GptOss {
             Logits::Last => h.narrow(0, tokens.len() - 1, 1)?,
         };
         let h = rms_norm(&h, &self.w.output_norm, self.config().rms_eps)?;
-        Ok(self.w.output.forward(&h)?.to_dtype(DType::F32)?)
+        let logits = self.w.output.forward(&h)?.to_dtype(DType::F32)?;
+        p.mark(&self.device, Stage::Output);
+        Ok(logits)
     }
 
     /// Attention of layer `il` on `a (t, d)`; returns `(t, d)`.
@@ -165,7 +237,9 @@ impl GptOss {
         };
         let q = rope.apply(&q, pos)?;
         let kx = rope.apply(&kx, pos)?;
+        self.profiler.mark(&self.device, Stage::QkvRope);
         let (k_all, v_all, kv_offset) = cache.layers[il].append(&kx, &v)?; // (b, s, hkv, d)
+        self.profiler.mark(&self.device, Stage::KvAppend);
         let window = sliding.then_some(cfg.sliding_window);
         let scale = 1.0 / (hd as f32).sqrt();
         let o = k::attention_with_sinks(
@@ -178,11 +252,14 @@ impl GptOss {
             pos,
             kv_offset,
         )?;
+        self.profiler.mark(&self.device, Stage::Attention);
         let o = o.reshape((t, hq * hd))?; // (t, hq*d)
-        Ok(lw
+        let out = lw
             .attn_output
             .forward(&o)?
-            .broadcast_add(&lw.attn_output_b)?)
+            .broadcast_add(&lw.attn_output_b)?;
+        self.profiler.mark(&self.device, Stage::AttnOut);
+        Ok(out)
     }
 
     /// The MoE block on `m (t, d)`; returns `(t, d)`.
@@ -192,11 +269,32 @@ impl GptOss {
             .matmul(&lw.ffn_gate_inp.t()?)?
             .broadcast_add(&lw.ffn_gate_inp_b)?; // (t, e)
         let (ids, weights) = k::router_topk_softmax(&logits, cfg.n_expert_used)?; // (t, k) u32, f32
-        let gate = experts_forward(m, &lw.ffn_gate_exps, &lw.ffn_gate_exps_b, &ids)?; // (t, k, ff)
-        let up = experts_forward(m, &lw.ffn_up_exps, &lw.ffn_up_exps_b, &ids)?; // (t, k, ff)
+        self.profiler.mark(&self.device, Stage::Router);
+        let gate = experts_forward(
+            m,
+            &lw.ffn_gate_exps,
+            &lw.ffn_gate_exps_b,
+            &ids,
+            self.grouped_min_slots,
+        )?; // (t, k, ff)
+        let up = experts_forward(
+            m,
+            &lw.ffn_up_exps,
+            &lw.ffn_up_exps_b,
+            &ids,
+            self.grouped_min_slots,
+        )?; // (t, k, ff)
         let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
-        let down = experts_forward(&act, &lw.ffn_down_exps, &lw.ffn_down_exps_b, &ids)?; // (t, k, d)
+        let down = experts_forward(
+            &act,
+            &lw.ffn_down_exps,
+            &lw.ffn_down_exps_b,
+            &ids,
+            self.grouped_min_slots,
+        )?; // (t, k, d)
+        self.profiler.mark(&self.device, Stage::Experts);
         let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
+        self.profiler.mark(&self.device, Stage::Combine);
         Ok(out)
     }
 }

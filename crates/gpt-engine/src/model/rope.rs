@@ -4,6 +4,8 @@
 //! `truncate: false`): `low = 8.0928`, `high = 17.3980` for GPT-OSS. [`YarnRounding::LlamaCpp`]
 //! floors/ceils them (8, 18) as llama.cpp's `ggml_rope_yarn_corr_dims` does.
 
+use std::sync::Mutex;
+
 use candle_core::{Device, Result, Tensor};
 use gpt_weights::config::{GptOssConfig, RopeScaling};
 
@@ -17,13 +19,16 @@ pub enum YarnRounding {
     LlamaCpp,
 }
 
-/// Precomputed inverse frequencies and magnitude scale for one head width.
-#[derive(Clone, Debug)]
+/// Precomputed inverse frequencies and magnitude scale for one head width, and cos/sin tables
+/// kept on the device (grown on demand), so a forward uploads nothing for RoPE.
+#[derive(Debug)]
 pub struct Rope {
     /// `inv_freq[i]` for `i < head_dim / 2`.
     pub inv_freq: Vec<f64>,
     /// YaRN magnitude scale ("concentration") applied to cos and sin.
     pub mscale: f64,
+    /// cos and sin `(len, head_dim / 2)` for positions `0..len`, on the device last used.
+    tables: Mutex<Option<(Tensor, Tensor)>>,
 }
 
 /// YaRN correction dim for `n_rot` rotations over the original context (ggml / OpenAI formula).
@@ -45,6 +50,7 @@ impl Rope {
             RopeScaling::None => Rope {
                 inv_freq: plain,
                 mscale: 1.0,
+                tables: Mutex::new(None),
             },
             RopeScaling::Yarn {
                 factor,
@@ -72,7 +78,11 @@ impl Rope {
                     })
                     .collect();
                 let mscale = (0.1 * factor.ln() + 1.0) * attn_factor as f64;
-                Rope { inv_freq, mscale }
+                Rope {
+                    inv_freq,
+                    mscale,
+                    tables: Mutex::new(None),
+                }
             }
         }
     }
@@ -97,10 +107,32 @@ impl Rope {
         ))
     }
 
+    /// cos and sin `(t, head_dim / 2)` for positions `pos..pos + t`, cut from the device tables
+    /// (rebuilt, twice as long, when `pos + t` passes their end).
+    fn tables(&self, pos: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let mut g = self
+            .tables
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("rope: table lock poisoned".into()))?;
+        let fits = match g.as_ref() {
+            Some((c, _)) => c.dim(0)? >= pos + t && c.device().same_device(device),
+            None => false,
+        };
+        if !fits {
+            let have = g.as_ref().map(|(c, _)| c.dim(0).unwrap_or(0)).unwrap_or(0);
+            let len = (pos + t).max(2 * have).max(256);
+            *g = Some(self.cos_sin(0, len, device)?);
+        }
+        match g.as_ref() {
+            Some((c, s)) => Ok((c.narrow(0, pos, t)?, s.narrow(0, pos, t)?)),
+            None => candle_core::bail!("rope: no tables"),
+        }
+    }
+
     /// Rotates `x` f32 `(b, t, h, head_dim)` at positions `pos..pos + t` (NeoX pairs `(i, i + d/2)`).
     pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let (_, t, _, _) = x.dims4()?;
-        let (cos, sin) = self.cos_sin(pos, t, x.device())?;
+        let (cos, sin) = self.tables(pos, t, x.device())?;
         candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)
     }
 }

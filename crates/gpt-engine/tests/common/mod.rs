@@ -37,7 +37,10 @@ pub fn tiny_path(f32_values: bool) -> PathBuf {
 /// Loads a model on the CPU.
 pub fn load(path: &Path, yarn: YarnRounding) -> GptOss {
     let cfg = LoadConfig {
-        model: ModelOptions { yarn },
+        model: ModelOptions {
+            yarn,
+            ..Default::default()
+        },
         ..Default::default()
     };
     load_model(path, &Device::Cpu, &cfg, None).unwrap().0
