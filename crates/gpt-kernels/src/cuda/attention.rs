@@ -6,8 +6,8 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Layout, Result};
 
 const MODULE: &str = "gpt_kernels::attention";
-/// Query rows (warps) per thread block; matches `ATT_WARPS` in `kernels/attention.cu`.
-const WARPS: usize = 4;
+/// Warps per thread block (one block per query row); matches `ATT_WARPS` in `kernels/attention.cu`.
+const WARPS: usize = 16;
 /// The largest supported head dim (`32 * ATT_MAX_REGS` in `kernels/attention.cu`).
 pub const MAX_HEAD_DIM: usize = 256;
 
@@ -33,7 +33,8 @@ pub struct AttentionParams {
 /// For query row `i` (position `p = q_offset + i`) and head `h` (kv head `h / (hq / hkv)`):
 /// `out = Σ_j e^(s_j - M) v_j / (Σ_j e^(s_j - M) + e^(S_h - M))` over visible keys `j`, with
 /// `s_j = scale · q·k_j` and `M = max(max_j s_j, S_h)`. A row with no visible key is 0.
-/// Returns f32 `(b, t, hq, d)`, dense. One warp per (b, i, h) row, online softmax.
+/// Returns f32 `(b, t, hq, d)`, dense. One block per (b, i, h) row; its warps split the keys,
+/// each with an online softmax, and combine at the end.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_sinks_cuda(
     q: &CudaStorage,
@@ -98,7 +99,7 @@ pub fn attention_sinks_cuda(
         .arg(&q_offset)
         .arg(&kv_offset);
     let cfg = LaunchConfig {
-        grid_dim: (grid_for(OP, rows, WARPS)?, 1, 1),
+        grid_dim: (grid_for(OP, rows, 1)?, 1, 1),
         block_dim: ((32 * WARPS) as u32, 1, 1),
         shared_mem_bytes: 0,
     };
