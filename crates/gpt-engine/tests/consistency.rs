@@ -176,12 +176,18 @@ fn grouped_expert_path_equals_the_fused_kernel() {
     use gpt_engine::loader::{load_model, LoadConfig};
     use gpt_engine::model::ModelOptions;
     let tokens = random_tokens(23, 12);
-    let fused = rows(&prefill_logits(&load(&tiny_path(false), YarnRounding::Reference), &tokens).unwrap());
+    let fused =
+        rows(&prefill_logits(&load(&tiny_path(false), YarnRounding::Reference), &tokens).unwrap());
     let cfg = LoadConfig {
-        model: ModelOptions { moe_grouped_min_slots: Some(1), ..Default::default() },
+        model: ModelOptions {
+            moe_grouped_min_slots: Some(1),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let grouped_model = load_model(&tiny_path(false), &Device::Cpu, &cfg, None).unwrap().0;
+    let grouped_model = load_model(&tiny_path(false), &Device::Cpu, &cfg, None)
+        .unwrap()
+        .0;
     let grouped = rows(&prefill_logits(&grouped_model, &tokens).unwrap());
     assert_close(&grouped, &fused, "grouped experts");
 }
