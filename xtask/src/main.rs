@@ -4,10 +4,13 @@
 //! - `cuda-build`: build the CUDA binaries (`gptoss`, the gpt-kernels CUDA tests) on a machine
 //!   without a GPU, installing a pinned CUDA 13.0 toolkit from PyPI wheels if needed.
 //!
+//! - `fetch-model [REPO]`: download a GGUF from Hugging Face into its standard cache.
+//!
 //! Add a task by adding a variant to [`Task`] and a module that implements it.
 
 mod cuda;
 mod cuda_toolkit;
+mod fetch;
 
 use clap::{Parser, Subcommand};
 
@@ -25,10 +28,14 @@ enum Task {
     /// Build `gptoss` and the gpt-kernels CUDA test binaries with `--features cuda` (release),
     /// strip them and copy them into a folder; prints the stripped `gptoss` path last.
     CudaBuild(cuda::CudaBuildArgs),
+    /// Download a GGUF (default: ggml-org/gpt-oss-20b-GGUF, gpt-oss-20b-mxfp4.gguf) into the
+    /// Hugging Face cache; prints its path.
+    FetchModel(fetch::FetchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::CudaBuild(args) => cuda::cuda_build(&args),
+        Task::FetchModel(args) => fetch::fetch_model(&args),
     }
 }
