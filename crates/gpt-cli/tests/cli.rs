@@ -1,0 +1,272 @@
+//! The `gptoss` binary on a generated tiny model: each command runs, prints what it promises,
+//! and bad input gives one `error: ...` line and exit code 1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn tmp() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn gptoss(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gptoss"))
+        .args(args)
+        .env("GPTOSS_CACHE", tmp().join("cache"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let o = gptoss(args);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    );
+    assert!(o.status.success(), "gptoss {args:?} failed:\n{err}");
+    (out, err)
+}
+
+fn model() -> &'static Path {
+    static M: OnceLock<PathBuf> = OnceLock::new();
+    M.get_or_init(|| {
+        let p = tmp().join("tiny.gguf");
+        ok(&[
+            "gen-model",
+            "--preset",
+            "tiny",
+            "--out",
+            p.to_str().unwrap(),
+        ]);
+        p
+    })
+}
+
+fn m() -> &'static str {
+    model().to_str().unwrap()
+}
+
+#[test]
+fn inspect_json_lists_every_tensor() {
+    let (out, _) = ok(&["inspect", m(), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], 3);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 3 + 19 * 4);
+    assert_eq!(v["metadata"]["tokenizer.ggml.tokens"]["len"], 201088);
+    let q = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "blk.0.ffn_gate_exps.weight")
+        .unwrap();
+    assert_eq!(q["type"], "MXFP4");
+    assert_eq!(q["type_id"], 39);
+    assert_eq!(q["dims"], serde_json::json!([64, 96, 4]));
+}
+
+#[test]
+fn inspect_check_and_dump() {
+    let (out, _) = ok(&["inspect", m(), "--check"]);
+    assert!(out.contains("79 checked"), "{out}");
+    assert!(out.contains("memory plan"), "{out}");
+    let npy = tmp().join("q.npy");
+    ok(&[
+        "inspect",
+        m(),
+        "--dump",
+        "blk.0.attn_q.weight",
+        "--out",
+        npy.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&npy).unwrap();
+    let header = String::from_utf8_lossy(&bytes[10..80]);
+    assert!(header.contains("'shape': (128, 64)"), "{header}");
+    assert_eq!(
+        bytes.len() - (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+        128 * 64 * 4
+    );
+}
+
+#[test]
+fn logits_have_shape_t_by_vocab() {
+    let npy = tmp().join("l.npy");
+    ok(&[
+        "logits",
+        "--model",
+        m(),
+        "--tokens",
+        "1,2,3,200006",
+        "--out",
+        npy.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let bytes = std::fs::read(&npy).unwrap();
+    assert!(String::from_utf8_lossy(&bytes[10..90]).contains("'shape': (4, 201088)"));
+}
+
+#[test]
+fn tokenize_and_render() {
+    let (out, _) = ok(&[
+        "tokenize",
+        "--model",
+        m(),
+        "--text",
+        "Hello world",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // o200k: "Hello" = 13225, " world" = 2375 (tiktoken's ids, also in the tokenizer fixtures).
+    assert_eq!(v["ids"], serde_json::json!([13225, 2375]));
+    let req = tmp().join("req.json");
+    std::fs::write(
+        &req,
+        r#"{"messages":[{"role":"user","content":"What is 2 + 2?"}]}"#,
+    )
+    .unwrap();
+    let (out, _) = ok(&[
+        "render",
+        "--model",
+        m(),
+        "--request",
+        req.to_str().unwrap(),
+        "--date",
+        "2025-08-05",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = v["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("<|start|>system<|message|>You are ChatGPT"),
+        "{text}"
+    );
+    assert!(text.contains("Current date: 2025-08-05"));
+    assert!(
+        text.ends_with("<|start|>user<|message|>What is 2 + 2?<|end|><|start|>assistant"),
+        "{text}"
+    );
+    let ids = v["ids"].as_array().unwrap();
+    assert_eq!(ids[ids.len() - 2], 200006);
+    assert_eq!(ids[ids.len() - 1], 173781);
+}
+
+#[test]
+fn run_generates_and_reports_speed() {
+    let (_, err) = ok(&[
+        "run",
+        "--model",
+        m(),
+        "--max-tokens",
+        "5",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "Hi",
+    ]);
+    assert!(err.contains("5 generated"), "{err}");
+    assert!(err.contains("time to first token"), "{err}");
+    let (out1, _) = ok(&[
+        "run",
+        "--model",
+        m(),
+        "--raw",
+        "--max-tokens",
+        "6",
+        "--seed",
+        "9",
+        "--device",
+        "cpu",
+        "Hello",
+    ]);
+    let (out2, _) = ok(&[
+        "run",
+        "--model",
+        m(),
+        "--raw",
+        "--max-tokens",
+        "6",
+        "--seed",
+        "9",
+        "--device",
+        "cpu",
+        "Hello",
+    ]);
+    assert_eq!(out1, out2, "same seed, same tokens");
+}
+
+#[test]
+fn errors_are_one_line_and_exit_1() {
+    let bad = tmp().join("bad.gguf");
+    std::fs::write(&bad, b"GGUF\x03\x00\x00\x00\xff\xff").unwrap();
+    let o = gptoss(&["inspect", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    let long = "word ".repeat(200);
+    let o = gptoss(&[
+        "run",
+        "--model",
+        m(),
+        "--ctx",
+        "64",
+        "--device",
+        "cpu",
+        &long,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not fit the context of 64"));
+    let o = gptoss(&["run", "--model", "/nonexistent/model.gguf", "Hi"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+}
+
+#[test]
+fn chat_keeps_the_cache_between_turns() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gptoss"))
+        .args([
+            "chat",
+            "--model",
+            m(),
+            "--max-tokens",
+            "4",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Hello there\nAnd again\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let prompts: Vec<usize> = err
+        .lines()
+        .filter_map(|l| {
+            l.split('[')
+                .nth(1)?
+                .split(" prompt tokens")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(prompts.len(), 2, "{err}");
+    // Turn 2 computes only its own tokens (<|end|> + the user message + <|start|>assistant),
+    // not the system message again.
+    assert!(prompts[1] < 20 && prompts[0] > 50, "{prompts:?}");
+}
