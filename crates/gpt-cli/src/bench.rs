@@ -95,7 +95,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         },
     };
     let t0 = Instant::now();
-    let (model, _) = load_model(&path, &dev, &cfg, None)
+    let (model, _) = load_model(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
         .with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = model.vocab_size() as u32;

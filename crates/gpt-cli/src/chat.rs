@@ -169,7 +169,7 @@ impl Session {
             chunk: args.chunk,
             ..Default::default()
         };
-        let (model, file) = load_model(&path, &dev, &cfg, None)
+        let (model, file) = load_model(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
             .with_context(|| format!("loading {}", path.display()))?;
         let tok = Tokenizer::from_gguf_metadata(file.metadata())
             .context("building the tokenizer from the GGUF")?;

@@ -46,6 +46,22 @@ pub fn generate_synthetic(spec: &SynthSpec, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar on stderr for [`gpt_engine::loader::load_model`]'s `(done, total)` bytes.
+pub fn load_progress() -> impl FnMut(u64, u64) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    move |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+        if done >= total {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Resolves `--model` to a local GGUF path.
 pub fn resolve(model: &str) -> Result<PathBuf> {
     let p = Path::new(model);
@@ -87,7 +103,11 @@ pub fn fetch_hf(repo: &str, file: &str) -> Result<PathBuf> {
         .build();
     let result = api.and_then(|api| api.model(repo.to_string()).get(file));
     match result {
-        Ok(p) => Ok(p),
+        Ok(p) => {
+            eprintln!("checking the sha256 of {} ...", p.display());
+            verify_blob(&p)?;
+            Ok(p)
+        }
         Err(e) => bail!(
             "could not download {file} from https://huggingface.co/{repo} ({e}).\n\
              Download it on a machine with a network:\n  \
@@ -98,5 +118,74 @@ pub fn fetch_hf(repo: &str, file: &str) -> Result<PathBuf> {
              To try the engine offline, use the generated tiny model: gptoss run --model tiny \"Hello\"",
             cache.path().display()
         ),
+    }
+}
+
+/// Checks a file fetched by hf-hub against its checksum: large (LFS) files are stored as blobs
+/// named by the sha256 of their content (the hub's etag), so the name is the expected hash.
+/// Files whose blob name is not a sha256 (small git files) are not checked.
+pub fn verify_blob(path: &Path) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let real =
+        std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    let name = real
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let mut f =
+        std::fs::File::open(&real).with_context(|| format!("opening {}", real.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", real.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if got != name {
+        bail!(
+            "checksum mismatch for {}: sha256 {got}, expected {name}; delete it and download again",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    #[test]
+    fn blob_checksums_are_verified() {
+        let dir = std::env::temp_dir().join(format!("blobs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let hash: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let good = dir.join(&hash);
+        std::fs::write(&good, &data).unwrap();
+        super::verify_blob(&good).unwrap();
+        let mut bad = data.clone();
+        bad[1_234_567] ^= 1;
+        std::fs::write(&good, &bad).unwrap();
+        let e = super::verify_blob(&good).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // Not a sha256-named blob: not checked.
+        let other = dir.join("config.json");
+        std::fs::write(&other, b"{}").unwrap();
+        super::verify_blob(&other).unwrap();
     }
 }
