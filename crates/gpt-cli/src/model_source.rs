@@ -28,8 +28,28 @@ pub fn cache_dir() -> PathBuf {
 
 /// Generates the synthetic model `preset` at `path` with a progress line on stderr.
 pub fn generate_synthetic(spec: &SynthSpec, path: &Path) -> Result<()> {
-    let vocab = gpt_engine::tokenizer::o200k_harmony_vocab()
+    generate_synthetic_vocab(spec, path, None)
+}
+
+/// [`generate_synthetic`] with the vocabulary cut to its first `vocab_size` tokens (small
+/// embedding tables for fixtures; the tokenizer of such a file is not usable).
+pub fn generate_synthetic_vocab(
+    spec: &SynthSpec,
+    path: &Path,
+    vocab_size: Option<usize>,
+) -> Result<()> {
+    let mut vocab = gpt_engine::tokenizer::o200k_harmony_vocab()
         .context("building the o200k_harmony vocabulary")?;
+    if let Some(n) = vocab_size {
+        anyhow::ensure!(
+            n > 0 && n <= vocab.tokens.len(),
+            "--vocab-size must be in 1..={}",
+            vocab.tokens.len()
+        );
+        vocab.tokens.truncate(n);
+        vocab.token_types.truncate(n);
+        vocab.merges.truncate(n.min(1000));
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

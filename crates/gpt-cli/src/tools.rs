@@ -100,6 +100,10 @@ pub struct GenModelArgs {
     /// Override the preset's number of layers (e.g. 4 layers of 20B shape for CPU benchmarks).
     #[arg(long)]
     pub layers: Option<usize>,
+    /// Keep only the first N tokens of the vocabulary (small embedding tables for fixtures;
+    /// the tokenizer of such a file is not usable).
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
     /// RNG seed (default: the preset's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -118,7 +122,7 @@ pub fn gen_model(a: &GenModelArgs) -> Result<()> {
         spec.n_layer = n;
         spec.name = format!("{} ({n} layers)", spec.name);
     }
-    model_source::generate_synthetic(&spec, &a.out)?;
+    model_source::generate_synthetic_vocab(&spec, &a.out, a.vocab_size)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

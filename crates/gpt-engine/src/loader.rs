@@ -58,6 +58,15 @@ pub fn load_model(
             p.check_fits("cpu", avail, true)?;
         }
     }
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        // Free memory as the driver reports it (the device's context is current after creation).
+        if let Ok((free, _total)) =
+            candle_core::cuda_backend::cudarc::driver::result::mem_get_info()
+        {
+            p.check_fits("cuda", free as u64, false)?;
+        }
+    }
     let w = Weights::load(
         &file,
         &config,

@@ -6,7 +6,8 @@
 //!   every problem of a file at once, before anything is allocated;
 //! - [`dequant`]: CPU dequantization of ggml block types to f32, bit-identical to gguf-py;
 //! - [`plan`]: the memory plan (weights, KV cache, buffers) from metadata alone;
-//! - [`load`]: the tensors as Candle tensors on a device ([`Weights`]).
+//! - [`load`]: the tensors as Candle tensors on a device ([`Weights`]);
+//! - [`hf`]: the original Hugging Face checkpoint (safetensors) into the same [`Weights`].
 //!
 //! ```no_run
 //! use gguf_format::GgufModel;
@@ -24,6 +25,7 @@
 pub mod config;
 pub mod dequant;
 pub mod error;
+pub mod hf;
 pub mod load;
 pub mod names;
 pub mod plan;

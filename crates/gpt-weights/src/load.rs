@@ -65,6 +65,18 @@ pub struct Embedding {
 }
 
 impl Embedding {
+    /// An embedding from raw rows of `ty` (`vocab` rows of `dim` elements).
+    pub(crate) fn from_rows(rows: Arc<Vec<u8>>, ty: GgmlType, dim: usize, vocab: usize) -> Self {
+        let row_bytes = rows.len() / vocab.max(1);
+        Self {
+            rows,
+            ty,
+            dim,
+            vocab,
+            row_bytes,
+        }
+    }
+
     /// Vocabulary size.
     pub fn vocab(&self) -> usize {
         self.vocab
