@@ -95,6 +95,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix filters, end quietly when the reader of stdout goes away
+    // (`gptoss inspect F | head`) instead of panicking in `println!`.
+    #[cfg(unix)]
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("GPTOSS_LOG"))
         .with_writer(std::io::stderr)
