@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use gpt_engine::loader::{load_model, LoadConfig};
+use gpt_engine::loader::{load_any, LoadConfig};
 use gpt_engine::model::Logits;
 use gpt_weights::plan::DenseMode;
 use rand::{Rng, SeedableRng};
@@ -95,7 +95,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         },
     };
     let t0 = Instant::now();
-    let (model, _) = load_model(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
+    let (model, _) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
         .with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = model.vocab_size() as u32;

@@ -12,7 +12,7 @@ use gpt_engine::harmony::{
     MessageContent, PromptOptions, ReasoningEffort, STOP_TOKENS,
 };
 use gpt_engine::kv_cache::KvCache;
-use gpt_engine::loader::{load_model, LoadConfig};
+use gpt_engine::loader::{load_any, LoadConfig};
 use gpt_engine::model::GptOss;
 use gpt_engine::sampling::SamplingParams;
 use gpt_engine::tokenizer::Tokenizer;
@@ -169,10 +169,14 @@ impl Session {
             chunk: args.chunk,
             ..Default::default()
         };
-        let (model, file) = load_model(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
+        let (model, file) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
             .with_context(|| format!("loading {}", path.display()))?;
-        let tok = Tokenizer::from_gguf_metadata(file.metadata())
-            .context("building the tokenizer from the GGUF")?;
+        let tok = match &file {
+            Some(f) => Tokenizer::from_gguf_metadata(f.metadata())
+                .context("building the tokenizer from the GGUF")?,
+            None => Tokenizer::from_tokenizer_json(path.join("tokenizer.json"))
+                .with_context(|| format!("reading {}", path.join("tokenizer.json").display()))?,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         // Ctrl-C ends the current generation cleanly; a second one exits.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use gpt_engine::loader::{load_model, LoadConfig};
+use gpt_engine::loader::{load_any, LoadConfig};
 use gpt_engine::model::rope::YarnRounding;
 use gpt_engine::model::{prefill_logits, ModelOptions};
 use gpt_engine::synth::SynthSpec;
@@ -75,7 +75,7 @@ pub fn logits(a: &LogitsArgs) -> Result<()> {
         chunk: a.tokens.len().max(1),
         ..Default::default()
     };
-    let (model, _) = load_model(&path, &dev, &cfg, None)?;
+    let (model, _) = load_any(&path, &dev, &cfg, None)?;
     let logits = prefill_logits(&model, &a.tokens)?; // (t, vocab)
     let (t, v) = logits.dims2()?;
     let data: Vec<f32> = logits.flatten_all()?.to_vec1()?;
@@ -257,8 +257,8 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         chunk: 512,
         ..Default::default()
     };
-    let (cpu, _) = load_model(&path, &Device::Cpu, &cfg, None)?;
-    let (gpu, _) = load_model(&path, &dev, &cfg, None)?;
+    let (cpu, _) = load_any(&path, &Device::Cpu, &cfg, None)?;
+    let (gpu, _) = load_any(&path, &dev, &cfg, None)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let prompt: Vec<u32> = (0..a.prompt_tokens)
         .map(|_| rng.random_range(0..199_998u32))

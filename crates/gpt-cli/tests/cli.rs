@@ -259,3 +259,23 @@ fn chat_keeps_the_cache_between_turns() {
     // not the system message again.
     assert!(prompts[1] < 20 && prompts[0] > 50, "{prompts:?}");
 }
+
+#[test]
+fn logits_of_an_hf_checkpoint_directory() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gpt-weights/tests/fixtures/hf_tiny");
+    let npy = tmp().join("hf.npy");
+    ok(&[
+        "logits",
+        "--model",
+        dir.to_str().unwrap(),
+        "--tokens",
+        "1,2",
+        "--out",
+        npy.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let bytes = std::fs::read(&npy).unwrap();
+    assert!(String::from_utf8_lossy(&bytes[10..90]).contains("'shape': (2, 1024)"));
+}

@@ -78,3 +78,20 @@ pub fn load_model(
     )?;
     Ok((GptOss::new(w, device.clone(), cfg.model), file))
 }
+
+/// [`load_model`] for a GGUF file, or, for a directory, the original Hugging Face checkpoint in
+/// it (`config.json` + `*.safetensors`, [`gpt_weights::hf::load_hf`]); the GGUF is returned
+/// when there is one (its metadata holds the tokenizer).
+pub fn load_any(
+    path: &Path,
+    device: &Device,
+    cfg: &LoadConfig,
+    progress: Option<&mut dyn FnMut(u64, u64)>,
+) -> Result<(GptOss, Option<GgufModel>)> {
+    if path.is_dir() {
+        let w = gpt_weights::hf::load_hf(path, device)?;
+        return Ok((GptOss::new(w, device.clone(), cfg.model), None));
+    }
+    let (m, f) = load_model(path, device, cfg, progress)?;
+    Ok((m, Some(f)))
+}
