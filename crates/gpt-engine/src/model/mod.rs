@@ -57,61 +57,81 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
 }
 
+/// The (token, slot) pairs routed to each expert, as device index tensors: built once per
+/// MoE layer from the router's ids (one small copy to the host) and shared by the gate, up and
+/// down matmuls of the grouped path.
+struct ExpertGroups {
+    /// Tokens.
+    t: usize,
+    /// Experts per token.
+    top_k: usize,
+    /// `(expert, slots u32 (m_e), token rows u32 (m_e))` for every expert with work.
+    groups: Vec<(usize, Tensor, Tensor)>,
+}
+
+impl ExpertGroups {
+    fn new(ids: &Tensor, n_exp: usize) -> candle_core::Result<Self> {
+        let (t, top_k) = ids.dims2()?;
+        let flat: Vec<u32> = ids.flatten_all()?.to_vec1()?; // (t*top_k) ids
+        let mut slots: Vec<Vec<u32>> = vec![Vec::new(); n_exp];
+        for (p, &e) in flat.iter().enumerate() {
+            let g = slots.get_mut(e as usize).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "moe: expert id {e} out of range ({n_exp} experts)"
+                ))
+            })?;
+            g.push(p as u32);
+        }
+        let dev = ids.device();
+        let mut groups = Vec::new();
+        for (e, s) in slots.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            let rows: Vec<u32> = s.iter().map(|p| p / top_k as u32).collect();
+            groups.push((
+                e,
+                Tensor::new(s.as_slice(), dev)?,
+                Tensor::new(rows.as_slice(), dev)?,
+            ));
+        }
+        Ok(Self { t, top_k, groups })
+    }
+}
+
 /// The grouped expert matmul: for each expert, gather its slots' rows, dequantize its weights
 /// once and run one dense GEMM, then scatter the rows back. `x (t, k)` or `(t, top_k, k)`,
-/// `blocks` U8 `(e, n, k/32*17)`, `b (e, n)`, `ids (t, top_k)` → `(t, top_k, n)`.
+/// `blocks` U8 `(e, n, k/32*17)`, `b (e, n)` → `(t, top_k, n)`.
 fn experts_grouped(
     x: &Tensor,
     blocks: &Tensor,
     k_in: usize,
     b: &Tensor,
-    ids: &Tensor,
+    g: &ExpertGroups,
 ) -> candle_core::Result<Tensor> {
-    let (t, top_k) = ids.dims2()?;
-    let (n_exp, n, _) = blocks.dims3()?;
-    let dev = x.device();
+    let (_, n, _) = blocks.dims3()?;
     let per_slot = x.rank() == 3;
     let x2 = x.reshape(((), k_in))?; // (t or t*top_k, k)
-    let flat: Vec<u32> = ids.flatten_all()?.to_vec1()?; // (t*top_k) ids, one small copy
-    let mut groups: Vec<Vec<u32>> = vec![Vec::new(); n_exp];
-    for (p, &e) in flat.iter().enumerate() {
-        let g = groups.get_mut(e as usize).ok_or_else(|| {
-            candle_core::Error::Msg(format!("moe: expert id {e} out of range ({n_exp} experts)"))
-        })?;
-        g.push(p as u32);
+    let mut out = Tensor::zeros((g.t * g.top_k, n), x.dtype(), x.device())?; // (slots, n)
+    for (e, slots, rows) in &g.groups {
+        let xs = x2.index_select(if per_slot { slots } else { rows }, 0)?; // (m_e, k)
+        let w = k::mxfp4_dequant(&blocks.get(*e)?, k_in)?; // (n, k)
+        let y = xs.matmul(&w.t()?)?.broadcast_add(&b.get(*e)?)?; // (m_e, n)
+        out = out.index_add(slots, &y, 0)?;
     }
-    let mut out = Tensor::zeros((t * top_k, n), x.dtype(), dev)?; // (slots, n)
-    for (e, slots) in groups.iter().enumerate() {
-        if slots.is_empty() {
-            continue;
-        }
-        let rows: Vec<u32> = if per_slot {
-            slots.clone()
-        } else {
-            slots.iter().map(|p| p / top_k as u32).collect()
-        };
-        let xs = x2.index_select(&Tensor::new(rows.as_slice(), dev)?, 0)?; // (m_e, k)
-        let w = k::mxfp4_dequant(&blocks.get(e)?, k_in)?; // (n, k)
-        let y = xs.matmul(&w.t()?)?.broadcast_add(&b.get(e)?)?; // (m_e, n)
-        out = out.index_add(&Tensor::new(slots.as_slice(), dev)?, &y, 0)?;
-    }
-    out.reshape((t, top_k, n))
+    out.reshape((g.t, g.top_k, n))
 }
 
-/// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included.
+/// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included;
+/// with `groups`, MXFP4 experts take the grouped (prefill) path.
 fn experts_forward(
     x: &Tensor,
     w: &Experts,
     b: &Tensor,
     ids: &Tensor,
-    grouped_min_slots: usize,
+    groups: Option<&ExpertGroups>,
 ) -> candle_core::Result<Tensor> {
-    match w {
-        Experts::Mxfp4 { blocks, k: k_in } if ids.elem_count() >= grouped_min_slots => {
-            experts_grouped(x, blocks, *k_in, b, ids)
-        }
-        Experts::Mxfp4 { blocks, .. } => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
-        Experts::Dense(w) => {
+    match (w, groups) {
+        (Experts::Mxfp4 { blocks, k: k_in }, Some(g)) => experts_grouped(x, blocks, *k_in, b, g),
+        (Experts::Mxfp4 { blocks, .. }, None) => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
+        (Experts::Dense(w), _) => {
             // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
             let (t, top_k) = ids.dims2()?;
             let (_, n, kk) = w.dims3()?;
@@ -270,27 +290,27 @@ impl GptOss {
             .broadcast_add(&lw.ffn_gate_inp_b)?; // (t, e)
         let (ids, weights) = k::router_topk_softmax(&logits, cfg.n_expert_used)?; // (t, k) u32, f32
         self.profiler.mark(&self.device, Stage::Router);
+        let mxfp4 = matches!(lw.ffn_gate_exps, Experts::Mxfp4 { .. });
+        let groups = if mxfp4 && ids.elem_count() >= self.grouped_min_slots {
+            Some(ExpertGroups::new(&ids, cfg.n_expert)?)
+        } else {
+            None
+        };
         let gate = experts_forward(
             m,
             &lw.ffn_gate_exps,
             &lw.ffn_gate_exps_b,
             &ids,
-            self.grouped_min_slots,
+            groups.as_ref(),
         )?; // (t, k, ff)
-        let up = experts_forward(
-            m,
-            &lw.ffn_up_exps,
-            &lw.ffn_up_exps_b,
-            &ids,
-            self.grouped_min_slots,
-        )?; // (t, k, ff)
+        let up = experts_forward(m, &lw.ffn_up_exps, &lw.ffn_up_exps_b, &ids, groups.as_ref())?; // (t, k, ff)
         let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
         let down = experts_forward(
             &act,
             &lw.ffn_down_exps,
             &lw.ffn_down_exps_b,
             &ids,
-            self.grouped_min_slots,
+            groups.as_ref(),
         )?; // (t, k, d)
         self.profiler.mark(&self.device, Stage::Experts);
         let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
