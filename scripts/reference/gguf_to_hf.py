@@ -20,6 +20,8 @@ import gguf
 from gguf.quants import dequantize
 from safetensors.numpy import save_file
 
+from gguf_hf_names import LAYER_TENSORS
+
 
 def field(r, key):
     f = r.fields[key]
@@ -64,15 +66,7 @@ def main():
           "lm_head.weight": dense("output.weight")}
     for i in range(n_layer):
         g, p = f"blk.{i}.", f"model.layers.{i}."
-        for ours, theirs in [("attn_norm.weight", "input_layernorm.weight"),
-                             ("post_attention_norm.weight", "post_attention_layernorm.weight"),
-                             ("attn_q.weight", "self_attn.q_proj.weight"), ("attn_q.bias", "self_attn.q_proj.bias"),
-                             ("attn_k.weight", "self_attn.k_proj.weight"), ("attn_k.bias", "self_attn.k_proj.bias"),
-                             ("attn_v.weight", "self_attn.v_proj.weight"), ("attn_v.bias", "self_attn.v_proj.bias"),
-                             ("attn_output.weight", "self_attn.o_proj.weight"),
-                             ("attn_output.bias", "self_attn.o_proj.bias"),
-                             ("attn_sinks.weight", "self_attn.sinks"),
-                             ("ffn_gate_inp.weight", "mlp.router.weight"), ("ffn_gate_inp.bias", "mlp.router.bias")]:
+        for ours, theirs in LAYER_TENSORS:
             st[p + theirs] = dense(g + ours)
         gb, gs = mxfp4(g + "ffn_gate_exps.weight")
         ub, us = mxfp4(g + "ffn_up_exps.weight")
