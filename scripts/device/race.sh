@@ -7,22 +7,27 @@
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 B=/tmp/bin; R=${OUT:-/tmp}/race; mkdir -p $B $R
-xz -dc .carry/gptoss.xz > $B/gptoss && chmod +x $B/gptoss
-mkdir -p /tmp/llama && tar xzf .carry/llama-src.tgz -C /tmp/llama
-( cd /tmp/llama/llama.cpp && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-    -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_APP=OFF -DCMAKE_BUILD_TYPE=Release > /tmp/llama-cmake.log 2>&1 \
-  && cmake --build build -j14 --target llama-bench > /tmp/llama-build.log 2>&1; echo $? > /tmp/llama-build.rc ) &
+# The llama.cpp build runs in the background (started once; a caller may have started it).
+if [ ! -f /tmp/llama-build.started ]; then
+  touch /tmp/llama-build.started
+  mkdir -p /tmp/llama && tar xzf .carry/llama-src.tgz -C /tmp/llama
+  ( cd /tmp/llama/llama.cpp && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
+      -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_BUILD_APP=OFF -DCMAKE_BUILD_TYPE=Release > /tmp/llama-cmake.log 2>&1 \
+    && cmake --build build -j14 --target llama-bench > /tmp/llama-build.log 2>&1; echo $? > /tmp/llama-build.rc ) &
+fi
+[ "${START_BUILD_ONLY:-}" = 1 ] && exit 0
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+xz -dc ${GPTOSS_XZ:-.carry/gptoss.xz} > $B/gptoss && chmod +x $B/gptoss
 [ -f /tmp/20b.gguf ] || $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
-# Our decode is bound by host-side launches: wait for the compiler to finish before timing.
+# Time nothing while the compiler shares the host: wait for the build first.
 while [ ! -f /tmp/llama-build.rc ]; do sleep 5; done
+echo "llama.cpp build finished (rc $(cat /tmp/llama-build.rc)) after ${SECONDS}s"
 M="--model /tmp/20b.gguf --device cuda --quantized-dense --json"
 $B/gptoss bench $M --prompt-tokens 512 --gen-tokens 128 --reps 3 > $R/ours_p512.json 2>/dev/null
 $B/gptoss bench $M --prompt-tokens 2048 --gen-tokens 0 --reps 3 > $R/ours_p2048.json 2>/dev/null
 $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 128 --depth 4096 --reps 1 > $R/ours_d4096.json 2>/dev/null
-$B/gptoss bench $M --prompt-tokens 0 --gen-tokens 64 --depth 32768 --reps 1 > $R/ours_d32768.json 2>/dev/null
-while [ ! -f /tmp/llama-build.rc ]; do sleep 5; done
+$B/gptoss bench $M --prompt-tokens 0 --gen-tokens 128 --depth 32768 --reps 1 > $R/ours_d32768.json 2>/dev/null
 LB=/tmp/llama/llama.cpp/build/bin/llama-bench
 if [ "$(cat /tmp/llama-build.rc)" = 0 ]; then
   $LB -m /tmp/20b.gguf -ngl 99 -fa 1 -p 512,2048 -n 128 -r 3 -o json > $R/llama_pp.json 2>/dev/null

@@ -27,7 +27,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub depth: usize,
     /// Prefill chunk size.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 2048)]
     pub chunk: usize,
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
@@ -35,9 +35,21 @@ pub struct BenchArgs {
     /// Device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Keep dense matrices quantized (Candle QMatMul) instead of f32.
+    /// Keep dense matrices quantized (Candle QMatMul) instead of f32 (the default on CUDA).
     #[arg(long)]
     pub quantized_dense: bool,
+    /// Dequantize dense matrices to f32 even on CUDA (no fused decode).
+    #[arg(long, conflicts_with = "quantized_dense")]
+    pub f32_dense: bool,
+    /// On CUDA, decode through the generic Candle path instead of the fused kernels.
+    #[arg(long)]
+    pub no_fast_decode: bool,
+    /// Launch the fused decode step kernel by kernel instead of as a CUDA graph.
+    #[arg(long)]
+    pub no_cuda_graph: bool,
+    /// Let cuBLAS run f32 matmuls (prefill) on TF32 tensor cores (10-bit mantissa inputs).
+    #[arg(long)]
+    pub tf32: bool,
     /// Time each stage of the forward (synchronizes the device between stages) and print
     /// the breakdown.
     #[arg(long)]
@@ -85,15 +97,18 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         dense: if a.quantized_dense {
             DenseMode::Quantized
         } else {
-            DenseMode::F32
+            crate::tools::dense_mode(&dev, a.f32_dense)
         },
         ctx,
         chunk: a.chunk,
         model: gpt_engine::model::ModelOptions {
             profile: a.profile,
+            no_fast_decode: a.no_fast_decode,
+            no_cuda_graph: a.no_cuda_graph,
             ..Default::default()
         },
     };
+    candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
     let t0 = Instant::now();
     let (model, _) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
         .with_context(|| format!("loading {}", path.display()))?;
@@ -162,6 +177,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         "model": path.display().to_string(),
         "device": a.device,
         "load_s": load_s,
+        "fast_decode": model.fast_decode(),
+        "cuda_graph": model.fast_decode() && !a.no_cuda_graph,
+        "tf32": a.tf32,
+        "chunk": a.chunk,
         "prompt_tokens": a.prompt_tokens,
         "prefill_tok_s": median(pp),
         "time_to_first_token_ms": median(ttft),

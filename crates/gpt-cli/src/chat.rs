@@ -94,7 +94,7 @@ pub struct ChatArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Prefill chunk size.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 2048)]
     pub chunk: usize,
     /// Current date for the system message (default: today).
     #[arg(long)]
@@ -167,6 +167,7 @@ impl Session {
         let cfg = LoadConfig {
             ctx: args.ctx,
             chunk: args.chunk,
+            dense: crate::tools::dense_mode(&dev, false),
             ..Default::default()
         };
         let (model, file) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))

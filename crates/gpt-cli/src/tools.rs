@@ -38,6 +38,17 @@ pub fn device(spec: &str) -> Result<Device> {
     }
 }
 
+/// How dense matrices are held on `dev`: the file's quantized types on CUDA (what the fused
+/// decode kernels read), exact f32 on the CPU; `f32_dense` forces f32.
+pub fn dense_mode(dev: &Device, f32_dense: bool) -> gpt_weights::plan::DenseMode {
+    use gpt_weights::plan::DenseMode;
+    if dev.is_cuda() && !f32_dense {
+        DenseMode::Quantized
+    } else {
+        DenseMode::F32
+    }
+}
+
 /// `gptoss logits`.
 #[derive(clap::Args, Debug)]
 pub struct LogitsArgs {
@@ -234,9 +245,17 @@ pub struct CompareArgs {
     /// Greedy steps whose tokens must agree.
     #[arg(long, default_value_t = 64)]
     pub steps: usize,
+    /// Tokens decoded one at a time on the device (the fused decode path on CUDA), whose
+    /// logits are compared with one CPU prefill of the same tokens. Over 512 covers a sliding
+    /// layer's compaction and a full layer's buffer growth.
+    #[arg(long, default_value_t = 600)]
+    pub decode_tokens: usize,
     /// Largest relative L2 of the logits accepted.
     #[arg(long, default_value_t = 1e-2)]
     pub max_rel_l2: f64,
+    /// Decode through the generic path on the device instead of the fused kernels.
+    #[arg(long)]
+    pub no_fast_decode: bool,
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -253,12 +272,20 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     let path = model_source::resolve(&a.model)?;
     let dev = device(&a.device)?;
     let cfg = LoadConfig {
-        ctx: a.prompt_tokens + a.steps + 1,
+        ctx: a.prompt_tokens.max(a.decode_tokens) + a.steps + 1,
         chunk: 512,
         ..Default::default()
     };
     let (cpu, _) = load_any(&path, &Device::Cpu, &cfg, None)?;
-    let (gpu, _) = load_any(&path, &dev, &cfg, None)?;
+    let gcfg = LoadConfig {
+        dense: dense_mode(&dev, false),
+        model: ModelOptions {
+            no_fast_decode: a.no_fast_decode,
+            ..Default::default()
+        },
+        ..cfg.clone()
+    };
+    let (gpu, _) = load_any(&path, &dev, &gcfg, None)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let prompt: Vec<u32> = (0..a.prompt_tokens)
         .map(|_| rng.random_range(0..199_998u32))
@@ -272,6 +299,24 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         .zip(&lg)
         .map(|(c, g)| rel_l2(g, c))
         .fold(0.0, f64::max);
+    // Token-by-token decode on the device against one CPU prefill of the same tokens.
+    let dtoks: Vec<u32> = (0..a.decode_tokens)
+        .map(|_| rng.random_range(0..199_998u32))
+        .collect();
+    let mut decode_worst = 0.0f64;
+    if !dtoks.is_empty() {
+        let mut cache = gpu.new_cache();
+        let lcd = prefill_logits(&cpu, &dtoks)?; // (t, vocab)
+        for (i, &t) in dtoks.iter().enumerate() {
+            let g: Vec<f32> = gpu
+                .forward(&[t], &mut cache, gpt_engine::model::Logits::Last)?
+                .flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1()?;
+            let c: Vec<f32> = lcd.get(i)?.to_vec1()?;
+            decode_worst = decode_worst.max(rel_l2(&g, &c));
+        }
+    }
     let params = GenerateParams {
         max_new_tokens: a.steps,
         stop_tokens: vec![],
@@ -290,7 +335,9 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     let same = tc.iter().zip(&tg).take_while(|(x, y)| x == y).count();
     println!(
         "{}",
-        serde_json::json!({"device": a.device, "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
+        serde_json::json!({"device": a.device, "fast_decode": gpu.fast_decode(),
+            "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
+            "decode_tokens": a.decode_tokens, "decode_worst_rel_l2": decode_worst,
             "greedy_steps": a.steps, "greedy_agree": same})
     );
     anyhow::ensure!(
@@ -298,9 +345,14 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         "logits differ: relative L2 {worst:.3e} > {}",
         a.max_rel_l2
     );
+    anyhow::ensure!(
+        decode_worst <= a.max_rel_l2,
+        "decode logits differ: relative L2 {decode_worst:.3e} > {}",
+        a.max_rel_l2
+    );
     anyhow::ensure!(same == a.steps, "greedy tokens diverge at step {same}");
     eprintln!(
-        "ok: {} vs cpu: worst relative L2 {worst:.3e}, {same}/{} greedy tokens equal",
+        "ok: {} vs cpu: worst relative L2 {worst:.3e} (prefill), {decode_worst:.3e} (decode), {same}/{} greedy tokens equal",
         a.device, a.steps
     );
     Ok(())

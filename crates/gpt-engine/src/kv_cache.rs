@@ -85,31 +85,51 @@ impl LayerCache {
         Ok(())
     }
 
-    /// Appends `k`, `v` `(1, t, hkv, d)` and returns all cached keys and values a query at the
-    /// new positions may need, `(1, s, hkv, d)`, with the absolute position of their first row.
-    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, usize)> {
-        let t = k.dim(1)?;
+    /// Makes room for `t` more rows of `(hkv, d)` f32 on `device` (allocating on first use) and
+    /// returns the key and value buffers `(1, cap, hkv, d)`, the row the first new position
+    /// goes to, and the absolute position of row 0. The rows count only after [`Self::advance`].
+    pub fn reserve_rows(
+        &mut self,
+        t: usize,
+        (hkv, d): (usize, usize),
+        device: &candle_core::Device,
+    ) -> Result<(Tensor, Tensor, usize, usize)> {
         if self.k.is_none() {
-            let (b, _, h, d) = k.dims4()?;
             let cap = match self.window {
                 Some(w) => w + self.slack.max(t),
                 None => t.max(self.slack),
             };
-            self.k = Some(Tensor::zeros((b, cap, h, d), k.dtype(), k.device())?);
-            self.v = Some(Tensor::zeros((b, cap, h, d), v.dtype(), v.device())?);
+            let shape = (1, cap, hkv, d);
+            self.k = Some(Tensor::zeros(shape, candle_core::DType::F32, device)?);
+            self.v = Some(Tensor::zeros(shape, candle_core::DType::F32, device)?);
         }
         self.reserve(t)?;
-        let (kb, vb) = match (&self.k, &self.v) {
-            (Some(kb), Some(vb)) => (kb, vb),
+        match (&self.k, &self.v) {
+            (Some(kb), Some(vb)) => Ok((kb.clone(), vb.clone(), self.len, self.kv_offset)),
             _ => candle_core::bail!("kv cache: buffers missing after reserve"),
-        };
-        kb.slice_set(&k.contiguous()?, 1, self.len)?;
-        vb.slice_set(&v.contiguous()?, 1, self.len)?;
+        }
+    }
+
+    /// Counts `t` rows written after [`Self::reserve_rows`].
+    pub fn advance(&mut self, t: usize) {
         self.len += t;
+    }
+
+    /// Appends `k`, `v` `(1, t, hkv, d)` and returns all cached keys and values a query at the
+    /// new positions may need, `(1, s, hkv, d)`, with the absolute position of their first row.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor, usize)> {
+        let (_, t, h, d) = k.dims4()?;
+        if k.dtype() != candle_core::DType::F32 {
+            candle_core::bail!("kv cache: keys must be f32, got {:?}", k.dtype());
+        }
+        let (kb, vb, row, kv_offset) = self.reserve_rows(t, (h, d), k.device())?;
+        kb.slice_set(&k.contiguous()?, 1, row)?;
+        vb.slice_set(&v.contiguous()?, 1, row)?;
+        self.advance(t);
         Ok((
             kb.narrow(1, 0, self.len)?,
             vb.narrow(1, 0, self.len)?,
-            self.kv_offset,
+            kv_offset,
         ))
     }
 

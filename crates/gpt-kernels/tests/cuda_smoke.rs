@@ -322,6 +322,12 @@ fn attention_sinks_matches_cpu() -> R<()> {
         (1, 1, 9, 8, 2, 64, 4, 8, 0),   // decode with window
         (1, 4, 5, 2, 1, 40, 0, 0, 2),   // d not a multiple of 32; rows 0-1 fully masked
         (1, 3, 7, 4, 4, 128, 5, 10, 6), // rolling cache: keys start at 6
+        // The tiled prefill kernel (d 32/64, <= 8 heads per KV head): ragged position tiles,
+        // several key tiles, a window across tiles, a rolling cache, masked rows, G = 8 and 1.
+        (1, 37, 37, 16, 2, 64, 0, 0, 0),
+        (2, 20, 45, 8, 1, 32, 7, 30, 5),
+        (1, 70, 100, 8, 8, 64, 16, 30, 0),
+        (1, 4, 5, 2, 1, 32, 0, 0, 2),
     ];
     for (b, t, s, hq, hkv, d, window, q_offset, kv_offset) in cases {
         let q = uniform(&mut rng, b * t * hq * d, -1.0, 1.0);

@@ -50,6 +50,16 @@ pub enum Experts {
         /// The input width `k`.
         k: usize,
     },
+    /// MXFP4 split into planes, the layout of the CUDA decode kernels (built by the engine from
+    /// [`Experts::Mxfp4`]): nibble bytes `U8 (e, n, k/2)` and exponent bytes `U8 (e, n, k/32)`.
+    Mxfp4Planar {
+        /// The 16 nibble bytes of each block.
+        qs: Tensor,
+        /// The exponent byte of each block.
+        e8: Tensor,
+        /// The input width `k`.
+        k: usize,
+    },
     /// f32 `(e, n, k)`.
     Dense(Tensor),
 }
@@ -84,6 +94,12 @@ impl Embedding {
 
     /// Looks up `ids`, returning f32 `(ids.len(), dim)` on `device`.
     pub fn lookup(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        let out = self.lookup_host(ids)?;
+        Ok(Tensor::from_vec(out, (ids.len(), self.dim), device)?)
+    }
+
+    /// Looks up `ids` into host memory: f32 rows, `ids.len() * dim` values.
+    pub fn lookup_host(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut out = vec![0f32; ids.len() * self.dim];
         for (i, &id) in ids.iter().enumerate() {
             let id = id as usize;
@@ -99,7 +115,7 @@ impl Embedding {
                     source,
                 })?;
         }
-        Ok(Tensor::from_vec(out, (ids.len(), self.dim), device)?)
+        Ok(out)
     }
 }
 

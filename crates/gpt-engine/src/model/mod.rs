@@ -3,6 +3,8 @@
 //! RMSNorm → MoE (router top-k, softmax over k, SwiGLU-OAI experts) → residual } → RMSNorm →
 //! unembedding.
 
+#[cfg(feature = "cuda")]
+mod fast_decode;
 pub mod profile;
 pub mod rope;
 
@@ -32,6 +34,11 @@ pub struct ModelOptions {
     /// dequantize + dense GEMM on gathered tokens (prefill); fewer use the fused MXFP4 kernel.
     /// `None`: 64 on CUDA, never on the CPU (whose kernel already groups by expert).
     pub moe_grouped_min_slots: Option<usize>,
+    /// On CUDA, decode single tokens through the generic Candle path instead of the fused
+    /// decode kernels (which need Q8_0 dense matrices and MXFP4 experts).
+    pub no_fast_decode: bool,
+    /// Launch the fused decode step kernel by kernel instead of replaying a CUDA graph.
+    pub no_cuda_graph: bool,
 }
 
 /// A loaded GPT-OSS model on one device.
@@ -42,6 +49,8 @@ pub struct GptOss {
     device: Device,
     profiler: Profiler,
     grouped_min_slots: usize,
+    #[cfg(feature = "cuda")]
+    fast: Option<std::sync::Mutex<fast_decode::FastDecoder>>,
 }
 
 /// Which positions of a forward produce logits.
@@ -96,23 +105,37 @@ impl ExpertGroups {
     }
 }
 
+/// Expert `e`'s MXFP4 weights as f32 `(n, k)`.
+fn expert_f32(w: &Experts, e: usize) -> candle_core::Result<Tensor> {
+    match w {
+        Experts::Mxfp4 { blocks, k } => k::mxfp4_dequant(&blocks.get(e)?, *k),
+        #[cfg(feature = "cuda")]
+        Experts::Mxfp4Planar { qs, e8, k } => {
+            let blocks = k::cuda::decode::planar_to_blocks(&qs.get(e)?, &e8.get(e)?)?;
+            k::mxfp4_dequant(&blocks, *k)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Experts::Mxfp4Planar { .. } => candle_core::bail!("planar MXFP4 experts need CUDA"),
+        Experts::Dense(t) => t.get(e),
+    }
+}
+
 /// The grouped expert matmul: for each expert, gather its slots' rows, dequantize its weights
 /// once and run one dense GEMM, then scatter the rows back. `x (t, k)` or `(t, top_k, k)`,
-/// `blocks` U8 `(e, n, k/32*17)`, `b (e, n)` → `(t, top_k, n)`.
+/// MXFP4 experts `(e, n, k)`, `b (e, n)` → `(t, top_k, n)`.
 fn experts_grouped(
     x: &Tensor,
-    blocks: &Tensor,
-    k_in: usize,
+    w: &Experts,
+    (n, k_in): (usize, usize),
     b: &Tensor,
     g: &ExpertGroups,
 ) -> candle_core::Result<Tensor> {
-    let (_, n, _) = blocks.dims3()?;
     let per_slot = x.rank() == 3;
     let x2 = x.reshape(((), k_in))?; // (t or t*top_k, k)
     let mut out = Tensor::zeros((g.t * g.top_k, n), x.dtype(), x.device())?; // (slots, n)
     for (e, slots, rows) in &g.groups {
         let xs = x2.index_select(if per_slot { slots } else { rows }, 0)?; // (m_e, k)
-        let w = k::mxfp4_dequant(&blocks.get(*e)?, k_in)?; // (n, k)
+        let w = expert_f32(w, *e)?; // (n, k)
         let y = xs.matmul(&w.t()?)?.broadcast_add(&b.get(*e)?)?; // (m_e, n)
         out = out.index_add(slots, &y, 0)?;
     }
@@ -120,7 +143,7 @@ fn experts_grouped(
 }
 
 /// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included;
-/// with `groups`, MXFP4 experts take the grouped (prefill) path.
+/// with `groups`, MXFP4 experts take the grouped (prefill) path (planar ones always do).
 fn experts_forward(
     x: &Tensor,
     w: &Experts,
@@ -128,9 +151,15 @@ fn experts_forward(
     ids: &Tensor,
     groups: Option<&ExpertGroups>,
 ) -> candle_core::Result<Tensor> {
+    let n = b.dim(1)?;
     match (w, groups) {
-        (Experts::Mxfp4 { blocks, k: k_in }, Some(g)) => experts_grouped(x, blocks, *k_in, b, g),
+        (Experts::Mxfp4 { k: k_in, .. } | Experts::Mxfp4Planar { k: k_in, .. }, Some(g)) => {
+            experts_grouped(x, w, (n, *k_in), b, g)
+        }
         (Experts::Mxfp4 { blocks, .. }, None) => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
+        (Experts::Mxfp4Planar { .. }, None) => {
+            candle_core::bail!("moe: planar experts need the grouped path")
+        }
         (Experts::Dense(w), _) => {
             // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
             let (t, top_k) = ids.dims2()?;
@@ -152,11 +181,40 @@ fn experts_forward(
 impl GptOss {
     /// Wraps loaded weights.
     pub fn new(w: Weights, device: Device, opts: ModelOptions) -> Self {
+        #[cfg(feature = "cuda")]
+        let mut w = w;
         let cuda = device.is_cuda();
         let cfg = &w.config;
         let rope_full = Rope::new(cfg, cfg.rope_freq_base, opts.yarn);
         let rope_swa = Rope::new(cfg, cfg.rope_freq_base_swa, opts.yarn);
+        #[cfg(feature = "cuda")]
+        if cuda {
+            // Candle's CUDA QMatMul otherwise quantizes activations to 8 bits (q8_1) for
+            // batched inputs, which costs ~1e-2 of relative error on the logits; this makes it
+            // dequantize the weights and multiply in f32 (a process-wide switch).
+            candle_core::quantized::cuda::set_force_dmmv(true);
+        }
+        #[cfg(feature = "cuda")]
+        let fast = if cuda && !opts.no_fast_decode && !opts.profile {
+            match fast_decode::FastDecoder::new(
+                &mut w,
+                &device,
+                &rope_full,
+                &rope_swa,
+                !opts.no_cuda_graph,
+            ) {
+                Ok(f) => Some(std::sync::Mutex::new(f)),
+                Err(e) => {
+                    tracing::warn!("single-token decode uses the generic path: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Self {
+            #[cfg(feature = "cuda")]
+            fast,
             w,
             rope_full,
             rope_swa,
@@ -178,6 +236,14 @@ impl GptOss {
     /// Stage times recorded since the last call (empty unless profiling is on).
     pub fn take_profile(&self) -> Vec<(Stage, std::time::Duration)> {
         self.profiler.take()
+    }
+
+    /// Whether single tokens decode through the fused CUDA kernels (else the generic path).
+    pub fn fast_decode(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        return self.fast.is_some();
+        #[cfg(not(feature = "cuda"))]
+        false
     }
 
     /// The device the model runs on.
@@ -204,6 +270,13 @@ impl GptOss {
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyInput);
+        }
+        #[cfg(feature = "cuda")]
+        if let (Some(fast), [token]) = (&self.fast, tokens) {
+            let mut f = fast
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))?;
+            return Ok(f.step(&self.w, *token, cache)?);
         }
         let pos = cache.pos;
         let _span = tracing::debug_span!("forward", pos, t = tokens.len()).entered();
@@ -291,7 +364,8 @@ impl GptOss {
         let (ids, weights) = k::router_topk_softmax(&logits, cfg.n_expert_used)?; // (t, k) u32, f32
         self.profiler.mark(&self.device, Stage::Router);
         let mxfp4 = matches!(lw.ffn_gate_exps, Experts::Mxfp4 { .. });
-        let groups = if mxfp4 && ids.elem_count() >= self.grouped_min_slots {
+        let planar = matches!(lw.ffn_gate_exps, Experts::Mxfp4Planar { .. });
+        let groups = if planar || (mxfp4 && ids.elem_count() >= self.grouped_min_slots) {
             Some(ExpertGroups::new(&ids, cfg.n_expert)?)
         } else {
             None

@@ -59,6 +59,11 @@ impl Profiler {
         }
     }
 
+    /// Whether stages are being timed.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Starts timing (at the beginning of a forward).
     pub fn start(&self, device: &Device) {
         if self.enabled {

@@ -10,6 +10,10 @@ const MODULE: &str = "gpt_kernels::attention";
 const WARPS: usize = 16;
 /// The largest supported head dim (`32 * ATT_MAX_REGS` in `kernels/attention.cu`).
 pub const MAX_HEAD_DIM: usize = 256;
+/// Query positions per block of the prefill kernel (`PF_POS`).
+const PREFILL_POS: usize = 8;
+/// Most query heads per KV head the prefill kernel takes (`PF_MAX_G`).
+pub const PREFILL_MAX_GROUP: usize = 8;
 
 /// Scalar parameters of [`attention_sinks_cuda`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,8 +37,12 @@ pub struct AttentionParams {
 /// For query row `i` (position `p = q_offset + i`) and head `h` (kv head `h / (hq / hkv)`):
 /// `out = Σ_j e^(s_j - M) v_j / (Σ_j e^(s_j - M) + e^(S_h - M))` over visible keys `j`, with
 /// `s_j = scale · q·k_j` and `M = max(max_j s_j, S_h)`. A row with no visible key is 0.
-/// Returns f32 `(b, t, hq, d)`, dense. One block per (b, i, h) row; its warps split the keys,
-/// each with an online softmax, and combine at the end.
+/// Returns f32 `(b, t, hq, d)`, dense.
+///
+/// Prefill (`t >= 2`, `d` of 32 or 64, at most [`PREFILL_MAX_GROUP`] query heads per KV head)
+/// runs `kernels/attention_prefill.cu`: a block per 8 positions × one KV head, key tiles shared
+/// by all of its rows. Otherwise one block per (b, i, h) row; its warps split the keys, each
+/// with an online softmax, and combine at the end (decode rows of long contexts).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_sinks_cuda(
     q: &CudaStorage,
@@ -88,7 +96,32 @@ pub fn attention_sinks_cuda(
     let window = to_u32(OP, "window", p.window)?;
     let q_offset = to_u32(OP, "q_offset", p.q_offset)?;
     let kv_offset = to_u32(OP, "kv_offset", p.kv_offset)?;
-    let func = dev.get_or_load_custom_func("attention_sinks_f32", MODULE, ptx::ATTENTION)?;
+    let prefill = t >= 2 && (d == 32 || d == 64) && hq / hkv <= PREFILL_MAX_GROUP;
+    let (func, cfg) = if prefill {
+        let f = dev.get_or_load_custom_func(
+            "attention_prefill_f32",
+            "gpt_kernels::attention_prefill",
+            ptx::ATTENTION_PREFILL,
+        )?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                grid_for(OP, t, PREFILL_POS)?,
+                to_u32(OP, "hkv", hkv)?,
+                to_u32(OP, "b", b)?,
+            ),
+            block_dim: ((32 * PREFILL_POS) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (f, cfg)
+    } else {
+        let f = dev.get_or_load_custom_func("attention_sinks_f32", MODULE, ptx::ATTENTION)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(OP, rows, 1)?, 1, 1),
+            block_dim: ((32 * WARPS) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (f, cfg)
+    };
     let mut bld = func.builder();
     bld.arg(&q_v).arg(&k_v).arg(&v_v).arg(&s_v).arg(&mut out);
     for a in &args {
@@ -98,13 +131,9 @@ pub fn attention_sinks_cuda(
         .arg(&window)
         .arg(&q_offset)
         .arg(&kv_offset);
-    let cfg = LaunchConfig {
-        grid_dim: (grid_for(OP, rows, 1)?, 1, 1),
-        block_dim: ((32 * WARPS) as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: argument types and order match `attention_sinks_f32`; the views hold the
-    // shapes checked above; d <= 256.
+    // SAFETY: argument types and order match `attention_sinks_f32` and
+    // `attention_prefill_f32` (the same list); the views hold the shapes checked above;
+    // d <= 256, and d is 32 or 64 with at most PF_MAX_G heads per group for the prefill kernel.
     unsafe { bld.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }

@@ -9,6 +9,7 @@
 //! prefixed `gpt_kernels::` so that they never collide with other crates' modules.
 
 pub mod attention;
+pub mod decode;
 pub mod moe;
 pub mod mxfp4;
 pub(crate) mod ops;

@@ -1,0 +1,530 @@
+//! The fused CUDA decode step: one token through the whole model in 10 kernels per layer
+//! (gpt-kernels' `decode.cu`) on buffers allocated once, replayed as a CUDA graph.
+//!
+//! Per layer: RMSNorm+quantize → QKV GEMV + bias + RoPE, K/V written into the cache row →
+//! split attention with sinks → combine + quantize → O GEMV + bias + residual → RMSNorm +
+//! quantize → router top-k softmax → gate/up GEMV + biases + SwiGLU → quantize → down GEMV +
+//! bias + routing weights + residual. Then RMSNorm → output GEMV into the logits.
+//!
+//! Weights are repacked once from the generic path's tensors (Q8_0 → split int8 + f32 scales,
+//! QKV fused; MXFP4 → planar nibbles + exponents) for 16-byte loads. The per-step inputs (the
+//! embedding row, the position and each layer's KV row/offset) are uploaded before the graph
+//! launches, so the captured graph stays valid until a KV buffer moves (a full-attention layer
+//! growing), when it is captured again.
+//!
+//! It applies only where its kernels do: Q8_0 dense matrices, MXFP4 experts, head dim 64;
+//! [`FastDecoder::new`] says why not otherwise and the model keeps the generic path.
+
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice, DevicePtr};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Device, Tensor};
+use gpt_kernels::cuda::decode::{
+    tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec, DEC_ATT_D, DEC_ATT_MAX_G,
+    DEC_MAX_D, DEC_MAX_SPLIT,
+};
+use gpt_weights::load::{Experts, LayerWeights, Matrix};
+use gpt_weights::{GptOssConfig, Weights};
+
+use super::rope::Rope;
+use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
+use crate::kv_cache::KvCache;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Most splits of one head's keys.
+const MAX_SPLIT: usize = DEC_MAX_SPLIT;
+/// Keys per split the split count aims for.
+const KEYS_PER_SPLIT: usize = 128;
+
+fn err(msg: String) -> candle_core::Error {
+    candle_core::Error::Msg(format!("fast decode: {msg}"))
+}
+
+fn sptr<T>(s: &CudaSlice<T>) -> DevPtr {
+    s.device_ptr(s.stream()).0
+}
+
+/// A Q8 split matrix and its addresses.
+struct Q8Mat {
+    _qs: Tensor,
+    _d: Tensor,
+    p: Q8Ptrs,
+}
+
+/// Planar MXFP4 experts (shared with the model's weights) and their addresses.
+struct MxExp {
+    qs: Tensor,
+    e8: Tensor,
+    p: MxPtrs,
+}
+
+struct FastLayer {
+    attn_norm: DevPtr,
+    qkv: Q8Mat,
+    qkv_b: DevPtr,
+    o: Q8Mat,
+    o_b: DevPtr,
+    sinks: DevPtr,
+    ffn_norm: DevPtr,
+    router_w: DevPtr,
+    router_b: DevPtr,
+    gate: MxExp,
+    gate_b: DevPtr,
+    up: MxExp,
+    up_b: DevPtr,
+    down: MxExp,
+    down_b: DevPtr,
+    /// 0 on full-attention layers.
+    window: usize,
+    /// Index into `FastDecoder::rope`.
+    rope: usize,
+}
+
+/// A quantized-vector buffer.
+struct QBuf {
+    hi: CudaSlice<u8>,
+    lo: CudaSlice<u8>,
+    d: CudaSlice<f32>,
+}
+
+impl QBuf {
+    fn new(dev: &candle_core::CudaDevice, k: usize) -> CResult<Self> {
+        Ok(Self {
+            hi: dev.alloc_zeros::<u8>(k)?,
+            lo: dev.alloc_zeros::<u8>(k)?,
+            d: dev.alloc_zeros::<f32>(k / 32)?,
+        })
+    }
+    fn ptrs(&self) -> QVec {
+        QVec {
+            hi: sptr(&self.hi),
+            lo: sptr(&self.lo),
+            d: sptr(&self.d),
+        }
+    }
+}
+
+/// A captured step graph (CUDA graphs must not be used from two threads at once; the model
+/// keeps its decoder behind a mutex).
+struct Captured {
+    key: Vec<u64>,
+    graph: CudaGraph,
+}
+// SAFETY: the graph is only launched or dropped while the owning decoder is borrowed mutably
+// (behind the model's mutex), so its use is serialized as the CUDA driver requires.
+unsafe impl Send for Captured {}
+
+/// The fused decode step of one model on one CUDA device.
+pub(crate) struct FastDecoder {
+    k: DecodeKernels,
+    cfg: GptOssConfig,
+    layers: Vec<FastLayer>,
+    out_norm: DevPtr,
+    output: Q8Mat,
+    /// `inv_freq (hd/2)` f32 and `mscale`, full layers then sliding ones.
+    rope: Vec<(Tensor, DevPtr, f32)>,
+    _keep: Vec<Tensor>,
+    h: CudaSlice<f32>,
+    params: CudaSlice<i32>,
+    xn: CudaSlice<f32>,
+    xq: QBuf,
+    xqp: QBuf,
+    q: CudaSlice<f32>,
+    part_m: CudaSlice<f32>,
+    part_l: CudaSlice<f32>,
+    part_acc: CudaSlice<f32>,
+    oq: QBuf,
+    router_logits: CudaSlice<f32>,
+    /// The router's finished-blocks counter (kept at 0 between launches).
+    router_count: CudaSlice<u32>,
+    ids: CudaSlice<u32>,
+    wts: CudaSlice<f32>,
+    act: CudaSlice<f32>,
+    actq: QBuf,
+    logits: Tensor,
+    use_graph: bool,
+    graph: Option<Captured>,
+    /// Steps run so far (the first runs eagerly, loading every kernel before any capture).
+    steps: u64,
+}
+
+fn q8_of<'a>(
+    m: &'a Matrix,
+    what: &str,
+) -> CResult<&'a std::sync::Arc<candle_core::quantized::QTensor>> {
+    match m {
+        Matrix::Quant(QMatMul::QTensor(q)) if q.dtype() == GgmlDType::Q8_0 => Ok(q),
+        _ => Err(err(format!(
+            "{what} is not a Q8_0 quantized matrix (load with quantized dense matrices)"
+        ))),
+    }
+}
+
+fn mx_of<'a>(e: &'a Experts, what: &str) -> CResult<(&'a Tensor, usize)> {
+    match e {
+        Experts::Mxfp4 { blocks, k } => Ok((blocks, *k)),
+        _ => Err(err(format!("{what} experts are not ggml MXFP4 blocks"))),
+    }
+}
+
+impl FastDecoder {
+    /// Builds the decoder for `w` on `device`, or says why the fused path does not apply.
+    /// On success the MXFP4 experts of `w` are replaced by the planar copies the decoder reads
+    /// ([`Experts::Mxfp4Planar`], shared), so the expert bytes are held once.
+    pub(crate) fn new(
+        w: &mut Weights,
+        device: &Device,
+        rope_full: &Rope,
+        rope_swa: &Rope,
+        use_graph: bool,
+    ) -> CResult<Self> {
+        let Device::Cuda(dev) = device else {
+            return Err(err("not a CUDA device".into()));
+        };
+        let cfg = w.config.clone();
+        let (d, hq, hkv, hd) = (cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim);
+        let checks = [
+            (
+                hd == 32 || hd == DEC_ATT_D,
+                format!("head dim {hd} (32 or {DEC_ATT_D} supported)"),
+            ),
+            (
+                hkv > 0 && hq % hkv == 0 && hq / hkv <= DEC_ATT_MAX_G,
+                format!("{hq} query heads over {hkv} KV heads"),
+            ),
+            (
+                d % 32 == 0 && d <= DEC_MAX_D,
+                format!("embedding width {d}"),
+            ),
+            (
+                cfg.n_ff_exp % 32 == 0,
+                format!("expert width {}", cfg.n_ff_exp),
+            ),
+            (
+                cfg.n_expert <= 256 && cfg.n_expert_used <= 32,
+                format!("{} experts, {} used", cfg.n_expert, cfg.n_expert_used),
+            ),
+        ];
+        if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(err(format!("unsupported shape: {why}")));
+        }
+        let k = DecodeKernels::new(dev)?;
+        let mut keep = Vec::new();
+        let mut ptr_of = |t: &Tensor| -> CResult<DevPtr> {
+            let t = t.contiguous()?;
+            let p = dptr(&t)?;
+            keep.push(t);
+            Ok(p)
+        };
+
+        let q8 = |mats: &[(&Matrix, &str)]| -> CResult<Q8Mat> {
+            let qs_: Vec<_> = mats
+                .iter()
+                .map(|(m, what)| q8_of(m, what))
+                .collect::<CResult<_>>()?;
+            let cols = qs_[0].shape().dims2()?.1;
+            let mut rows = 0;
+            for q in &qs_ {
+                let (n, kk) = q.shape().dims2()?;
+                if kk != cols || kk % 32 != 0 {
+                    return Err(err(format!("Q8_0 matrices of {kk} and {cols} columns")));
+                }
+                rows += n;
+            }
+            let qs = Tensor::zeros((rows, cols), DType::U8, device)?; // (n, k) int8
+            let dd = Tensor::zeros((rows, cols / 32), DType::F32, device)?; // (n, k/32)
+            let p = Q8Ptrs {
+                qs: dptr(&qs)?,
+                d: dptr(&dd)?,
+            };
+            let mut r0 = 0;
+            for q in &qs_ {
+                let n = q.shape().dims2()?.0;
+                let src = q.device_ptr()? as DevPtr;
+                let dst = Q8Ptrs {
+                    qs: p.qs + (r0 * cols) as u64,
+                    d: p.d + (r0 * cols / 32 * 4) as u64,
+                };
+                k.q8_0_split(src, n * cols / 32, dst)?;
+                r0 += n;
+            }
+            Ok(Q8Mat { _qs: qs, _d: dd, p })
+        };
+        let mx = |e: &Experts, what: &str| -> CResult<MxExp> {
+            let (blocks, kk) = mx_of(e, what)?;
+            let (ne, n, _) = blocks.dims3()?;
+            let qs = Tensor::zeros((ne, n, kk / 2), DType::U8, device)?; // (e, n, k/2)
+            let e8 = Tensor::zeros((ne, n, kk / 32), DType::U8, device)?; // (e, n, k/32)
+            let p = MxPtrs {
+                qs: dptr(&qs)?,
+                e8: dptr(&e8)?,
+            };
+            k.mxfp4_planar(dptr(&blocks.contiguous()?)?, ne * n * kk / 32, p)?;
+            Ok(MxExp { qs, e8, p })
+        };
+
+        // Check every layer before repacking anything, so that failure leaves `w` untouched.
+        for lw in &w.layers {
+            for (e, what) in [
+                (&lw.ffn_gate_exps, "ffn_gate"),
+                (&lw.ffn_up_exps, "ffn_up"),
+                (&lw.ffn_down_exps, "ffn_down"),
+            ] {
+                mx_of(e, what)?;
+            }
+            for (m, what) in [
+                (&lw.attn_q, "attn_q"),
+                (&lw.attn_k, "attn_k"),
+                (&lw.attn_v, "attn_v"),
+                (&lw.attn_output, "attn_output"),
+            ] {
+                q8_of(m, what)?;
+            }
+        }
+        q8_of(&w.output, "output")?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for (il, lw) in w.layers.iter().enumerate() {
+            let LayerWeights {
+                attn_norm,
+                attn_q,
+                attn_q_b,
+                attn_k,
+                attn_k_b,
+                attn_v,
+                attn_v_b,
+                attn_output,
+                attn_output_b,
+                attn_sinks,
+                post_attention_norm,
+                ffn_gate_inp,
+                ffn_gate_inp_b,
+                ffn_gate_exps,
+                ffn_gate_exps_b,
+                ffn_up_exps,
+                ffn_up_exps_b,
+                ffn_down_exps,
+                ffn_down_exps_b,
+            } = lw;
+            let qkv_b = Tensor::cat(&[attn_q_b, attn_k_b, attn_v_b], 0)?; // (hq*hd + 2*hkv*hd)
+            let sliding = cfg.is_sliding(il);
+            layers.push(FastLayer {
+                attn_norm: ptr_of(attn_norm)?,
+                qkv: q8(&[(attn_q, "attn_q"), (attn_k, "attn_k"), (attn_v, "attn_v")])?,
+                qkv_b: ptr_of(&qkv_b)?,
+                o: q8(&[(attn_output, "attn_output")])?,
+                o_b: ptr_of(attn_output_b)?,
+                sinks: ptr_of(attn_sinks)?,
+                ffn_norm: ptr_of(post_attention_norm)?,
+                router_w: ptr_of(ffn_gate_inp)?,
+                router_b: ptr_of(ffn_gate_inp_b)?,
+                gate: mx(ffn_gate_exps, "ffn_gate")?,
+                gate_b: ptr_of(ffn_gate_exps_b)?,
+                up: mx(ffn_up_exps, "ffn_up")?,
+                up_b: ptr_of(ffn_up_exps_b)?,
+                down: mx(ffn_down_exps, "ffn_down")?,
+                down_b: ptr_of(ffn_down_exps_b)?,
+                window: if sliding { cfg.sliding_window } else { 0 },
+                rope: sliding as usize,
+            });
+        }
+        // The generic path (prefill) now reads the planar copies; the ggml blocks are freed.
+        for (lw, l) in w.layers.iter_mut().zip(&layers) {
+            for (dst, src) in [
+                (&mut lw.ffn_gate_exps, &l.gate),
+                (&mut lw.ffn_up_exps, &l.up),
+                (&mut lw.ffn_down_exps, &l.down),
+            ] {
+                let (_, k_in) = mx_of(dst, "expert")?;
+                *dst = Experts::Mxfp4Planar {
+                    qs: src.qs.clone(),
+                    e8: src.e8.clone(),
+                    k: k_in,
+                };
+            }
+        }
+        let out_norm = ptr_of(&w.output_norm)?;
+        let output = q8(&[(&w.output, "output")])?;
+        let mut rope = Vec::new();
+        for r in [rope_full, rope_swa] {
+            let f: Vec<f32> = r.inv_freq.iter().map(|&x| x as f32).collect();
+            let t = Tensor::from_vec(f, hd / 2, device)?;
+            let p = dptr(&t)?;
+            rope.push((t, p, r.mscale as f32));
+        }
+        let vocab = w.token_embd.vocab();
+        let (topk, nff) = (cfg.n_expert_used, cfg.n_ff_exp);
+        let s = Self {
+            h: dev.alloc_zeros::<f32>(d)?,
+            params: dev.alloc_zeros::<i32>(1 + 3 * cfg.n_layer)?,
+            xn: dev.alloc_zeros::<f32>(d)?,
+            xq: QBuf::new(dev, d)?,
+            xqp: QBuf::new(dev, d)?,
+            q: dev.alloc_zeros::<f32>(hq * hd)?,
+            part_m: dev.alloc_zeros::<f32>(hq * MAX_SPLIT)?,
+            part_l: dev.alloc_zeros::<f32>(hq * MAX_SPLIT)?,
+            part_acc: dev.alloc_zeros::<f32>(hq * MAX_SPLIT * hd)?,
+            oq: QBuf::new(dev, hq * hd)?,
+            router_logits: dev.alloc_zeros::<f32>(cfg.n_expert)?,
+            router_count: dev.alloc_zeros::<u32>(1)?,
+            ids: dev.alloc_zeros::<u32>(topk)?,
+            wts: dev.alloc_zeros::<f32>(topk)?,
+            act: dev.alloc_zeros::<f32>(topk * nff)?,
+            actq: QBuf::new(dev, topk * nff)?,
+            logits: Tensor::zeros((1, vocab), DType::F32, device)?,
+            k,
+            cfg,
+            layers,
+            out_norm,
+            output,
+            rope,
+            _keep: keep,
+            use_graph,
+            graph: None,
+            steps: 0,
+        };
+        device.synchronize()?;
+        Ok(s)
+    }
+
+    /// Splits of the keys of a layer whose buffer holds `cap` rows.
+    fn nsplit(&self, window: usize, cap: usize) -> usize {
+        let keys = if window > 0 { window.min(cap) } else { cap };
+        keys.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_SPLIT)
+    }
+
+    /// Enqueues the whole step for the KV buffers `kv[il] = (k, v, nsplit)`.
+    fn enqueue(&self, kv: &[(DevPtr, DevPtr, usize)]) -> CResult<()> {
+        let c = &self.cfg;
+        let k = &self.k;
+        let (d, hq, hkv, hd) = (c.n_embd, c.n_head, c.n_head_kv, c.head_dim);
+        let (topk, nff, eps) = (c.n_expert_used, c.n_ff_exp, c.rms_eps);
+        let h = sptr(&self.h);
+        let params = sptr(&self.params);
+        let (xq, xqp, oq, actq) = (
+            self.xq.ptrs(),
+            self.xqp.ptrs(),
+            self.oq.ptrs(),
+            self.actq.ptrs(),
+        );
+        let q = sptr(&self.q);
+        let parts = (sptr(&self.part_m), sptr(&self.part_l), sptr(&self.part_acc));
+        let route = (sptr(&self.ids), sptr(&self.wts));
+        let rl = sptr(&self.router_logits);
+        let count = sptr(&self.router_count);
+        let act = sptr(&self.act);
+        let xn = sptr(&self.xn);
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (il, (l, &(kc, vc, nsplit))) in self.layers.iter().zip(kv).enumerate() {
+            let (_, inv_freq, mscale) = &self.rope[l.rope];
+            k.rmsnorm_quant(h, l.attn_norm, eps, d, 0, xq, false)?;
+            k.qkv_rope(
+                l.qkv.p,
+                l.qkv_b,
+                xq,
+                d,
+                (hq, hkv, hd),
+                *inv_freq,
+                *mscale,
+                params,
+                il,
+                q,
+                (kc, vc),
+            )?;
+            k.attn_split(
+                q,
+                (kc, vc),
+                params,
+                il,
+                (hq, hkv, hd),
+                l.window,
+                scale,
+                nsplit,
+                parts,
+            )?;
+            k.attn_combine(parts, l.sinks, (hq, hd), nsplit, oq)?;
+            k.q8_gemv(l.o.p, l.o_b, oq, h, d, hq * hd, true)?;
+            k.rmsnorm_quant(h, l.ffn_norm, eps, d, xn, xqp, true)?;
+            k.router(
+                xn,
+                (l.router_w, l.router_b),
+                (c.n_expert, d, topk),
+                rl,
+                route,
+                count,
+            )?;
+            k.moe_gate_up(
+                (l.gate.p, l.gate_b),
+                (l.up.p, l.up_b),
+                xqp,
+                route.0,
+                (topk, nff, d),
+                (SWIGLU_ALPHA, SWIGLU_LIMIT),
+                act,
+            )?;
+            k.quant(act, topk * nff / 32, actq, true)?;
+            k.moe_down((l.down.p, l.down_b), actq, route, (topk, d, nff), h)?;
+        }
+        k.rmsnorm_quant(h, self.out_norm, eps, d, 0, xq, false)?;
+        let vocab = self.logits.dim(1)?;
+        k.q8_gemv(self.output.p, 0, xq, dptr(&self.logits)?, vocab, d, false)
+    }
+
+    /// Runs `token` at position `cache.pos`, appending it to the cache; returns f32 logits
+    /// `(1, vocab)`.
+    pub(crate) fn step(&mut self, w: &Weights, token: u32, cache: &mut KvCache) -> CResult<Tensor> {
+        let _span = tracing::trace_span!("fast_decode", pos = cache.pos).entered();
+        let c = &self.cfg;
+        let emb = w
+            .token_embd
+            .lookup_host(&[token])
+            .map_err(|e| err(e.to_string()))?;
+        let dev = self.logits.device().clone();
+        let mut params: Vec<i32> = Vec::with_capacity(1 + 3 * c.n_layer);
+        params.push(i32::try_from(cache.pos).map_err(|_| err("position > i32".into()))?);
+        let mut kv = Vec::with_capacity(c.n_layer);
+        for (l, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let (kb, vb, row, off) = lc.reserve_rows(1, (c.n_head_kv, c.head_dim), &dev)?;
+            let cap = kb.dim(1)?;
+            params.extend([row as i32, row as i32 + 1, off as i32]);
+            kv.push((dptr(&kb)?, dptr(&vb)?, self.nsplit(l.window, cap)));
+        }
+        let stream = self.k.stream().clone();
+        stream
+            .memcpy_htod(&emb, &mut self.h)
+            .map_err(|e| err(e.to_string()))?;
+        stream
+            .memcpy_htod(&params, &mut self.params)
+            .map_err(|e| err(e.to_string()))?;
+        let key: Vec<u64> = kv.iter().flat_map(|&(a, b, n)| [a, b, n as u64]).collect();
+        if !self.use_graph || self.steps == 0 {
+            self.enqueue(&kv)?;
+        } else {
+            if self.graph.as_ref().is_none_or(|g| g.key != key) {
+                self.graph = None;
+                stream
+                    .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+                    .map_err(|e| err(format!("begin capture: {e}")))?;
+                let r = self.enqueue(&kv);
+                let g = stream
+                    .end_capture(sys::CUgraphInstantiate_flags(0))
+                    .map_err(|e| err(format!("end capture: {e}")));
+                r?;
+                let graph = g?.ok_or_else(|| err("empty graph".into()))?;
+                tracing::debug!(pos = cache.pos, "captured the decode graph");
+                self.graph = Some(Captured { key, graph });
+            }
+            if let Some(g) = &self.graph {
+                g.graph
+                    .launch()
+                    .map_err(|e| err(format!("graph launch: {e}")))?;
+            }
+        }
+        self.steps += 1;
+        for lc in cache.layers.iter_mut() {
+            lc.advance(1);
+        }
+        cache.pos += 1;
+        cache.tokens.push(token);
+        self.logits.copy()
+    }
+}

@@ -1,0 +1,558 @@
+// The kernels of the batch-1 decode step (GPT-OSS), launched by the engine's fast decoder on
+// preallocated buffers with fixed grids, so that one whole step can be captured in a CUDA graph.
+//
+// Activations are f32. Each matrix-vector product reads its input vector quantized per
+// 32-block into two int8 planes, x ~= d * (128 * hi + lo) with |hi| <= 127 and lo in [-64, 63]
+// (a 15-bit quantization: error <= d / 2 = amax / 32512), so products run as exact int8 dot
+// products (dp4a) at a small cost in precision.
+//
+// Weight layouts (repacked once at load from ggml blocks, for 16-byte loads):
+// - Q8 "split" matrices: qs int8 (n, k) and d f32 (n, k/32) (ggml Q8_0 with scales moved out).
+// - MXFP4 "planar" experts: qs u8 (e, n, k/2) (block_mxfp4's 16 nibble bytes) and
+//   e8 u8 (e, n, k/32) (its exponent byte).
+// An input vector consumed by MXFP4 weights is stored permuted within each 32-block so that
+// the nibble lookup (mx_lut4) produces int8 lanes in the same order (see perm_pos).
+//
+// Step parameters live in device memory, written by the host before each step so that a captured
+// graph replays unchanged: p[0] = position of the token; for layer il, p[1 + 3 il] = the KV
+// row this token writes, p[2 + 3 il] = rows in use after it, p[3 + 3 il] = absolute position of
+// row 0.
+#include <stdint.h>
+#include <cuda_fp16.h>
+#include "mxfp4.cuh"
+#include "warp.cuh"
+
+#define DEC_WARPS 8              // warps per block of the GEMV kernels
+#define DEC_MAX_D 8192           // longest vector the norm kernels hold in shared memory
+#define DEC_ATT_D 64             // head dim of the decode attention
+#define DEC_ATT_MAX_G 32         // query heads per KV head
+#define DEC_MAX_SPLIT 256        // splits of one head's keys
+#define Q_HI_MAX 16256.f         // 127 * 128
+
+// Position of element i (0..32) of a block in the permuted (MXFP4-facing) order: for each
+// group t of 4, the order is [4t, 4t+16, 4t+1, 4t+17, 4t+2, 4t+18, 4t+3, 4t+19].
+__device__ __forceinline__ uint32_t perm_pos(uint32_t i) {
+    const uint32_t hi = i >> 4, j = i & 15;
+    return 8 * (j >> 2) + 2 * (j & 3) + hi;
+}
+
+// Quantizes one 32-block held one value per lane into (hi, lo, d) at block `blk`.
+__device__ __forceinline__ void quant_block(float v, uint32_t lane, uint32_t perm, uint64_t blk,
+                                            int8_t *__restrict__ qh, int8_t *__restrict__ ql,
+                                            float *__restrict__ qd) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / Q_HI_MAX;
+    const float inv = amax > 0.f ? Q_HI_MAX / amax : 0.f;
+    const int q = __float2int_rn(v * inv);
+    const int lo = ((q + 64) & 127) - 64;
+    const int hi = (q - lo) / 128;
+    const uint64_t at = blk * 32 + (perm ? perm_pos(lane) : lane);
+    qh[at] = (int8_t)hi;
+    ql[at] = (int8_t)lo;
+    if (lane == 0) qd[blk] = d;
+}
+
+// Four nibbles (the low 16 bits of q) to four int8 doubled-E2M1 values, byte i from nibble i.
+__device__ __forceinline__ int mx_lut4(uint32_t q) {
+    const uint32_t sel = q & 0x7777u;
+    const uint32_t pos = __byte_perm(0x03020100u, 0x0C080604u, sel);
+    const uint32_t neg = __byte_perm(0xFDFEFF00u, 0xF4F8FAFCu, sel);
+    return (int)__byte_perm(pos, neg, 0x3210u | ((q & 0x8888u) >> 1));
+}
+
+// One MXFP4 block (16 nibble bytes w, exponent e) against a permuted quantized x block.
+__device__ __forceinline__ float mx_block_dot(uint4 w, uint8_t e, const int8_t *__restrict__ xh,
+                                              const int8_t *__restrict__ xl, float xd) {
+    const int4 h0 = __ldg((const int4 *)xh), h1 = __ldg((const int4 *)xh + 1);
+    const int4 l0 = __ldg((const int4 *)xl), l1 = __ldg((const int4 *)xl + 1);
+    int sh = 0, sl = 0, a;
+    a = mx_lut4(w.x);       sh = __dp4a(a, h0.x, sh); sl = __dp4a(a, l0.x, sl);
+    a = mx_lut4(w.x >> 16); sh = __dp4a(a, h0.y, sh); sl = __dp4a(a, l0.y, sl);
+    a = mx_lut4(w.y);       sh = __dp4a(a, h0.z, sh); sl = __dp4a(a, l0.z, sl);
+    a = mx_lut4(w.y >> 16); sh = __dp4a(a, h0.w, sh); sl = __dp4a(a, l0.w, sl);
+    a = mx_lut4(w.z);       sh = __dp4a(a, h1.x, sh); sl = __dp4a(a, l1.x, sl);
+    a = mx_lut4(w.z >> 16); sh = __dp4a(a, h1.y, sh); sl = __dp4a(a, l1.y, sl);
+    a = mx_lut4(w.w);       sh = __dp4a(a, h1.z, sh); sl = __dp4a(a, l1.z, sl);
+    a = mx_lut4(w.w >> 16); sh = __dp4a(a, h1.w, sh); sl = __dp4a(a, l1.w, sl);
+    return (float)(sh * 128 + sl) * (mxfp4_scale(e) * xd);
+}
+
+// 16 int8 weights against 16 quantized x values (natural order): 128 * hi + lo as one int.
+__device__ __forceinline__ int q8_chunk_dot(int4 w, int4 h, int4 l) {
+    int sh = __dp4a(w.x, h.x, 0), sl = __dp4a(w.x, l.x, 0);
+    sh = __dp4a(w.y, h.y, sh); sl = __dp4a(w.y, l.y, sl);
+    sh = __dp4a(w.z, h.z, sh); sl = __dp4a(w.z, l.z, sl);
+    sh = __dp4a(w.w, h.w, sh); sl = __dp4a(w.w, l.w, sl);
+    return sh * 128 + sl;
+}
+
+// Row `row` of a Q8 split matrix (k columns) against a quantized x: the warp's dot product
+// (every lane returns the full sum).
+__device__ __forceinline__ float q8_row_dot(const int8_t *__restrict__ w, const float *__restrict__ wd,
+                                            uint64_t row, uint32_t k, const int8_t *__restrict__ qh,
+                                            const int8_t *__restrict__ ql, const float *__restrict__ qd,
+                                            uint32_t lane) {
+    const int4 *w4 = (const int4 *)(w + row * k);
+    const float *wdr = wd + row * (k / 32);
+    const int4 *h4 = (const int4 *)qh, *l4 = (const int4 *)ql;
+    float acc = 0.f;
+    const uint32_t chunks = k / 16;
+#pragma unroll 4
+    for (uint32_t c = lane; c < chunks; c += 32) {
+        const int s = q8_chunk_dot(__ldg(w4 + c), __ldg(h4 + c), __ldg(l4 + c));
+        acc += (float)s * (__ldg(wdr + c / 2) * __ldg(qd + c / 2));
+    }
+    return warp_sum(acc);
+}
+
+// One block: y = x * rsqrt(mean(x^2) + eps) * w, written to xn (if not null) and quantized into
+// (qh, ql, qd) (permuted if `perm`). k <= DEC_MAX_D, k % 32 == 0.
+extern "C" __global__ void dec_rmsnorm_quant(const float *__restrict__ x, const float *__restrict__ w,
+                                             const float eps, const uint32_t k, float *__restrict__ xn,
+                                             int8_t *__restrict__ qh, int8_t *__restrict__ ql,
+                                             float *__restrict__ qd, const uint32_t perm) {
+    __shared__ float sx[DEC_MAX_D];
+    __shared__ float part[32];
+    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+    float ss = 0.f;
+    for (uint32_t i = tid; i < k; i += blockDim.x) {
+        const float v = x[i];
+        sx[i] = v;
+        ss += v * v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) part[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < nw ? part[lane] : 0.f;
+        t = warp_sum(t);
+        if (lane == 0) part[0] = t;
+    }
+    __syncthreads();
+    const float scale = rsqrtf(part[0] / (float)k + eps);
+    for (uint32_t i = tid; i < k; i += blockDim.x) {
+        const float v = sx[i] * scale * w[i];
+        sx[i] = v;
+        if (xn) xn[i] = v;
+    }
+    __syncthreads();
+    for (uint32_t b = warp; b < k / 32; b += nw) {
+        quant_block(sx[b * 32 + lane], lane, perm, b, qh, ql, qd);
+    }
+}
+
+// Quantizes `nblocks` 32-blocks of x: one warp per block.
+extern "C" __global__ void dec_quant(const float *__restrict__ x, const uint32_t nblocks,
+                                     int8_t *__restrict__ qh, int8_t *__restrict__ ql,
+                                     float *__restrict__ qd, const uint32_t perm) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (b >= nblocks) return;
+    quant_block(x[(uint64_t)b * 32 + lane], lane, perm, b, qh, ql, qd);
+}
+
+// y[row] (+)= W[row] . x + bias[row] for a Q8 split W (n, k). One warp per row, DEC_WARPS rows
+// per block. `accumulate` adds into y (the residual stream).
+extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const float *__restrict__ wd,
+                                       const float *__restrict__ bias, const int8_t *__restrict__ qh,
+                                       const int8_t *__restrict__ ql, const float *__restrict__ qd,
+                                       float *__restrict__ y, const uint32_t n, const uint32_t k,
+                                       const uint32_t accumulate) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint64_t row = (uint64_t)blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    if (row >= n) return;
+    const float acc = q8_row_dot(w, wd, row, k, qh, ql, qd, lane);
+    if (lane == 0) {
+        const float v = acc + (bias ? bias[row] : 0.f);
+        y[row] = accumulate ? y[row] + v : v;
+    }
+}
+
+// The fused QKV projection (rows: hq heads of q, hkv of k, hkv of v; hd each) with bias and
+// NeoX RoPE on q and k (cos, sin of pos * inv_freq[i], times mscale); q goes to q_out
+// (hq * hd), k and v to row p[1 + 3 layer] of the layer's caches (cap, hkv, hd). One warp per
+// pair of rows (i, i + hd/2) of a head.
+extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const float *__restrict__ wd,
+                                        const float *__restrict__ bias, const int8_t *__restrict__ qh,
+                                        const int8_t *__restrict__ ql, const float *__restrict__ qd,
+                                        const uint32_t k, const uint32_t hq, const uint32_t hkv,
+                                        const uint32_t hd, const float *__restrict__ inv_freq,
+                                        const float mscale, const int32_t *__restrict__ p,
+                                        const uint32_t layer, float *__restrict__ q_out,
+                                        float *__restrict__ k_cache, float *__restrict__ v_cache) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t half = hd / 2;
+    const uint32_t pair = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    if (pair >= (hq + 2 * hkv) * half) return;
+    const uint32_t head = pair / half, i = pair % half;
+    const uint64_t ra = (uint64_t)head * hd + i, rb = ra + half;
+    float a = q8_row_dot(w, wd, ra, k, qh, ql, qd, lane) + bias[ra];
+    float b = q8_row_dot(w, wd, rb, k, qh, ql, qd, lane) + bias[rb];
+    if (lane != 0) return;
+    if (head < hq + hkv) {
+        const float theta = (float)p[0] * inv_freq[i];
+        const float c = cosf(theta) * mscale, s = sinf(theta) * mscale;
+        const float a2 = a * c - b * s;
+        b = b * c + a * s;
+        a = a2;
+    }
+    if (head < hq) {
+        q_out[ra] = a;
+        q_out[rb] = b;
+        return;
+    }
+    const uint64_t row = (uint64_t)p[1 + 3 * layer];
+    const bool is_k = head < hq + hkv;
+    const uint32_t kvh = is_k ? head - hq : head - hq - hkv;
+    float *dst = (is_k ? k_cache : v_cache) + (row * hkv + kvh) * hd;
+    dst[i] = a;
+    dst[i + half] = b;
+}
+
+// Decode attention with sinks, split over the keys. Grid (hkv, nsplit); block 32 * G threads
+// (G = hq / hkv query heads share a KV head; warp g takes head kvh * G + g). Visible keys of
+// the token at p = p[0]: rows j with kv_offset + j <= p and (window == 0 or p - (kv_offset + j)
+// < window). Split s takes an equal share of them, in tiles of 32 keys staged in shared memory.
+// Writes the unnormalized partial (m, l, acc[hd]) of each (head, split); empty splits write
+// (-inf, 0, 0). hd is 32 or DEC_ATT_D (64).
+extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const float *__restrict__ kc,
+                                          const float *__restrict__ vc, const int32_t *__restrict__ p,
+                                          const uint32_t layer, const uint32_t hkv, const uint32_t hd,
+                                          const uint32_t window, const float scale,
+                                          float *__restrict__ part_m,
+                                          float *__restrict__ part_l, float *__restrict__ part_acc) {
+    __shared__ float ks[32][DEC_ATT_D + 1];
+    __shared__ float vs[32][DEC_ATT_D];
+    __shared__ float qs[DEC_ATT_MAX_G][DEC_ATT_D];
+    const uint32_t kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
+    const uint32_t tid = threadIdx.x, lane = tid & 31, g = tid >> 5, groups = blockDim.x >> 5;
+    const uint32_t h = kvh * groups + g;
+    for (uint32_t c = lane; c < hd; c += 32) qs[g][c] = q[(uint64_t)h * hd + c];
+
+    const int64_t pos = p[0];
+    const int64_t rows = p[2 + 3 * layer];
+    const int64_t kv_off = p[3 + 3 * layer];
+    int64_t hi = pos - kv_off;
+    if (hi > rows - 1) hi = rows - 1;
+    int64_t lo = window ? pos - (int64_t)window + 1 - kv_off : 0;
+    if (lo < 0) lo = 0;
+    const int64_t len = hi - lo + 1;
+    int64_t per = (len + nsplit - 1) / nsplit;
+    per = (per + 31) / 32 * 32;
+    const int64_t lo_s = lo + (int64_t)split * per;
+    int64_t hi_s = lo_s + per - 1;
+    if (hi_s > hi) hi_s = hi;
+
+    float m = -INFINITY, l = 0.f;
+    float acc0 = 0.f, acc1 = 0.f; // dims lane and lane + 32
+    for (int64_t j0 = lo_s; j0 <= hi_s; j0 += 32) {
+        __syncthreads();
+        const uint32_t hd4 = hd / 4;
+        for (uint32_t idx = tid; idx < 32 * hd4; idx += blockDim.x) {
+            const uint32_t r = idx / hd4, c = (idx % hd4) * 4;
+            const int64_t j = j0 + r;
+            float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
+            if (j <= hi_s) {
+                const uint64_t off = ((uint64_t)j * hkv + kvh) * hd + c;
+                kv = *(const float4 *)(kc + off);
+                vv = *(const float4 *)(vc + off);
+            }
+            ks[r][c] = kv.x;
+            ks[r][c + 1] = kv.y;
+            ks[r][c + 2] = kv.z;
+            ks[r][c + 3] = kv.w;
+            *(float4 *)&vs[r][c] = vv;
+        }
+        __syncthreads();
+        const bool valid = j0 + lane <= hi_s;
+        float s = -INFINITY;
+        if (valid) {
+            float dot = 0.f;
+#pragma unroll 16
+            for (uint32_t c = 0; c < hd; ++c) dot += qs[g][c] * ks[lane][c];
+            s = dot * scale;
+        }
+        const float mnew = fmaxf(m, warp_max(s));
+        const float corr = expf(m - mnew);
+        const float pj = valid ? expf(s - mnew) : 0.f;
+        l = l * corr + warp_sum(pj);
+        acc0 *= corr;
+        acc1 *= corr;
+#pragma unroll 8
+        for (uint32_t jj = 0; jj < 32; ++jj) {
+            const float pb = __shfl_sync(0xffffffffu, pj, jj);
+            acc0 += pb * vs[jj][lane];
+            if (hd > 32) acc1 += pb * vs[jj][lane + 32];
+        }
+        m = mnew;
+    }
+    const uint64_t at = (uint64_t)h * nsplit + split;
+    if (lane == 0) {
+        part_m[at] = m;
+        part_l[at] = l;
+    }
+    part_acc[at * hd + lane] = acc0;
+    if (hd > 32) part_acc[at * hd + lane + 32] = acc1;
+}
+
+// Combines the splits of each head with its sink, out = sum_s acc_s e^(m_s - M) /
+// (sum_s l_s e^(m_s - M) + e^(S_h - M)), and quantizes the (hq * hd) result for the output
+// projection. Grid hq; block hd * G threads (G groups of splits; hd % 32 == 0,
+// nsplit <= DEC_MAX_SPLIT).
+extern "C" __global__ void dec_attn_combine(const float *__restrict__ part_m,
+                                            const float *__restrict__ part_l,
+                                            const float *__restrict__ part_acc,
+                                            const float *__restrict__ sinks, const uint32_t nsplit,
+                                            const uint32_t hd, int8_t *__restrict__ qh,
+                                            int8_t *__restrict__ ql, float *__restrict__ qd) {
+    __shared__ float f[DEC_MAX_SPLIT];
+    __shared__ float red[32];
+    __shared__ float num[1024];
+    const uint32_t h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const uint32_t nw = blockDim.x >> 5, groups = blockDim.x / hd, c = tid % hd, g = tid / hd;
+    const float *pm = part_m + (uint64_t)h * nsplit;
+    const float *pl = part_l + (uint64_t)h * nsplit;
+    const float sink = sinks[h];
+    // M = max(sink, m_s)
+    float mm = sink;
+    for (uint32_t s = tid; s < nsplit; s += blockDim.x) mm = fmaxf(mm, pm[s]);
+    mm = warp_max(mm);
+    if (lane == 0) red[warp] = mm;
+    __syncthreads();
+    mm = red[0];
+    for (uint32_t w = 1; w < nw; ++w) mm = fmaxf(mm, red[w]);
+    __syncthreads();
+    // Factors and the denominator.
+    float den = 0.f;
+    for (uint32_t s = tid; s < nsplit; s += blockDim.x) {
+        const float fs = expf(pm[s] - mm);
+        f[s] = fs;
+        den += pl[s] * fs;
+    }
+    den = warp_sum(den);
+    if (lane == 0) red[warp] = den;
+    __syncthreads();
+    den = expf(sink - mm);
+    for (uint32_t w = 0; w < nw; ++w) den += red[w];
+    // Numerators: group g sums the splits s = g, g + G, ...
+    const float *pa = part_acc + (uint64_t)h * nsplit * hd;
+    float acc = 0.f;
+#pragma unroll 4
+    for (uint32_t s = g; s < nsplit; s += groups) acc += pa[(uint64_t)s * hd + c] * f[s];
+    num[tid] = acc;
+    __syncthreads();
+    if (g == 0) {
+        for (uint32_t gg = 1; gg < groups; ++gg) acc += num[gg * hd + c];
+        const uint64_t idx = (uint64_t)h * hd + c;
+        quant_block(acc / den, lane, 0, idx / 32, qh, ql, qd);
+    }
+}
+
+// Top-k of e <= 256 logits (ties to the lower index) and softmax over the chosen ones, by one
+// warp; lane 0 writes ids and weights (topk <= 32).
+__device__ void route_topk(const float *__restrict__ logits, uint32_t e, uint32_t topk,
+                           uint32_t lane, uint32_t *ids, float *wts) {
+    float v[8];
+    uint32_t taken = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const uint32_t idx = lane + 32 * i;
+        v[i] = idx < e ? __ldcg(logits + idx) : -INFINITY;
+    }
+    float top0 = 0.f, sum = 0.f;
+    for (uint32_t c = 0; c < topk; ++c) {
+        float bv = -INFINITY;
+        uint32_t bi = 0xffffffffu;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const uint32_t idx = lane + 32 * i;
+            if (idx < e && !((taken >> i) & 1u) && (bi == 0xffffffffu || v[i] > bv)) {
+                bv = v[i];
+                bi = idx;
+            }
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+            const uint32_t oi = __shfl_xor_sync(0xffffffffu, bi, off);
+            if (oi != 0xffffffffu && (bi == 0xffffffffu || ov > bv || (ov == bv && oi < bi))) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        if (bi != 0xffffffffu && (bi & 31) == lane) taken |= 1u << (bi >> 5);
+        if (c == 0) top0 = bv;
+        const float ex = expf(bv - top0);
+        sum += ex;
+        if (lane == 0) {
+            ids[c] = bi;
+            wts[c] = ex;
+        }
+    }
+    if (lane == 0) {
+        for (uint32_t c = 0; c < topk; ++c) wts[c] /= sum;
+    }
+}
+
+// Router logits = W x + b (W f32 (e, k)): one block per expert row. The last block to finish
+// (counted in `counter`, which it resets) ranks the experts: ids and wts (topk).
+extern "C" __global__ void dec_router(const float *__restrict__ x, const float *__restrict__ w,
+                                      const float *__restrict__ b, const uint32_t k,
+                                      float *__restrict__ logits, const uint32_t topk,
+                                      uint32_t *__restrict__ ids, float *__restrict__ wts,
+                                      uint32_t *__restrict__ counter) {
+    __shared__ float red[32];
+    __shared__ bool last;
+    const uint32_t r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float4 *w4 = (const float4 *)(w + (uint64_t)r * k);
+    const float4 *x4 = (const float4 *)x;
+    float acc = 0.f;
+#pragma unroll 4
+    for (uint32_t c = tid; c < k / 4; c += blockDim.x) {
+        const float4 a = __ldg(w4 + c), v = __ldg(x4 + c);
+        acc += a.x * v.x + a.y * v.y + a.z * v.z + a.w * v.w;
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) red[warp] = acc;
+    __syncthreads();
+    if (tid == 0) {
+        float t = 0.f;
+        for (uint32_t i = 0; i < (blockDim.x >> 5); ++i) t += red[i];
+        logits[r] = t + b[r];
+        __threadfence();
+        last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (last && warp == 0) {
+        __threadfence();
+        route_topk(logits, gridDim.x, topk, lane, ids, wts);
+        if (lane == 0) *counter = 0;
+    }
+}
+
+// Partial dot of row `row` of planar MXFP4 experts (k columns) with a permuted quantized x,
+// over the blocks b = gl, gl + nl, ... (lane gl of a group of nl lanes). Loads are issued four
+// blocks at a time before any arithmetic, to keep more bytes in flight.
+__device__ __forceinline__ float mx_row_part(const uint8_t *__restrict__ qs,
+                                             const uint8_t *__restrict__ e8, uint64_t row,
+                                             uint32_t k, const int8_t *__restrict__ xh,
+                                             const int8_t *__restrict__ xl,
+                                             const float *__restrict__ xd, uint32_t gl,
+                                             uint32_t nl) {
+    const uint4 *w4 = (const uint4 *)(qs + row * (k / 2));
+    const uint8_t *er = e8 + row * (k / 32);
+    const uint32_t nb = k / 32;
+    float acc = 0.f;
+    for (uint32_t b0 = gl; b0 < nb; b0 += 4 * nl) {
+        uint4 w[4];
+        uint8_t e[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t b = b0 + i * nl;
+            if (b < nb) {
+                w[i] = __ldg(w4 + b);
+                e[i] = __ldg(er + b);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t b = b0 + i * nl;
+            if (b < nb) acc += mx_block_dot(w[i], e[i], xh + b * 32, xl + b * 32, __ldg(xd + b));
+        }
+    }
+    return acc;
+}
+
+// Sum over aligned groups of `nl` lanes (a power of two).
+__device__ __forceinline__ float group_sum(float v, uint32_t nl) {
+    for (uint32_t off = nl / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+
+// MoE gate and up projections of the chosen experts (ids from the router), biases and
+// SwiGLU-OAI fused: act[slot, j] = swiglu(gate_e[j] . x + gb[e, j], up_e[j] . x + ub[e, j]),
+// e = ids[slot]. Grid (ceil(n / DEC_WARPS), topk); one warp per (slot, j): lanes 0-15 take the
+// gate row, 16-31 the up row. x quantized permuted.
+extern "C" __global__ void dec_moe_gate_up(
+    const uint8_t *__restrict__ gq, const uint8_t *__restrict__ ge, const float *__restrict__ gb,
+    const uint8_t *__restrict__ uq, const uint8_t *__restrict__ ue, const float *__restrict__ ub,
+    const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+    const uint32_t *__restrict__ ids, const uint32_t n, const uint32_t k, const float alpha,
+    const float limit, float *__restrict__ act) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    const uint32_t slot = blockIdx.y;
+    if (j >= n) return;
+    const uint64_t row = (uint64_t)ids[slot] * n + j;
+    const bool is_up = lane >= 16;
+    float v = mx_row_part(is_up ? uq : gq, is_up ? ue : ge, row, k, xh, xl, xd, lane & 15, 16);
+    v = group_sum(v, 16);
+    const float ud = __shfl_sync(0xffffffffu, v, 16);
+    if (lane != 0) return;
+    float g = v + gb[row];
+    float u = ud + ub[row];
+    g = g > limit ? limit : g;
+    u = u > limit ? limit : (u < -limit ? -limit : u);
+    const float glu = g / (1.f + expf(-alpha * g));
+    act[(uint64_t)slot * n + j] = glu * (u + 1.f);
+}
+
+// MoE down projection of the chosen experts, bias, routing weights and residual fused:
+// h[j] += sum_slot wts[slot] * (down_e[j] . act[slot] + db[e, j]). act quantized permuted,
+// (topk, k). One warp per j, its lanes split into groups of 32 / next_pow2(topk), one slot each.
+extern "C" __global__ void dec_moe_down(
+    const uint8_t *__restrict__ dq, const uint8_t *__restrict__ de, const float *__restrict__ db,
+    const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+    const uint32_t *__restrict__ ids, const float *__restrict__ wts, const uint32_t topk,
+    const uint32_t n, const uint32_t k, float *__restrict__ h) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    if (j >= n) return;
+    uint32_t groups = 1;
+    while (groups < topk) groups <<= 1;
+    const uint32_t nl = 32 / groups, s = lane / nl;
+    float v = 0.f;
+    uint64_t row = 0;
+    if (s < topk) {
+        row = (uint64_t)ids[s] * n + j;
+        const uint64_t xo = (uint64_t)s * k;
+        v = mx_row_part(dq, de, row, k, xh + xo, xl + xo, xd + xo / 32, lane % nl, nl);
+    }
+    v = group_sum(v, nl);
+    // Lane s * nl holds slot s's dot; add bias and weight there, then sum the slots in order.
+    if (s < topk && lane % nl == 0) v = wts[s] * (v + db[row]);
+    float out = 0.f;
+    for (uint32_t t = 0; t < topk; ++t) out += __shfl_sync(0xffffffffu, v, t * nl);
+    if (lane == 0) h[j] += out;
+}
+
+// ggml Q8_0 blocks (f16 d, 32 int8) to a split matrix: qs (nblocks * 32) int8, d (nblocks) f32.
+extern "C" __global__ void dec_q8_0_split(const uint8_t *__restrict__ src, const uint64_t nblocks,
+                                          int8_t *__restrict__ qs, float *__restrict__ d) {
+    const uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= nblocks) return;
+    const uint8_t *s = src + b * 34;
+    d[b] = __half2float(__ushort_as_half((uint16_t)(s[0] | (s[1] << 8))));
+    for (int i = 0; i < 32; ++i) qs[b * 32 + i] = (int8_t)s[2 + i];
+}
+
+// ggml MXFP4 blocks (e8, 16 nibble bytes) to planar: qs (nblocks * 16), e8 (nblocks).
+extern "C" __global__ void dec_mxfp4_planar(const uint8_t *__restrict__ src, const uint64_t nblocks,
+                                            uint8_t *__restrict__ qs, uint8_t *__restrict__ e8) {
+    const uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= nblocks) return;
+    const uint8_t *s = src + b * MXFP4_BLOCK_BYTES;
+    e8[b] = s[0];
+    for (int i = 0; i < 16; ++i) qs[b * 16 + i] = s[1 + i];
+}
+
+// Planar MXFP4 (qs (nblocks * 16), e8 (nblocks)) back to ggml blocks (nblocks * 17 bytes).
+extern "C" __global__ void dec_mxfp4_unplanar(const uint8_t *__restrict__ qs,
+                                              const uint8_t *__restrict__ e8, const uint64_t nblocks,
+                                              uint8_t *__restrict__ dst) {
+    const uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= nblocks) return;
+    uint8_t *d = dst + b * MXFP4_BLOCK_BYTES;
+    d[0] = e8[b];
+    for (int i = 0; i < 16; ++i) d[1 + i] = qs[b * 16 + i];
+}

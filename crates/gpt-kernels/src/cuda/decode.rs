@@ -1,0 +1,512 @@
+//! Launchers of `kernels/decode.cu`, the fused kernels of the batch-1 decode step.
+//!
+//! Unlike the `CustomOp` launchers, these take raw device addresses ([`DevPtr`]) of buffers the
+//! caller owns and allocate nothing, so that a whole decode step can be replayed as a CUDA
+//! graph. Each method documents the shapes its pointers must have; the caller (the engine's
+//! fast decoder) checks them once when it builds its buffers. The layouts (Q8 split, MXFP4
+//! planar, quantized vectors) are described at the top of `decode.cu`.
+
+use std::sync::Arc;
+
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDevice, WrapErr};
+use candle_core::{DType, Result, Storage, Tensor};
+
+use super::ptx;
+
+const MODULE: &str = "gpt_kernels::decode";
+
+/// A device address (`CUdeviceptr`); 0 is a null pointer where a kernel accepts one.
+pub type DevPtr = u64;
+
+/// Device address of the first element of a contiguous CUDA tensor (U8, U32 or F32). The
+/// address stays valid while the tensor's storage lives.
+pub fn tensor_ptr(t: &Tensor) -> Result<DevPtr> {
+    let (st, l) = t.storage_and_layout();
+    if !l.is_contiguous() {
+        candle_core::bail!("decode: tensor {:?} is not contiguous", t.shape());
+    }
+    let off = (l.start_offset() * t.dtype().size_in_bytes()) as u64;
+    let Storage::Cuda(cs) = &*st else {
+        candle_core::bail!("decode: tensor is not on a CUDA device");
+    };
+    let stream = cs.device.cuda_stream();
+    let base = match t.dtype() {
+        DType::U8 => cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0,
+        DType::U32 => cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
+        DType::F32 => cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        other => candle_core::bail!("decode: unexpected dtype {other:?}"),
+    };
+    Ok(base + off)
+}
+
+/// Warps per block of the GEMV kernels (`DEC_WARPS`).
+pub const DEC_WARPS: u32 = 8;
+/// Longest vector the norm kernel holds (`DEC_MAX_D`).
+pub const DEC_MAX_D: usize = 8192;
+/// The largest head dim the decode attention supports (`DEC_ATT_D`; 32 or 64).
+pub const DEC_ATT_D: usize = 64;
+/// Most query heads per KV head (`DEC_ATT_MAX_G`).
+pub const DEC_ATT_MAX_G: usize = 32;
+/// Most splits of one head's keys (`DEC_MAX_SPLIT`).
+pub const DEC_MAX_SPLIT: usize = 256;
+
+/// A vector quantized for the decode GEMVs: `hi`, `lo` int8 `(k)`, `d` f32 `(k/32)`.
+#[derive(Clone, Copy, Debug)]
+pub struct QVec {
+    /// High int8 plane.
+    pub hi: DevPtr,
+    /// Low int8 plane.
+    pub lo: DevPtr,
+    /// Per-32 scales.
+    pub d: DevPtr,
+}
+
+/// A Q8 split matrix `(n, k)`: `qs` int8 `(n, k)`, `d` f32 `(n, k/32)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Q8Ptrs {
+    /// Int8 weights.
+    pub qs: DevPtr,
+    /// Per-32 scales.
+    pub d: DevPtr,
+}
+
+/// Planar MXFP4 experts `(e, n, k)`: `qs` u8 `(e, n, k/2)`, `e8` u8 `(e, n, k/32)`.
+#[derive(Clone, Copy, Debug)]
+pub struct MxPtrs {
+    /// Nibble bytes.
+    pub qs: DevPtr,
+    /// Exponent bytes.
+    pub e8: DevPtr,
+}
+
+enum Arg {
+    P(u64),
+    U(u32),
+    F(f32),
+}
+
+/// The decode kernels, loaded once on a device.
+pub struct DecodeKernels {
+    stream: Arc<CudaStream>,
+    funcs: Vec<(&'static str, CudaFunction)>,
+}
+
+const NAMES: [&str; 12] = [
+    "dec_rmsnorm_quant",
+    "dec_quant",
+    "dec_q8_gemv",
+    "dec_qkv_rope",
+    "dec_attn_split",
+    "dec_attn_combine",
+    "dec_router",
+    "dec_moe_gate_up",
+    "dec_moe_down",
+    "dec_q8_0_split",
+    "dec_mxfp4_planar",
+    "dec_mxfp4_unplanar",
+];
+
+fn cfg(grid: (u32, u32), block: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid.0.max(1), grid.1.max(1), 1),
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn u32_of(what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| candle_core::Error::msg(format!("decode: {what} = {n} > u32")))
+}
+
+impl DecodeKernels {
+    /// Loads the module on `dev`.
+    pub fn new(dev: &CudaDevice) -> Result<Self> {
+        let mut funcs = Vec::new();
+        for name in NAMES {
+            let f = dev.get_or_load_custom_func(name, MODULE, ptx::DECODE)?;
+            funcs.push((name, f.into_cuda_function()));
+        }
+        Ok(Self {
+            stream: dev.cuda_stream(),
+            funcs,
+        })
+    }
+
+    /// The stream every kernel is launched on (the device's).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    fn go(&self, name: &str, c: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let f = self
+            .funcs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f)
+            .ok_or_else(|| candle_core::Error::msg(format!("decode: no kernel {name}")))?;
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::P(v) => b.arg(v),
+                Arg::U(v) => b.arg(v),
+                Arg::F(v) => b.arg(v),
+            };
+        }
+        // SAFETY: every launcher below passes the kernel's parameters in order and with its
+        // types; the caller guarantees the pointers hold the documented shapes.
+        unsafe { b.launch(c) }.w()?;
+        Ok(())
+    }
+
+    /// `xn = rms_norm(x) * w` (f32 `(k)`, written if `xn != 0`) and its quantization into `q`
+    /// (permuted for MXFP4 weights if `perm`). `k <= DEC_MAX_D`, `k % 32 == 0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm_quant(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        eps: f32,
+        k: usize,
+        xn: DevPtr,
+        q: QVec,
+        perm: bool,
+    ) -> Result<()> {
+        use Arg::*;
+        let args = [
+            P(x),
+            P(w),
+            F(eps),
+            U(u32_of("k", k)?),
+            P(xn),
+            P(q.hi),
+            P(q.lo),
+            P(q.d),
+            U(perm as u32),
+        ];
+        self.go("dec_rmsnorm_quant", cfg((1, 1), 1024), &args)
+    }
+
+    /// Quantizes f32 `x (nblocks * 32)` into `q`.
+    pub fn quant(&self, x: DevPtr, nblocks: usize, q: QVec, perm: bool) -> Result<()> {
+        use Arg::*;
+        let nb = u32_of("blocks", nblocks)?;
+        let args = [P(x), U(nb), P(q.hi), P(q.lo), P(q.d), U(perm as u32)];
+        self.go("dec_quant", cfg((nb.div_ceil(8), 1), 256), &args)
+    }
+
+    /// `y (n) (+)= W (n, k) · x + bias` with `x` quantized (natural order); `bias` may be 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn q8_gemv(
+        &self,
+        w: Q8Ptrs,
+        bias: DevPtr,
+        x: QVec,
+        y: DevPtr,
+        n: usize,
+        k: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        use Arg::*;
+        let nn = u32_of("n", n)?;
+        let args = [
+            P(w.qs),
+            P(w.d),
+            P(bias),
+            P(x.hi),
+            P(x.lo),
+            P(x.d),
+            P(y),
+            U(nn),
+            U(u32_of("k", k)?),
+            U(accumulate as u32),
+        ];
+        self.go(
+            "dec_q8_gemv",
+            cfg((nn.div_ceil(DEC_WARPS), 1), 32 * DEC_WARPS),
+            &args,
+        )
+    }
+
+    /// Fused QKV `(hq + 2 hkv) * hd` rows of `w`, bias, RoPE (`inv_freq (hd/2)` f32, `mscale`)
+    /// at position `params[0]`; q to `q_out (hq * hd)`, k and v to row `params[1 + 3 layer]`
+    /// of `k_cache`, `v_cache` `(cap, hkv, hd)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qkv_rope(
+        &self,
+        w: Q8Ptrs,
+        bias: DevPtr,
+        x: QVec,
+        k: usize,
+        (hq, hkv, hd): (usize, usize, usize),
+        inv_freq: DevPtr,
+        mscale: f32,
+        params: DevPtr,
+        layer: usize,
+        q_out: DevPtr,
+        (k_cache, v_cache): (DevPtr, DevPtr),
+    ) -> Result<()> {
+        use Arg::*;
+        let pairs = u32_of("qkv pairs", (hq + 2 * hkv) * hd / 2)?;
+        let args = [
+            P(w.qs),
+            P(w.d),
+            P(bias),
+            P(x.hi),
+            P(x.lo),
+            P(x.d),
+            U(u32_of("k", k)?),
+            U(u32_of("hq", hq)?),
+            U(u32_of("hkv", hkv)?),
+            U(u32_of("hd", hd)?),
+            P(inv_freq),
+            F(mscale),
+            P(params),
+            U(u32_of("layer", layer)?),
+            P(q_out),
+            P(k_cache),
+            P(v_cache),
+        ];
+        self.go(
+            "dec_qkv_rope",
+            cfg((pairs.div_ceil(DEC_WARPS), 1), 32 * DEC_WARPS),
+            &args,
+        )
+    }
+
+    /// Split attention partials: grid `(hkv, nsplit)`, `hq / hkv` warps per block. Partials
+    /// `m`, `l` f32 `(hq, nsplit)`, `acc` f32 `(hq, nsplit, hd)`; `hd` is 32 or 64.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attn_split(
+        &self,
+        q: DevPtr,
+        (k_cache, v_cache): (DevPtr, DevPtr),
+        params: DevPtr,
+        layer: usize,
+        (hq, hkv, hd): (usize, usize, usize),
+        window: usize,
+        scale: f32,
+        nsplit: usize,
+        (pm, pl, pacc): (DevPtr, DevPtr, DevPtr),
+    ) -> Result<()> {
+        use Arg::*;
+        let g = hq / hkv.max(1);
+        let args = [
+            P(q),
+            P(k_cache),
+            P(v_cache),
+            P(params),
+            U(u32_of("layer", layer)?),
+            U(u32_of("hkv", hkv)?),
+            U(u32_of("hd", hd)?),
+            U(u32_of("window", window)?),
+            F(scale),
+            P(pm),
+            P(pl),
+            P(pacc),
+        ];
+        self.go(
+            "dec_attn_split",
+            cfg(
+                (u32_of("hkv", hkv)?, u32_of("nsplit", nsplit)?),
+                32 * g as u32,
+            ),
+            &args,
+        )
+    }
+
+    /// Combines the partials of `hq` heads with `sinks (hq)` and quantizes the `(hq * hd)`
+    /// output into `out`. `nsplit <= DEC_MAX_SPLIT`.
+    pub fn attn_combine(
+        &self,
+        (pm, pl, pacc): (DevPtr, DevPtr, DevPtr),
+        sinks: DevPtr,
+        (hq, hd): (usize, usize),
+        nsplit: usize,
+        out: QVec,
+    ) -> Result<()> {
+        use Arg::*;
+        if nsplit > DEC_MAX_SPLIT || hd == 0 || hd % 32 != 0 || hd > 256 {
+            candle_core::bail!("decode: attn_combine with {nsplit} splits of head dim {hd}");
+        }
+        let args = [
+            P(pm),
+            P(pl),
+            P(pacc),
+            P(sinks),
+            U(u32_of("nsplit", nsplit)?),
+            U(u32_of("hd", hd)?),
+            P(out.hi),
+            P(out.lo),
+            P(out.d),
+        ];
+        let block = (256 / hd * hd) as u32;
+        self.go(
+            "dec_attn_combine",
+            cfg((u32_of("hq", hq)?, 1), block),
+            &args,
+        )
+    }
+
+    /// Router: `logits (e)` = `w (e, k)` f32 · `x (k)` + bias `(e)`, then the top-`topk`
+    /// experts (ties to the lower index) and the softmax of their logits into `ids`, `wts`
+    /// `(topk)`. `counter` is a u32 that must be 0 before the first launch (the kernel leaves it
+    /// 0). `e <= 256`, `topk <= 32`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn router(
+        &self,
+        x: DevPtr,
+        (w, b): (DevPtr, DevPtr),
+        (e, k, topk): (usize, usize, usize),
+        logits: DevPtr,
+        (ids, wts): (DevPtr, DevPtr),
+        counter: DevPtr,
+    ) -> Result<()> {
+        use Arg::*;
+        if e > 256 || topk > 32 || topk > e {
+            candle_core::bail!("decode: top-{topk} of {e} experts");
+        }
+        let args = [
+            P(x),
+            P(w),
+            P(b),
+            U(u32_of("k", k)?),
+            P(logits),
+            U(u32_of("topk", topk)?),
+            P(ids),
+            P(wts),
+            P(counter),
+        ];
+        self.go("dec_router", cfg((u32_of("e", e)?, 1), 256), &args)
+    }
+
+    /// The chosen gate/up experts `ids (topk)` (`n` rows each, `k` inputs), biases `(e, n)`,
+    /// SwiGLU-OAI: `act (topk, n)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moe_gate_up(
+        &self,
+        (gate, gate_b): (MxPtrs, DevPtr),
+        (up, up_b): (MxPtrs, DevPtr),
+        x: QVec,
+        ids: DevPtr,
+        (topk, n, k): (usize, usize, usize),
+        (alpha, limit): (f32, f32),
+        act: DevPtr,
+    ) -> Result<()> {
+        use Arg::*;
+        let nn = u32_of("n", n)?;
+        let args = [
+            P(gate.qs),
+            P(gate.e8),
+            P(gate_b),
+            P(up.qs),
+            P(up.e8),
+            P(up_b),
+            P(x.hi),
+            P(x.lo),
+            P(x.d),
+            P(ids),
+            U(nn),
+            U(u32_of("k", k)?),
+            F(alpha),
+            F(limit),
+            P(act),
+        ];
+        self.go(
+            "dec_moe_gate_up",
+            cfg(
+                (nn.div_ceil(DEC_WARPS), u32_of("topk", topk)?),
+                32 * DEC_WARPS,
+            ),
+            &args,
+        )
+    }
+
+    /// Down experts (`n` rows, `k` inputs), bias `(e, n)`, routing weights, into `h (n) +=`.
+    /// `x` holds `topk` quantized (permuted) rows of `k`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moe_down(
+        &self,
+        (down, down_b): (MxPtrs, DevPtr),
+        x: QVec,
+        (ids, wts): (DevPtr, DevPtr),
+        (topk, n, k): (usize, usize, usize),
+        h: DevPtr,
+    ) -> Result<()> {
+        use Arg::*;
+        let nn = u32_of("n", n)?;
+        let args = [
+            P(down.qs),
+            P(down.e8),
+            P(down_b),
+            P(x.hi),
+            P(x.lo),
+            P(x.d),
+            P(ids),
+            P(wts),
+            U(u32_of("topk", topk)?),
+            U(nn),
+            U(u32_of("k", k)?),
+            P(h),
+        ];
+        self.go(
+            "dec_moe_down",
+            cfg((nn.div_ceil(DEC_WARPS), 1), 32 * DEC_WARPS),
+            &args,
+        )
+    }
+
+    /// ggml Q8_0 blocks at `src` (`nblocks * 34` bytes) to split `qs`, `d`.
+    pub fn q8_0_split(&self, src: DevPtr, nblocks: usize, dst: Q8Ptrs) -> Result<()> {
+        use Arg::*;
+        let grid = u32_of("blocks", nblocks.div_ceil(256))?;
+        let args = [P(src), P(nblocks as u64), P(dst.qs), P(dst.d)];
+        self.go("dec_q8_0_split", cfg((grid, 1), 256), &args)
+    }
+
+    /// ggml MXFP4 blocks at `src` (`nblocks * 17` bytes) to planar `qs`, `e8`.
+    pub fn mxfp4_planar(&self, src: DevPtr, nblocks: usize, dst: MxPtrs) -> Result<()> {
+        use Arg::*;
+        let grid = u32_of("blocks", nblocks.div_ceil(256))?;
+        let args = [P(src), P(nblocks as u64), P(dst.qs), P(dst.e8)];
+        self.go("dec_mxfp4_planar", cfg((grid, 1), 256), &args)
+    }
+
+    /// Planar MXFP4 `src` back to ggml blocks at `dst` (`nblocks * 17` bytes).
+    pub fn mxfp4_unplanar(&self, src: MxPtrs, nblocks: usize, dst: DevPtr) -> Result<()> {
+        use Arg::*;
+        let grid = u32_of("blocks", nblocks.div_ceil(256))?;
+        let args = [P(src.qs), P(src.e8), P(nblocks as u64), P(dst)];
+        self.go("dec_mxfp4_unplanar", cfg((grid, 1), 256), &args)
+    }
+}
+
+/// One expert's planar MXFP4 weights, `qs U8 (n, k/2)` and `e8 U8 (n, k/32)`, as ggml blocks
+/// `U8 (n, k/32*17)` (what [`crate::mxfp4_dequant`] reads), on the same CUDA device.
+pub fn planar_to_blocks(qs: &Tensor, e8: &Tensor) -> Result<Tensor> {
+    let (n, half) = qs.dims2()?;
+    let (n2, nb_row) = e8.dims2()?;
+    if n != n2 || half != nb_row * 16 {
+        candle_core::bail!(
+            "planar_to_blocks: qs {:?} and e8 {:?} do not describe one matrix",
+            qs.dims(),
+            e8.dims()
+        );
+    }
+    let candle_core::Device::Cuda(dev) = qs.device() else {
+        candle_core::bail!("planar_to_blocks: tensors must be on a CUDA device");
+    };
+    let func = dev.get_or_load_custom_func("dec_mxfp4_unplanar", MODULE, ptx::DECODE)?;
+    let out = Tensor::zeros((n, nb_row * 17), DType::U8, qs.device())?;
+    let nblocks = n * nb_row;
+    let (src_q, src_e, dst) = (tensor_ptr(qs)?, tensor_ptr(e8)?, tensor_ptr(&out)?);
+    let nb = nblocks as u64;
+    let mut b = func.builder();
+    b.arg(&src_q).arg(&src_e).arg(&nb).arg(&dst);
+    // SAFETY: the arguments match `dec_mxfp4_unplanar`; `out` holds `nblocks * 17` bytes and
+    // the sources `nblocks * 16` and `nblocks`, as checked above.
+    unsafe { b.launch(cfg((u32_of("blocks", nblocks.div_ceil(256))?, 1), 256)) }.w()?;
+    Ok(out)
+}
