@@ -14,7 +14,14 @@
 //! | [`router_topk_softmax`] | logits `(t, e)` → ids U32 `(t, k)`, weights `(t, k)` | [`RouterTopK`] |
 //!
 //! MXFP4 weights stay in their GGUF bytes (`DType::U8`, ggml block layout, see [`mxfp4::block`]);
-//! activations are never quantized. The crate knows nothing of GGUF files or the GPT-OSS config.
+//! the ops never quantize activations. The crate knows nothing of GGUF files or the GPT-OSS
+//! config.
+//!
+//! With the `cuda` feature, `cuda::decode` also holds the fused kernels of the batch-1 decode
+//! step, launched on raw device pointers (no allocation, so a step can be captured in a CUDA
+//! graph). They read repacked weights (Q8_0 split into int8 + f32 scales, MXFP4 split into
+//! nibble and exponent planes) and quantize each input vector to two int8 planes per 32-block
+//! (15 bits) for `dp4a` dot products; `tests/cuda_decode.rs` checks each against CPU loops.
 //! On CPU only f32 activations are supported; other dtypes fail with an error naming the op.
 //! Errors are `candle_core::Error` messages that name the op and the offending shapes.
 //!
