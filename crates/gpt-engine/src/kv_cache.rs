@@ -221,6 +221,52 @@ mod tests {
         }
     }
 
+    /// The contract the CUDA decode graph relies on: `reserve_rows` hands out the row a token
+    /// goes to and the position of row 0; a sliding buffer compacts in place (same allocation),
+    /// a full one moves only when it grows.
+    #[test]
+    fn reserve_rows_moves_buffers_only_when_a_full_layer_grows() {
+        use candle_core::{CpuStorage, Storage};
+        fn addr(t: &Tensor) -> usize {
+            match &*t.storage_and_layout().0 {
+                Storage::Cpu(CpuStorage::F32(v)) => v.as_ptr() as usize,
+                _ => panic!("expected f32 CPU storage"),
+            }
+        }
+        let dev = Device::Cpu;
+        for window in [Some(3), None] {
+            let mut c = LayerCache::with_slack(window, 2);
+            let mut first = None;
+            let mut moves = 0;
+            for pos in 0..12usize {
+                let (kb, vb, row, off) = c.reserve_rows(1, (1, 2), &dev).unwrap();
+                assert_eq!(row + off, pos, "{window:?} pos {pos}: row + offset");
+                let a = addr(&kb);
+                if first.is_some_and(|f| f != a) {
+                    moves += 1;
+                }
+                first = Some(a);
+                let kv = Tensor::full(pos as f32, (1, 1, 1, 2), &dev).unwrap();
+                kb.slice_set(&kv, 1, row).unwrap();
+                vb.slice_set(&kv, 1, row).unwrap();
+                c.advance(1);
+                // Every row still held is its own position, in order.
+                let held: Vec<f32> = kb
+                    .narrow(1, 0, c.len())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let want: Vec<f32> = (off..=pos).flat_map(|p| [p as f32; 2]).collect();
+                assert_eq!(held, want, "{window:?} pos {pos}");
+            }
+            // Sliding: cap 3 + 2 compacts in place. Full: 2 → 4 → 8 → 16 rows.
+            let want_moves = if window.is_some() { 0 } else { 3 };
+            assert_eq!(moves, want_moves, "{window:?}: buffer moves");
+        }
+    }
+
     #[test]
     fn full_layers_grow_and_keep_everything() {
         check(None, 2, &[1, 3, 1, 1, 5, 2, 1, 1, 1, 9]);

@@ -169,8 +169,8 @@ fn mx_of<'a>(e: &'a Experts, what: &str) -> CResult<(&'a Tensor, usize)> {
 
 impl FastDecoder {
     /// Builds the decoder for `w` on `device`, or says why the fused path does not apply.
-    /// On success the MXFP4 experts of `w` are replaced by the planar copies the decoder reads
-    /// ([`Experts::Mxfp4Planar`], shared), so the expert bytes are held once.
+    /// The MXFP4 experts of `w` are replaced, layer by layer, by the planar copies the decoder
+    /// reads ([`Experts::Mxfp4Planar`], shared), so the expert bytes are held once.
     pub(crate) fn new(
         w: &mut Weights,
         device: &Device,
@@ -263,7 +263,9 @@ impl FastDecoder {
             Ok(MxExp { qs, e8, p })
         };
 
-        // Check every layer before repacking anything, so that failure leaves `w` untouched.
+        // Check every layer before repacking anything, so that a model the kernels do not take
+        // is left untouched. (A later failure, e.g. out of memory, leaves the layers repacked so
+        // far in the planar layout, which the generic path also reads.)
         for lw in &w.layers {
             for (e, what) in [
                 (&lw.ffn_gate_exps, "ffn_gate"),
@@ -283,7 +285,7 @@ impl FastDecoder {
         }
         q8_of(&w.output, "output")?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
-        for (il, lw) in w.layers.iter().enumerate() {
+        for (il, lw) in w.layers.iter_mut().enumerate() {
             let LayerWeights {
                 attn_norm,
                 attn_q,
@@ -304,7 +306,7 @@ impl FastDecoder {
                 ffn_up_exps_b,
                 ffn_down_exps,
                 ffn_down_exps_b,
-            } = lw;
+            } = &*lw;
             let qkv_b = Tensor::cat(&[attn_q_b, attn_k_b, attn_v_b], 0)?; // (hq*hd + 2*hkv*hd)
             let sliding = cfg.is_sliding(il);
             layers.push(FastLayer {
@@ -326,9 +328,10 @@ impl FastDecoder {
                 window: if sliding { cfg.sliding_window } else { 0 },
                 rope: sliding as usize,
             });
-        }
-        // The generic path (prefill) now reads the planar copies; the ggml blocks are freed.
-        for (lw, l) in w.layers.iter_mut().zip(&layers) {
+            // The generic path (prefill) reads the planar copies from now on: the layer's ggml
+            // blocks are freed before the next layer is repacked, so loading peaks at one
+            // layer's experts above the model's size.
+            let l = &layers[il];
             for (dst, src) in [
                 (&mut lw.ffn_gate_exps, &l.gate),
                 (&mut lw.ffn_up_exps, &l.up),
