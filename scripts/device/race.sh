@@ -62,6 +62,8 @@ for name, a, b in rows:
 if o512:
     print(f"time to first token (512-token prompt): {o512['time_to_first_token_ms']:.1f} ms")
     print(f"device memory in use (gptoss): {o512['device_mem_used_bytes'] / 2**30:.2f} GiB")
+    if o512.get("device_pool_peak_bytes"):
+        print(f"peak device allocations (gptoss): {o512['device_pool_peak_bytes'] / 2**30:.2f} GiB")
     gbs = o512["decode_tok_s"] * WEIGHT_BYTES_PER_TOKEN / 1e9
     print(f"decode at depth 0 moves ~{gbs:.0f} GB/s of weights, {100 * gbs / 3350:.0f}% of the ~3.35 TB/s roofline")
 PY

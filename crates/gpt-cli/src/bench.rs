@@ -88,6 +88,39 @@ fn vram_used(dev: &candle_core::Device) -> Option<u64> {
     None
 }
 
+/// Peak bytes held by live allocations in the CUDA device's default stream-ordered memory pool
+/// (where Candle's allocations go when the driver supports it): the high-water mark since the
+/// process started, read from the driver (`CU_MEMPOOL_ATTR_USED_MEM_HIGH`). Excludes the CUDA
+/// context and libraries' own workspaces.
+fn pool_peak(dev: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let candle_core::Device::Cuda(cd) = dev {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        dev.synchronize().ok()?;
+        let ctx = cd.cuda_stream().context().clone();
+        ctx.bind_to_thread().ok()?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        let mut peak: u64 = 0;
+        // SAFETY: plain driver queries on the device of a live context; `peak` is the u64 (cuuint64_t)
+        // the attribute is documented to write.
+        unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                .result()
+                .ok()?;
+            sys::cuMemPoolGetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                (&mut peak as *mut u64).cast(),
+            )
+            .result()
+            .ok()?;
+        }
+        return Some(peak);
+    }
+    let _ = dev;
+    None
+}
+
 /// Runs the benchmark.
 pub fn bench(a: &BenchArgs) -> Result<()> {
     let path = model_source::resolve(&a.model)?;
@@ -189,6 +222,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         "decode_tok_s": median(tg),
         "peak_host_rss_bytes": peak_rss(),
         "device_mem_used_bytes": vram_after_prefill.max(vram_end),
+        "device_pool_peak_bytes": pool_peak(&dev),
         "profile_prefill_ms": if a.profile { fmt_profile(&prefill_profile) } else { serde_json::Value::Null },
         "profile_decode_ms": if a.profile { fmt_profile(&decode_profile) } else { serde_json::Value::Null },
     });
@@ -211,6 +245,12 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         );
         if let Some(p) = peak_rss() {
             println!("peak RSS   {:.2} GiB", p as f64 / (1u64 << 30) as f64);
+        }
+        if let Some(p) = pool_peak(&dev) {
+            println!(
+                "peak VRAM  {:.2} GiB (allocations)",
+                p as f64 / (1u64 << 30) as f64
+            );
         }
     }
     Ok(())
