@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod check;
+mod compare;
 mod inspect;
 mod model_source;
 mod npy;
@@ -38,7 +39,7 @@ enum Cmd {
     /// f32 logits of every position of a token sequence, from one prefill, saved as .npy.
     Logits(tools::LogitsArgs),
     /// Check a device against the CPU: prefill logits and greedy tokens of the same model.
-    CompareDevices(tools::CompareArgs),
+    CompareDevices(compare::CompareArgs),
     /// Write a synthetic random-weight GPT-OSS GGUF (tiny, 20b or 120b shapes).
     GenModel(tools::GenModelArgs),
 }
@@ -90,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::bench(&a),
         Cmd::Logits(a) => tools::logits(&a),
         Cmd::GenModel(a) => tools::gen_model(&a),
-        Cmd::CompareDevices(a) => tools::compare_devices(&a),
+        Cmd::CompareDevices(a) => compare::compare_devices(&a),
     }
 }
 

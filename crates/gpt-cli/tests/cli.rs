@@ -279,3 +279,30 @@ fn logits_of_an_hf_checkpoint_directory() {
     let bytes = std::fs::read(&npy).unwrap();
     assert!(String::from_utf8_lossy(&bytes[10..90]).contains("'shape': (2, 1024)"));
 }
+
+/// `compare-devices` against the CPU itself: the flow runs (prefill, token-by-token decode
+/// against one prefill, greedy steps) and the CPU agrees with itself within the consistency
+/// bound (token-by-token decode sums in another order than one prefill).
+#[test]
+fn compare_devices_runs_its_three_checks() {
+    let (out, err) = ok(&[
+        "compare-devices",
+        "--model",
+        m(),
+        "--device",
+        "cpu",
+        "--prompt-tokens",
+        "9",
+        "--decode-tokens",
+        "12",
+        "--steps",
+        "6",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["fast_decode"], false);
+    assert_eq!(v["greedy_agree"], 6);
+    assert!(v["divergence"].is_null(), "{v}");
+    assert!(v["worst_rel_l2"].as_f64().unwrap() <= 1e-5, "{v}");
+    assert!(v["decode_worst_rel_l2"].as_f64().unwrap() <= 1e-5, "{v}");
+    assert!(err.contains("6/6 greedy tokens equal"), "{err}");
+}

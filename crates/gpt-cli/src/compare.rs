@@ -1,0 +1,212 @@
+//! `gptoss compare-devices`: the same prefill, token-by-token decode and greedy generation on
+//! the CPU and on another device, compared.
+
+use anyhow::Result;
+use candle_core::Device;
+use gpt_engine::loader::{load_any, LoadConfig};
+use gpt_engine::model::{prefill_logits, GptOss, Logits, ModelOptions};
+
+use crate::model_source;
+use crate::tools::{dense_mode, device};
+
+/// `gptoss compare-devices`.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Model: a GGUF path, `tiny`, or a Hugging Face repo id.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// Device checked against the CPU.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// Prompt tokens of the prefill comparison.
+    #[arg(long, default_value_t = 40)]
+    pub prompt_tokens: usize,
+    /// Greedy steps whose tokens must agree.
+    #[arg(long, default_value_t = 64)]
+    pub steps: usize,
+    /// Tokens decoded one at a time on the device (the fused decode path on CUDA), whose
+    /// logits are compared with one CPU prefill of the same tokens. Over 512 covers a sliding
+    /// layer's compaction and a full layer's buffer growth.
+    #[arg(long, default_value_t = 600)]
+    pub decode_tokens: usize,
+    /// Largest relative L2 of the logits accepted.
+    #[arg(long, default_value_t = 1e-2)]
+    pub max_rel_l2: f64,
+    /// Decode through the generic path on the device instead of the fused kernels.
+    #[arg(long)]
+    pub no_fast_decode: bool,
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Runs the same prefill and greedy decode on the CPU and on `--device`, and compares.
+pub fn compare_devices(a: &CompareArgs) -> Result<()> {
+    use gpt_engine::generate::{generate, GenerateParams};
+    use gpt_engine::sampling::SamplingParams;
+    use rand::{Rng, SeedableRng};
+    anyhow::ensure!(a.prompt_tokens > 0, "--prompt-tokens must be at least 1");
+    // The greedy run starts from the first (up to) 8 prompt tokens.
+    let n0 = a.prompt_tokens.min(8);
+    let path = model_source::resolve(&a.model)?;
+    let dev = device(&a.device)?;
+    let cfg = LoadConfig {
+        ctx: a.prompt_tokens.max(a.decode_tokens) + a.steps + 1,
+        chunk: 512,
+        ..Default::default()
+    };
+    let (cpu, _) = load_any(&path, &Device::Cpu, &cfg, None)?;
+    let gcfg = LoadConfig {
+        dense: dense_mode(&dev, false),
+        model: ModelOptions {
+            no_fast_decode: a.no_fast_decode,
+            ..Default::default()
+        },
+        ..cfg.clone()
+    };
+    let (gpu, _) = load_any(&path, &dev, &gcfg, None)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let prompt: Vec<u32> = (0..a.prompt_tokens)
+        .map(|_| rng.random_range(0..199_998u32))
+        .collect();
+    let lc: Vec<Vec<f32>> = prefill_logits(&cpu, &prompt)?.to_vec2()?;
+    let lg: Vec<Vec<f32>> = prefill_logits(&gpu, &prompt)?
+        .to_device(&Device::Cpu)?
+        .to_vec2()?;
+    let worst = lc
+        .iter()
+        .zip(&lg)
+        .map(|(c, g)| rel_l2(g, c))
+        .fold(0.0, f64::max);
+    // Token-by-token decode on the device against one CPU prefill of the same tokens.
+    let dtoks: Vec<u32> = (0..a.decode_tokens)
+        .map(|_| rng.random_range(0..199_998u32))
+        .collect();
+    let mut decode_worst = 0.0f64;
+    if !dtoks.is_empty() {
+        let mut cache = gpu.new_cache();
+        let lcd = prefill_logits(&cpu, &dtoks)?; // (t, vocab)
+        for (i, &t) in dtoks.iter().enumerate() {
+            let g: Vec<f32> = gpu
+                .forward(&[t], &mut cache, Logits::Last)?
+                .flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1()?;
+            let c: Vec<f32> = lcd.get(i)?.to_vec1()?;
+            decode_worst = decode_worst.max(rel_l2(&g, &c));
+        }
+    }
+    let params = GenerateParams {
+        max_new_tokens: a.steps,
+        stop_tokens: vec![],
+        sampling: SamplingParams::greedy(),
+        ctx: cfg.ctx,
+        chunk: 512,
+    };
+    let go = |m: &gpt_engine::model::GptOss| -> Result<Vec<u32>> {
+        let mut cache = m.new_cache();
+        Ok(generate(m, &mut cache, &prompt[..n0], &params, |_| {
+            std::ops::ControlFlow::Continue(())
+        })?
+        .0)
+    };
+    let (tc, tg) = (go(&cpu)?, go(&gpu)?);
+    let same = tc.iter().zip(&tg).take_while(|(x, y)| x == y).count();
+    let split = match (tc.get(same), tg.get(same)) {
+        (Some(&c), Some(&g)) => {
+            let prefix: Vec<u32> = prompt[..n0].iter().chain(&tc[..same]).copied().collect();
+            Some(divergence(&cpu, &gpu, &prefix, n0, (c, g))?)
+        }
+        _ => None,
+    };
+    let near_tie = split.as_ref().is_some_and(|d| d.near_tie());
+    println!(
+        "{}",
+        serde_json::json!({"device": a.device, "fast_decode": gpu.fast_decode(),
+            "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
+            "decode_tokens": a.decode_tokens, "decode_worst_rel_l2": decode_worst,
+            "greedy_steps": a.steps, "greedy_agree": same,
+            "divergence": split.as_ref().map(|d| serde_json::json!({
+                "cpu_token": d.cpu_token, "device_token": d.device_token,
+                "cpu_margin": d.cpu_margin, "logit_diff": d.logit_diff, "near_tie": near_tie}))})
+    );
+    anyhow::ensure!(
+        worst <= a.max_rel_l2,
+        "logits differ: relative L2 {worst:.3e} > {}",
+        a.max_rel_l2
+    );
+    anyhow::ensure!(
+        decode_worst <= a.max_rel_l2,
+        "decode logits differ: relative L2 {decode_worst:.3e} > {}",
+        a.max_rel_l2
+    );
+    if let Some(d) = &split {
+        anyhow::ensure!(
+            near_tie,
+            "greedy tokens diverge at step {same}: the CPU's token {} leads the device's {} by \
+             {:.3e}, more than twice the devices' logit difference there ({:.3e})",
+            d.cpu_token,
+            d.device_token,
+            d.cpu_margin,
+            d.logit_diff
+        );
+        eprintln!(
+            "near tie: greedy tokens diverge at step {same}, where the CPU's top two logits \
+             ({} vs {}) differ by {:.3e}, within twice the devices' logit difference {:.3e}",
+            d.cpu_token, d.device_token, d.cpu_margin, d.logit_diff
+        );
+    }
+    eprintln!(
+        "ok: {} vs cpu: worst relative L2 {worst:.3e} (prefill), {decode_worst:.3e} (decode), {same}/{} greedy tokens equal",
+        a.device, a.steps
+    );
+    Ok(())
+}
+
+/// Where greedy decoding on the two devices first picks different tokens.
+struct Divergence {
+    cpu_token: u32,
+    device_token: u32,
+    /// CPU logit of its token minus its logit of the device's token.
+    cpu_margin: f32,
+    /// Largest |CPU − device| logit difference at those two tokens.
+    logit_diff: f32,
+}
+
+impl Divergence {
+    /// The devices disagree by more than half the CPU's gap: a tie within the path's precision,
+    /// not a wrong result.
+    fn near_tie(&self) -> bool {
+        self.cpu_margin <= 2.0 * self.logit_diff
+    }
+}
+
+/// Replays the common prefix (`n_prompt` tokens prefilled, the rest one at a time, as the
+/// greedy run did) on both models and compares their logits at the two diverging tokens.
+fn divergence(
+    cpu: &GptOss,
+    gpu: &GptOss,
+    prefix: &[u32],
+    n_prompt: usize,
+    (cpu_token, device_token): (u32, u32),
+) -> Result<Divergence> {
+    let last = |m: &GptOss| -> Result<Vec<f32>> {
+        let mut cache = m.new_cache();
+        let mut l = m.forward(&prefix[..n_prompt], &mut cache, Logits::Last)?;
+        for &t in &prefix[n_prompt..] {
+            l = m.forward(&[t], &mut cache, Logits::Last)?;
+        }
+        Ok(l.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?)
+    };
+    let (c, g) = (last(cpu)?, last(gpu)?);
+    let (ct, dt) = (cpu_token as usize, device_token as usize);
+    Ok(Divergence {
+        cpu_token,
+        device_token,
+        cpu_margin: c[ct] - c[dt],
+        logit_diff: (c[ct] - g[ct]).abs().max((c[dt] - g[dt]).abs()),
+    })
+}
