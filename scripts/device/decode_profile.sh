@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Per-kernel times of one fused decode step (ncu, 20B-shaped file, no CUDA graph so that each
-# launch is profiled) and the stage breakdown of a 2048-token prefill. Carry .carry/gptoss.xz.
-# Prints one line per kernel: total µs per decode step, launches per step, µs per launch.
+# launch is profiled) and the stage breakdown of a 2048-token prefill; with PREFILL_KERNELS=1,
+# also ncu over ~1,000 consecutive launches in the middle of that prefill (a layer or so), to
+# tell GPU time from host overhead in the expert loop. Carry .carry/gptoss.xz.
+# Prints one line per kernel name: total µs, launches, µs per launch.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PATH=/usr/local/cuda/bin:$PATH
@@ -14,7 +16,8 @@ L=${LAYERS:-24}
 N=$(( L * 10 + 2 ))
 ncu --metrics gpu__time_duration.sum -k regex:dec_ --launch-skip $(( N * 4 )) --launch-count $N --csv \
   $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 8 --reps 1 --no-cuda-graph > $R/ncu.csv 2>$R/ncu.err
-python3 - $R/ncu.csv <<'PY'
+summarize() {
+python3 - "$1" <<'PY'
 import csv, sys, collections
 rows = list(csv.reader(open(sys.argv[1])))
 rows = rows[next(i for i, r in enumerate(rows) if "Kernel Name" in r):]
@@ -26,7 +29,15 @@ for r in rows[1:]:
     name = r[ki].split("(")[0]; tot[name] += us; cnt[name] += 1
 s = sum(tot.values())
 for k, v in sorted(tot.items(), key=lambda x: -x[1]):
-    print(f"{k:22} {v:9.1f} us/step  {cnt[k]:4d} launches  {v / cnt[k]:7.2f} us each")
-print(f"{'total':22} {s:9.1f} us/step (kernel time only)")
+    print(f"{k[:40]:40} {v:9.1f} us  {cnt[k]:5d} launches  {v / cnt[k]:7.2f} us each")
+print(f"{'total':22} {s:9.1f} us (kernel time only)")
 PY
+}
+summarize $R/ncu.csv
 tail -3 $R/ncu.err
+if [ "${PREFILL_KERNELS:-}" = 1 ]; then
+  ncu --metrics gpu__time_duration.sum --launch-skip 3000 --launch-count 1000 --csv \
+    $B/gptoss bench $M --prompt-tokens 2048 --gen-tokens 0 --reps 1 --no-fast-decode \
+    > $R/ncu_prefill.csv 2>$R/ncu_prefill.err
+  summarize $R/ncu_prefill.csv
+fi
