@@ -5,6 +5,7 @@
 
 #[cfg(feature = "cuda")]
 mod fast_decode;
+mod moe;
 pub mod profile;
 pub mod rope;
 
@@ -12,6 +13,7 @@ use candle_core::{DType, Device, Tensor, D};
 use gpt_kernels as k;
 use gpt_weights::load::{Experts, LayerWeights};
 use gpt_weights::{GptOssConfig, Weights};
+use moe::{experts_forward, ExpertGroups};
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::KvCache;
@@ -64,118 +66,6 @@ pub enum Logits {
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
-}
-
-/// The (token, slot) pairs routed to each expert, as device index tensors: built once per
-/// MoE layer from the router's ids (one small copy to the host) and shared by the gate, up and
-/// down matmuls of the grouped path.
-struct ExpertGroups {
-    /// Tokens.
-    t: usize,
-    /// Experts per token.
-    top_k: usize,
-    /// `(expert, slots u32 (m_e), token rows u32 (m_e))` for every expert with work.
-    groups: Vec<(usize, Tensor, Tensor)>,
-}
-
-impl ExpertGroups {
-    fn new(ids: &Tensor, n_exp: usize) -> candle_core::Result<Self> {
-        let (t, top_k) = ids.dims2()?;
-        let flat: Vec<u32> = ids.flatten_all()?.to_vec1()?; // (t*top_k) ids
-        let mut slots: Vec<Vec<u32>> = vec![Vec::new(); n_exp];
-        for (p, &e) in flat.iter().enumerate() {
-            let g = slots.get_mut(e as usize).ok_or_else(|| {
-                candle_core::Error::Msg(format!(
-                    "moe: expert id {e} out of range ({n_exp} experts)"
-                ))
-            })?;
-            g.push(p as u32);
-        }
-        let dev = ids.device();
-        let mut groups = Vec::new();
-        for (e, s) in slots.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
-            let rows: Vec<u32> = s.iter().map(|p| p / top_k as u32).collect();
-            groups.push((
-                e,
-                Tensor::new(s.as_slice(), dev)?,
-                Tensor::new(rows.as_slice(), dev)?,
-            ));
-        }
-        Ok(Self { t, top_k, groups })
-    }
-}
-
-/// Expert `e`'s MXFP4 weights as f32 `(n, k)`.
-fn expert_f32(w: &Experts, e: usize) -> candle_core::Result<Tensor> {
-    match w {
-        Experts::Mxfp4 { blocks, k } => k::mxfp4_dequant(&blocks.get(e)?, *k),
-        #[cfg(feature = "cuda")]
-        Experts::Mxfp4Planar { qs, e8, k } => {
-            let blocks = k::cuda::decode::planar_to_blocks(&qs.get(e)?, &e8.get(e)?)?;
-            k::mxfp4_dequant(&blocks, *k)
-        }
-        #[cfg(not(feature = "cuda"))]
-        Experts::Mxfp4Planar { .. } => candle_core::bail!("planar MXFP4 experts need CUDA"),
-        Experts::Dense(t) => t.get(e),
-    }
-}
-
-/// The grouped expert matmul: for each expert, gather its slots' rows, dequantize its weights
-/// once and run one dense GEMM, then scatter the rows back. `x (t, k)` or `(t, top_k, k)`,
-/// MXFP4 experts `(e, n, k)`, `b (e, n)` → `(t, top_k, n)`.
-fn experts_grouped(
-    x: &Tensor,
-    w: &Experts,
-    (n, k_in): (usize, usize),
-    b: &Tensor,
-    g: &ExpertGroups,
-) -> candle_core::Result<Tensor> {
-    let per_slot = x.rank() == 3;
-    let x2 = x.reshape(((), k_in))?; // (t or t*top_k, k)
-    let mut out = Tensor::zeros((g.t * g.top_k, n), x.dtype(), x.device())?; // (slots, n)
-    for (e, slots, rows) in &g.groups {
-        let xs = x2.index_select(if per_slot { slots } else { rows }, 0)?; // (m_e, k)
-        let w = expert_f32(w, *e)?; // (n, k)
-        let y = xs.matmul(&w.t()?)?.broadcast_add(&b.get(*e)?)?; // (m_e, n)
-        out = out.index_add(slots, &y, 0)?;
-    }
-    out.reshape((g.t, g.top_k, n))
-}
-
-/// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included;
-/// with `groups`, MXFP4 experts take the grouped (prefill) path (planar ones always do).
-fn experts_forward(
-    x: &Tensor,
-    w: &Experts,
-    b: &Tensor,
-    ids: &Tensor,
-    groups: Option<&ExpertGroups>,
-) -> candle_core::Result<Tensor> {
-    let n = b.dim(1)?;
-    match (w, groups) {
-        (Experts::Mxfp4 { k: k_in, .. } | Experts::Mxfp4Planar { k: k_in, .. }, Some(g)) => {
-            experts_grouped(x, w, (n, *k_in), b, g)
-        }
-        (Experts::Mxfp4 { blocks, .. }, None) => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
-        (Experts::Mxfp4Planar { .. }, None) => {
-            candle_core::bail!("moe: planar experts need the grouped path")
-        }
-        (Experts::Dense(w), _) => {
-            // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
-            let (t, top_k) = ids.dims2()?;
-            let (_, n, kk) = w.dims3()?;
-            let flat = ids.flatten_all()?;
-            let wsel = w.index_select(&flat, 0)?; // (t*top_k, n, k)
-            let bsel = b.index_select(&flat, 0)?; // (t*top_k, n)
-            let xs = match x.rank() {
-                2 => x.unsqueeze(1)?.broadcast_as((t, top_k, kk))?.contiguous()?,
-                _ => x.contiguous()?,
-            }
-            .reshape((t * top_k, 1, kk))?;
-            let y = xs.matmul(&wsel.transpose(1, 2)?)?.squeeze(1)?; // (t*top_k, n)
-            (y + bsel)?.reshape((t, top_k, n))
-        }
-    }
 }
 
 impl GptOss {
