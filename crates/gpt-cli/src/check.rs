@@ -28,18 +28,24 @@ pub fn check(file: &Path, ctx: usize) -> Result<()> {
         "tensors: {} checked, all as GPT-OSS expects (vocab {})",
         report.tensors, report.vocab_size
     );
-    for (name, dense) in [
-        ("f32 dense (CPU reference)", DenseMode::F32),
-        ("quantized dense", DenseMode::Quantized),
+    for (name, dense, fused_decode) in [
+        ("f32 dense (CPU reference)", DenseMode::F32, false),
+        ("quantized dense", DenseMode::Quantized, false),
+        (
+            "quantized dense, CUDA fused decode",
+            DenseMode::Quantized,
+            true,
+        ),
     ] {
         let p = plan::plan(
             &model,
             &cfg,
             &PlanRequest {
                 ctx,
-                chunk: 512,
+                chunk: 2048,
                 dense,
                 kv_elem_bytes: 4,
+                fused_decode,
             },
         )?;
         println!("memory plan at ctx {ctx}, {name}:\n{p}");

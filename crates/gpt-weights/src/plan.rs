@@ -15,8 +15,9 @@ pub enum DenseMode {
     /// Dequantized to f32 (exact weights, f32 matmuls; the reference CPU path).
     #[default]
     F32,
-    /// Kept in their ggml block type where Candle's `QMatMul` runs it (activations are then
-    /// quantized to Q8 by Candle's kernels: faster, less exact).
+    /// Kept in their ggml block type where Candle's `QMatMul` runs it (what the CUDA fused
+    /// decode path needs; Candle's CPU kernels then quantize activations to Q8: faster, less
+    /// exact).
     Quantized,
 }
 
@@ -31,7 +32,15 @@ pub struct PlanRequest {
     pub dense: DenseMode,
     /// Bytes per KV-cache element (4 for f32).
     pub kv_elem_bytes: usize,
+    /// The CUDA fused decode path will run: it also holds the Q8_0 dense matrices split into
+    /// int8 + f32 scales (36 bytes per 34-byte block), and prefill dequantizes MXFP4 experts in
+    /// batches of up to [`EXPERT_BATCH_BYTES`] of f32.
+    pub fused_decode: bool,
 }
+
+/// Most bytes of f32 expert weights the grouped prefill dequantizes at once (the engine's
+/// batch limit).
+pub const EXPERT_BATCH_BYTES: u64 = 1 << 30;
 
 /// Bytes a model needs, by purpose.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,12 +55,15 @@ pub struct MemoryPlan {
     pub kv_sliding: u64,
     /// Activations and logits for one chunk.
     pub working: u64,
+    /// The fused decode path's copies of the dense matrices and the prefill's dequantized
+    /// expert batch (0 unless [`PlanRequest::fused_decode`]).
+    pub decode_extra: u64,
 }
 
 impl MemoryPlan {
     /// Total bytes on the compute device.
     pub fn device_total(&self) -> u64 {
-        self.weights_device + self.kv_full + self.kv_sliding + self.working
+        self.weights_device + self.kv_full + self.kv_sliding + self.working + self.decode_extra
     }
 
     /// Checks the plan against `available` bytes on `device`.
@@ -105,6 +117,14 @@ impl fmt::Display for MemoryPlan {
             self.working,
             gib(self.working)
         )?;
+        if self.decode_extra > 0 {
+            writeln!(
+                f,
+                "  fused decode extra  {:>12} B  {}",
+                self.decode_extra,
+                gib(self.decode_extra)
+            )?;
+        }
         write!(
             f,
             "  device total        {:>12} B  {}",
@@ -160,6 +180,8 @@ pub fn plan_from_infos<'a>(
 ) -> Result<MemoryPlan> {
     let mut weights_device = 0u64;
     let mut weights_host = 0u64;
+    let mut q8_dense = 0u64; // Q8_0 dense bytes on the device
+    let mut expert_matrix = 0u64; // f32 bytes of one expert matrix, the largest
     for name in crate::names::all(cfg.n_layer) {
         let s = name.to_string();
         let info = lookup(&s).ok_or_else(|| Error::Validation {
@@ -171,7 +193,23 @@ pub fn plan_from_infos<'a>(
             continue;
         }
         weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req.dense);
+        if info.ty == GgmlType::Q8_0 {
+            q8_dense += file_bytes;
+        }
+        if info.ty == GgmlType::MXFP4 && info.dims.len() == 3 {
+            expert_matrix = expert_matrix.max(info.dims[0] * info.dims[1] * 4);
+        }
     }
+    let decode_extra = if req.fused_decode && req.dense == DenseMode::Quantized {
+        // Whole experts, at least one, as the engine batches them.
+        let n_exp = (cfg.n_expert as u64).max(1);
+        let batch = EXPERT_BATCH_BYTES
+            .checked_div(expert_matrix)
+            .map_or(0, |per| per.clamp(1, n_exp) * expert_matrix);
+        q8_dense / 34 * 36 + batch
+    } else {
+        0
+    };
     let kv_row = (cfg.kv_dim() * 2 * req.kv_elem_bytes) as u64; // K and V, one position
     let n_sliding = (0..cfg.n_layer).filter(|&il| cfg.is_sliding(il)).count() as u64;
     let n_full = cfg.n_layer as u64 - n_sliding;
@@ -188,6 +226,7 @@ pub fn plan_from_infos<'a>(
         kv_full: n_full * req.ctx as u64 * kv_row,
         kv_sliding: n_sliding * slide_len * kv_row,
         working: 4 * (chunk * (vocab + 4 * widest) + scores),
+        decode_extra,
     })
 }
 

@@ -170,6 +170,7 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
             chunk: 512,
             dense: DenseMode::Quantized,
             kv_elem_bytes: 4,
+            fused_decode: false,
         },
     )
     .unwrap();
@@ -191,10 +192,40 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
             chunk: 512,
             dense: DenseMode::F32,
             kv_elem_bytes: 4,
+            fused_decode: true,
         },
     )
     .unwrap();
     assert!(f32_plan.weights_device > p.weights_device);
+    assert_eq!(
+        f32_plan.decode_extra, 0,
+        "no fused decode on f32 dense weights"
+    );
+    assert_eq!(p.decode_extra, 0, "not asked for");
+    // With the CUDA fused decode: the Q8_0 dense matrices again as int8 + f32 scales, and all
+    // 32 experts of one matrix dequantized to f32 (1.06e9 bytes, under the 1 GiB batch).
+    let fused = plan(
+        &model,
+        &cfg,
+        &PlanRequest {
+            ctx: 8192,
+            chunk: 512,
+            dense: DenseMode::Quantized,
+            kv_elem_bytes: 4,
+            fused_decode: true,
+        },
+    )
+    .unwrap();
+    let q8_dense: u64 = model
+        .tensors()
+        .filter(|t| t.ty == gguf_format::GgmlType::Q8_0 && t.name != "token_embd.weight")
+        .map(|t| t.n_bytes().unwrap())
+        .sum();
+    assert_eq!(
+        fused.decode_extra,
+        q8_dense / 34 * 36 + 32 * 2880 * 2880 * 4
+    );
+    assert_eq!(fused.device_total(), p.device_total() + fused.decode_extra);
     let e = p
         .check_fits("cuda:0", 8 << 30, false)
         .unwrap_err()

@@ -8,8 +8,9 @@ use gpt_kernels as k;
 use gpt_weights::load::Experts;
 
 /// Most bytes of f32 expert weights one batched GEMM dequantizes (all 32 experts of a
-/// 20B-shaped matrix, 1.06e9 bytes, fit; larger models go in several batches).
-const EXPERT_BATCH_BYTES: usize = 1 << 30;
+/// 20B-shaped matrix, 1.06e9 bytes, fit; larger models go in several batches). The memory plan
+/// counts the same batch.
+const EXPERT_BATCH_BYTES: usize = gpt_weights::plan::EXPERT_BATCH_BYTES as usize;
 
 /// The slots routed to each expert (a slot is `token * top_k + choice`): built once per MoE
 /// layer from the router's ids (one small copy to the host) and shared by the gate, up and down
