@@ -51,7 +51,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub tf32: bool,
     /// Time each stage of the forward (synchronizes the device between stages) and print
-    /// the breakdown.
+    /// the breakdown. Decode then runs the generic path, not the fused CUDA step.
     #[arg(long)]
     pub profile: bool,
     /// Print one JSON object.
