@@ -8,7 +8,7 @@
 //!   back incomplete UTF-8 sequences.
 //!
 //! Encoding parity with tiktoken: same regex semantics ([`pretokenize`]),
-//! same merge order ([`bpe`]); special tokens (CONTROL / USER_DEFINED types)
+//! same merge order (the `bpe` module); special tokens (CONTROL / USER_DEFINED types)
 //! are matched literally before pre-tokenization only when asked to.
 
 mod bpe;
