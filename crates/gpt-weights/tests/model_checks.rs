@@ -162,18 +162,18 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     let tensor_bytes: u64 = model.tensors().map(|t| t.n_bytes().unwrap()).sum();
     // spec §3: 12,096,558,336 bytes of tensors in the ggml-org file.
     assert_eq!(tensor_bytes, 12_096_558_336);
-    let p = plan(
-        &model,
-        &cfg,
-        &PlanRequest {
+    // ctx 8192, chunk 512, f32 KV.
+    let plan_of = |dense, fused_decode| {
+        let req = PlanRequest {
             ctx: 8192,
             chunk: 512,
-            dense: DenseMode::Quantized,
+            dense,
             kv_elem_bytes: 4,
-            fused_decode: false,
-        },
-    )
-    .unwrap();
+            fused_decode,
+        };
+        plan(&model, &cfg, &req).unwrap()
+    };
+    let p = plan_of(DenseMode::Quantized, false);
     let embd = 2880 / 32 * 34 * 201088u64;
     assert_eq!(p.weights_host, embd);
     assert_eq!(
@@ -184,18 +184,7 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     // 12 full layers x 8192 positions x (K+V) x 512 x 4 bytes; sliding: window + chunk.
     assert_eq!(p.kv_full, 12 * 8192 * 2 * 512 * 4);
     assert_eq!(p.kv_sliding, 12 * (128 + 512) * 2 * 512 * 4);
-    let f32_plan = plan(
-        &model,
-        &cfg,
-        &PlanRequest {
-            ctx: 8192,
-            chunk: 512,
-            dense: DenseMode::F32,
-            kv_elem_bytes: 4,
-            fused_decode: true,
-        },
-    )
-    .unwrap();
+    let f32_plan = plan_of(DenseMode::F32, true);
     assert!(f32_plan.weights_device > p.weights_device);
     assert_eq!(
         f32_plan.decode_extra, 0,
@@ -204,18 +193,7 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     assert_eq!(p.decode_extra, 0, "not asked for");
     // With the CUDA fused decode: the Q8_0 dense matrices again as int8 + f32 scales, and all
     // 32 experts of one matrix dequantized to f32 (1.06e9 bytes, under the 1 GiB batch).
-    let fused = plan(
-        &model,
-        &cfg,
-        &PlanRequest {
-            ctx: 8192,
-            chunk: 512,
-            dense: DenseMode::Quantized,
-            kv_elem_bytes: 4,
-            fused_decode: true,
-        },
-    )
-    .unwrap();
+    let fused = plan_of(DenseMode::Quantized, true);
     let q8_dense: u64 = model
         .tensors()
         .filter(|t| t.ty == gguf_format::GgmlType::Q8_0 && t.name != "token_embd.weight")
