@@ -210,3 +210,25 @@ fn divergence(
         logit_diff: (c[ct] - g[ct]).abs().max((c[dt] - g[dt]).abs()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Divergence;
+
+    fn d(cpu_margin: f32, logit_diff: f32) -> Divergence {
+        Divergence {
+            cpu_token: 1,
+            device_token: 2,
+            cpu_margin,
+            logit_diff,
+        }
+    }
+
+    #[test]
+    fn a_near_tie_is_a_gap_within_twice_the_devices_difference() {
+        assert!(d(0.5, 0.3).near_tie());
+        assert!(d(0.0, 0.0).near_tie(), "an exact tie");
+        assert!(!d(1.0, 0.3).near_tie(), "a real disagreement");
+        assert!(!d(1e-3, 0.0).near_tie(), "devices agree, tokens differ");
+    }
+}
