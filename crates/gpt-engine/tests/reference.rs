@@ -18,19 +18,26 @@ fn fixture(dir: &str) -> PathBuf {
         .join(dir)
 }
 
-fn check_against(dir: &str, f32_twin: bool, yarn: YarnRounding) -> f64 {
+/// A fixture's tokens, the vocabulary columns it kept, and their logits `(shape, values)`.
+fn read_fixture(dir: &str) -> (Vec<u32>, Vec<usize>, Vec<usize>, Vec<f64>) {
     let d = fixture(dir);
-    let tokens: Vec<u32> = read_npy(&d.join("tokens.npy"))
+    let tokens = read_npy(&d.join("tokens.npy"))
         .1
         .iter()
         .map(|&x| x as u32)
         .collect();
-    let cols: Vec<usize> = read_npy(&d.join("cols.npy"))
+    let cols = read_npy(&d.join("cols.npy"))
         .1
         .iter()
         .map(|&x| x as usize)
         .collect();
     let (shape, want) = read_npy(&d.join("logits.npy"));
+    (tokens, cols, shape, want)
+}
+
+fn check_against(dir: &str, f32_twin: bool, yarn: YarnRounding) -> f64 {
+    let d = fixture(dir);
+    let (tokens, cols, shape, want) = read_fixture(dir);
     let argmax_want = read_npy(&d.join("argmax.npy")).1;
     let norms = read_npy(&d.join("rownorm.npy")).1;
     assert_eq!(shape, vec![tokens.len(), cols.len()]);
@@ -88,18 +95,7 @@ fn yarn_rounding_matters() {
     // Guard against a test that cannot fail: the reference-YaRN model must NOT match
     // llama.cpp's rounded-YaRN logits within the bar on this sequence (positions > 0 rotate
     // dims 9..17 differently).
-    let d = fixture("llamacpp");
-    let tokens: Vec<u32> = read_npy(&d.join("tokens.npy"))
-        .1
-        .iter()
-        .map(|&x| x as u32)
-        .collect();
-    let cols: Vec<usize> = read_npy(&d.join("cols.npy"))
-        .1
-        .iter()
-        .map(|&x| x as usize)
-        .collect();
-    let want = read_npy(&d.join("logits.npy")).1;
+    let (tokens, cols, _, want) = read_fixture("llamacpp");
     let model = load(&tiny_path(false), YarnRounding::Reference);
     let rows: Vec<Vec<f32>> = prefill_logits(&model, &tokens).unwrap().to_vec2().unwrap();
     let last = rows.len() - 1;

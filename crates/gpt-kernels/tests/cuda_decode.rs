@@ -8,7 +8,9 @@
 //! half a quantization step (d/2, d = block amax / 16256), plus 1% of a step for the f32
 //! rounding of the scale and its reciprocal. Dot products must lie within `sum_j |w_j| * e_j`
 //! (`e_j` that bound on the input's error, propagated exactly) plus 1e-5 × the sum of the
-//! absolute values of the summed terms (a reordered f32 sum).
+//! absolute values of the summed terms (a reordered f32 sum). Outputs behind a nonlinearity or
+//! a normalization (RMSNorm, SwiGLU through its slope bound, attention's softmax) get 1e-4 ×
+//! that sum instead.
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};

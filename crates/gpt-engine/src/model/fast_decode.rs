@@ -144,7 +144,8 @@ pub(crate) struct FastDecoder {
     logits: Tensor,
     use_graph: bool,
     graph: Option<Captured>,
-    /// Steps run so far (the first runs eagerly, loading every kernel before any capture).
+    /// Steps run so far. The first runs eagerly: with CUDA's lazy module loading a kernel's code
+    /// is loaded at its first launch, which must not happen during a capture.
     steps: u64,
 }
 
