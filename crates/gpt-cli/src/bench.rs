@@ -158,6 +158,19 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         Ok(())
     };
 
+    // One untimed pass first, as llama-bench does: CUDA loads (and JIT-compiles) each kernel
+    // module at its first launch, and the decode graph is captured on the second step.
+    {
+        let mut cache = model.new_cache();
+        let n = a.prompt_tokens.clamp(2, a.chunk.max(2));
+        let mut l = model.forward(&tokens(n), &mut cache, Logits::Last)?;
+        for _ in 0..a.gen_tokens.min(3) {
+            l = model.forward(&tokens(1), &mut cache, Logits::Last)?;
+        }
+        sync(&l)?;
+        model.take_profile();
+    }
+
     let (mut pp, mut ttft) = (Vec::new(), Vec::new());
     if a.prompt_tokens > 0 {
         for _ in 0..a.reps.max(1) {

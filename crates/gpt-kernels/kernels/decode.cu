@@ -52,14 +52,6 @@ __device__ __forceinline__ void quant_block(float v, uint32_t lane, uint32_t per
     if (lane == 0) qd[blk] = d;
 }
 
-// Four nibbles (the low 16 bits of q) to four int8 doubled-E2M1 values, byte i from nibble i.
-__device__ __forceinline__ int mx_lut4(uint32_t q) {
-    const uint32_t sel = q & 0x7777u;
-    const uint32_t pos = __byte_perm(0x03020100u, 0x0C080604u, sel);
-    const uint32_t neg = __byte_perm(0xFDFEFF00u, 0xF4F8FAFCu, sel);
-    return (int)__byte_perm(pos, neg, 0x3210u | ((q & 0x8888u) >> 1));
-}
-
 // One MXFP4 block (16 nibble bytes w, exponent e) against a permuted quantized x block.
 __device__ __forceinline__ float mx_block_dot(uint4 w, uint8_t e, const int8_t *__restrict__ xh,
                                               const int8_t *__restrict__ xl, float xd) {

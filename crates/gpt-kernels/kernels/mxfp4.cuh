@@ -23,3 +23,11 @@ __device__ __forceinline__ float mxfp4_scale(uint8_t e) {
     const uint32_t bits = e < 2 ? (0x00200000u << e) : ((uint32_t)(e - 1) << 23);
     return __uint_as_float(bits);
 }
+
+// Four nibbles (the low 16 bits of q) to four int8 doubled-E2M1 values, byte i from nibble i.
+__device__ __forceinline__ int mx_lut4(uint32_t q) {
+    const uint32_t sel = q & 0x7777u;
+    const uint32_t pos = __byte_perm(0x03020100u, 0x0C080604u, sel);
+    const uint32_t neg = __byte_perm(0xFDFEFF00u, 0xF4F8FAFCu, sel);
+    return (int)__byte_perm(pos, neg, 0x3210u | ((q & 0x8888u) >> 1));
+}

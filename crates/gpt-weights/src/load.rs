@@ -100,21 +100,24 @@ impl Embedding {
 
     /// Looks up `ids` into host memory: f32 rows, `ids.len() * dim` values.
     pub fn lookup_host(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        use rayon::prelude::*;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(Error::InvalidConfig {
+                what: format!("token id {id} out of range (vocab {})", self.vocab),
+            });
+        }
         let mut out = vec![0f32; ids.len() * self.dim];
-        for (i, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= self.vocab {
-                return Err(Error::InvalidConfig {
-                    what: format!("token id {id} out of range (vocab {})", self.vocab),
-                });
-            }
-            let row = &self.rows[id * self.row_bytes..(id + 1) * self.row_bytes];
-            dequant::dequantize_into(self.ty, row, &mut out[i * self.dim..(i + 1) * self.dim])
-                .map_err(|source| Error::Dequant {
+        // Rows in parallel: a 2048-token prompt is 2048 rows to dequantize from the mapping.
+        out.par_chunks_mut(self.dim.max(1))
+            .zip(ids.par_iter())
+            .try_for_each(|(dst, &id)| {
+                let id = id as usize;
+                let row = &self.rows[id * self.row_bytes..(id + 1) * self.row_bytes];
+                dequant::dequantize_into(self.ty, row, dst).map_err(|source| Error::Dequant {
                     tensor: "token_embd.weight".into(),
                     source,
-                })?;
-        }
+                })
+            })?;
         Ok(out)
     }
 }

@@ -25,6 +25,7 @@ use gpt_kernels::cuda::decode::{
 use gpt_weights::load::{Experts, LayerWeights, Matrix};
 use gpt_weights::{GptOssConfig, Weights};
 
+use super::prefill::DenseSplit;
 use super::rope::Rope;
 use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 use crate::kv_cache::KvCache;
@@ -46,8 +47,8 @@ fn sptr<T>(s: &CudaSlice<T>) -> DevPtr {
 
 /// A Q8 split matrix and its addresses.
 struct Q8Mat {
-    _qs: Tensor,
-    _d: Tensor,
+    qs: Tensor,
+    d: Tensor,
     p: Q8Ptrs,
 }
 
@@ -62,7 +63,10 @@ struct FastLayer {
     attn_norm: DevPtr,
     qkv: Q8Mat,
     qkv_b: DevPtr,
+    /// `qkv_b`'s tensor, for the prefill.
+    qkv_bias: Tensor,
     o: Q8Mat,
+    o_bias: Tensor,
     o_b: DevPtr,
     sinks: DevPtr,
     ffn_norm: DevPtr,
@@ -249,7 +253,7 @@ impl FastDecoder {
                 k.q8_0_split(src, n * cols / 32, dst)?;
                 r0 += n;
             }
-            Ok(Q8Mat { _qs: qs, _d: dd, p })
+            Ok(Q8Mat { qs, d: dd, p })
         };
         let mx = |e: &Experts, what: &str| -> CResult<MxExp> {
             let (blocks, kk) = mx_of(e, what)?;
@@ -314,6 +318,8 @@ impl FastDecoder {
                 attn_norm: ptr_of(attn_norm)?,
                 qkv: q8(&[(attn_q, "attn_q"), (attn_k, "attn_k"), (attn_v, "attn_v")])?,
                 qkv_b: ptr_of(&qkv_b)?,
+                qkv_bias: qkv_b.clone(),
+                o_bias: attn_output_b.clone(),
                 o: q8(&[(attn_output, "attn_output")])?,
                 o_b: ptr_of(attn_output_b)?,
                 sinks: ptr_of(attn_sinks)?,
@@ -388,6 +394,24 @@ impl FastDecoder {
         };
         device.synchronize()?;
         Ok(s)
+    }
+
+    /// Each layer's repacked dense matrices, shared with the prefill's tensor-core GEMMs.
+    pub(crate) fn dense_splits(&self) -> Vec<DenseSplit> {
+        self.layers
+            .iter()
+            .map(|l| DenseSplit {
+                qkv: (l.qkv.qs.clone(), l.qkv.d.clone()),
+                qkv_b: l.qkv_bias.clone(),
+                o: (l.o.qs.clone(), l.o.d.clone()),
+                o_b: l.o_bias.clone(),
+            })
+            .collect()
+    }
+
+    /// The output matrix as a Q8 split pair (`(vocab, d)` int8, `(vocab, d/32)` scales).
+    pub(crate) fn output_split(&self) -> (Tensor, Tensor) {
+        (self.output.qs.clone(), self.output.d.clone())
     }
 
     /// Splits of the keys of a layer whose buffer holds `cap` rows.

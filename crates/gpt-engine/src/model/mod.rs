@@ -6,6 +6,8 @@
 #[cfg(feature = "cuda")]
 mod fast_decode;
 mod moe;
+#[cfg(feature = "cuda")]
+mod prefill;
 pub mod profile;
 pub mod rope;
 
@@ -53,7 +55,19 @@ pub struct GptOss {
     grouped_min_slots: usize,
     #[cfg(feature = "cuda")]
     fast: Option<std::sync::Mutex<fast_decode::FastDecoder>>,
+    /// The tensor-core prefill matmuls (present with `fast`, whose repacked weights they read).
+    #[cfg(feature = "cuda")]
+    prefill: Option<prefill::CudaPrefill>,
 }
+
+/// The prefill matmuls of one forward and the plan of its dense GEMMs (all rows, one group).
+#[cfg(feature = "cuda")]
+type PrefillCtx<'a> = Option<(
+    &'a prefill::CudaPrefill,
+    gpt_kernels::cuda::prefill::GroupPlan,
+)>;
+#[cfg(not(feature = "cuda"))]
+type PrefillCtx<'a> = Option<(&'a (), ())>;
 
 /// Which positions of a forward produce logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +99,7 @@ impl GptOss {
             candle_core::quantized::cuda::set_force_dmmv(true);
         }
         #[cfg(feature = "cuda")]
-        let fast = if cuda && !opts.no_fast_decode && !opts.profile {
+        let fast = if cuda && !opts.no_fast_decode {
             match fast_decode::FastDecoder::new(
                 &mut w,
                 &device,
@@ -102,9 +116,22 @@ impl GptOss {
         } else {
             None
         };
+        #[cfg(feature = "cuda")]
+        let prefill = fast.as_ref().and_then(|f| {
+            let f = f.lock().ok()?;
+            let output = f.output_split();
+            let output_b = Tensor::zeros(output.0.dim(0).ok()?, DType::F32, &device).ok()?;
+            Some(prefill::CudaPrefill {
+                layers: f.dense_splits(),
+                output,
+                output_b,
+            })
+        });
         Self {
             #[cfg(feature = "cuda")]
             fast,
+            #[cfg(feature = "cuda")]
+            prefill,
             w,
             rope_full,
             rope_swa,
@@ -162,7 +189,7 @@ impl GptOss {
             return Err(EngineError::EmptyInput);
         }
         #[cfg(feature = "cuda")]
-        if let (Some(fast), [token]) = (&self.fast, tokens) {
+        if let (Some(fast), [token], false) = (&self.fast, tokens, self.profiler.enabled()) {
             let mut f = fast
                 .lock()
                 .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))?;
@@ -173,11 +200,21 @@ impl GptOss {
         let p = &self.profiler;
         p.start(&self.device);
         let mut h = self.w.token_embd.lookup(tokens, &self.device)?; // (t, d)
+        #[cfg(feature = "cuda")]
+        let pf: PrefillCtx = match &self.prefill {
+            Some(pf) => Some((
+                pf,
+                gpt_kernels::cuda::prefill::GroupPlan::dense(tokens.len(), &self.device)?,
+            )),
+            None => None,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let pf: PrefillCtx = None;
         p.mark(&self.device, Stage::Embed);
         for (il, lw) in self.w.layers.iter().enumerate() {
             let _l = tracing::trace_span!("layer", il).entered();
             let a = rms_norm(&h, &lw.attn_norm, self.config().rms_eps)?;
-            let attn = self.attention(il, lw, &a, pos, cache)?;
+            let attn = self.attention(il, lw, &a, pos, cache, &pf)?;
             h = (h + attn)?;
             let m = rms_norm(&h, &lw.post_attention_norm, self.config().rms_eps)?;
             h = (&h + self.moe(lw, &m)?)?;
@@ -189,7 +226,11 @@ impl GptOss {
             Logits::Last => h.narrow(0, tokens.len() - 1, 1)?,
         };
         let h = rms_norm(&h, &self.w.output_norm, self.config().rms_eps)?;
-        let logits = self.w.output.forward(&h)?.to_dtype(DType::F32)?;
+        let logits = match &pf {
+            #[cfg(feature = "cuda")]
+            Some((pf, _)) => pf.logits(&h)?,
+            _ => self.w.output.forward(&h)?.to_dtype(DType::F32)?,
+        };
         p.mark(&self.device, Stage::Output);
         Ok(logits)
     }
@@ -202,13 +243,28 @@ impl GptOss {
         a: &Tensor,
         pos: usize,
         cache: &mut KvCache,
+        pf: &PrefillCtx,
     ) -> Result<Tensor> {
         let cfg = self.config();
         let t = a.dim(0)?;
         let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
-        let q = lw.attn_q.forward(a)?.broadcast_add(&lw.attn_q_b)?;
-        let kx = lw.attn_k.forward(a)?.broadcast_add(&lw.attn_k_b)?;
-        let v = lw.attn_v.forward(a)?.broadcast_add(&lw.attn_v_b)?;
+        let (q, kx, v) = match pf {
+            #[cfg(feature = "cuda")]
+            Some((pf, plan)) => {
+                let qkv = pf.qkv(il, a, plan)?; // (t, (hq + 2 hkv) hd)
+                let (nq, nkv) = (hq * hd, hkv * hd);
+                (
+                    qkv.narrow(1, 0, nq)?.contiguous()?,
+                    qkv.narrow(1, nq, nkv)?.contiguous()?,
+                    qkv.narrow(1, nq + nkv, nkv)?,
+                )
+            }
+            _ => (
+                lw.attn_q.forward(a)?.broadcast_add(&lw.attn_q_b)?,
+                lw.attn_k.forward(a)?.broadcast_add(&lw.attn_k_b)?,
+                lw.attn_v.forward(a)?.broadcast_add(&lw.attn_v_b)?,
+            ),
+        };
         let q = q.reshape((1, t, hq, hd))?; // (b, t, hq, d)
         let kx = kx.reshape((1, t, hkv, hd))?; // (b, t, hkv, d)
         let v = v.reshape((1, t, hkv, hd))?.contiguous()?; // (b, t, hkv, d)
@@ -225,22 +281,44 @@ impl GptOss {
         self.profiler.mark(&self.device, Stage::KvAppend);
         let window = sliding.then_some(cfg.sliding_window);
         let scale = 1.0 / (hd as f32).sqrt();
-        let o = k::attention_with_sinks(
-            &q,
-            &k_all,
-            &v_all,
-            &lw.attn_sinks,
-            scale,
-            window,
-            pos,
-            kv_offset,
-        )?;
+        let o = match pf {
+            #[cfg(feature = "cuda")]
+            Some(_) if t >= 2 && k::cuda::attention::tf32_prefill_fits(hq, hkv, hd) => {
+                let params = k::cuda::AttentionParams {
+                    scale,
+                    window: window.unwrap_or(0),
+                    q_offset: pos,
+                    kv_offset,
+                };
+                k::cuda::attention::attention_prefill_tf32(
+                    &q,
+                    &k_all,
+                    &v_all,
+                    &lw.attn_sinks,
+                    &params,
+                )?
+            }
+            _ => k::attention_with_sinks(
+                &q,
+                &k_all,
+                &v_all,
+                &lw.attn_sinks,
+                scale,
+                window,
+                pos,
+                kv_offset,
+            )?,
+        };
         self.profiler.mark(&self.device, Stage::Attention);
         let o = o.reshape((t, hq * hd))?; // (t, hq*d)
-        let out = lw
-            .attn_output
-            .forward(&o)?
-            .broadcast_add(&lw.attn_output_b)?;
+        let out = match pf {
+            #[cfg(feature = "cuda")]
+            Some((pf, plan)) => pf.out(il, &o, plan)?,
+            _ => lw
+                .attn_output
+                .forward(&o)?
+                .broadcast_add(&lw.attn_output_b)?,
+        };
         self.profiler.mark(&self.device, Stage::AttnOut);
         Ok(out)
     }
@@ -253,9 +331,14 @@ impl GptOss {
             .broadcast_add(&lw.ffn_gate_inp_b)?; // (t, e)
         let (ids, weights) = k::router_topk_softmax(&logits, cfg.n_expert_used)?; // (t, k) u32, f32
         self.profiler.mark(&self.device, Stage::Router);
+        #[cfg(feature = "cuda")]
+        if matches!(lw.ffn_gate_exps, Experts::Mxfp4Planar { .. }) {
+            let out = prefill::moe_experts(lw, m, &ids, &weights, cfg.n_expert)?; // (t, d)
+            self.profiler.mark(&self.device, Stage::Experts);
+            return Ok(out);
+        }
         let mxfp4 = matches!(lw.ffn_gate_exps, Experts::Mxfp4 { .. });
-        let planar = matches!(lw.ffn_gate_exps, Experts::Mxfp4Planar { .. });
-        let groups = if planar || (mxfp4 && ids.elem_count() >= self.grouped_min_slots) {
+        let groups = if mxfp4 && ids.elem_count() >= self.grouped_min_slots {
             Some(ExpertGroups::new(&ids, cfg.n_expert)?)
         } else {
             None

@@ -1,5 +1,6 @@
 //! The expert matmuls of the generic (Candle) forward: the fused MXFP4 MoE kernel for a few
-//! tokens, and the grouped path for prefill: the slots routed to each expert gathered into one
+//! tokens, and the grouped path for prefill (of ggml MXFP4 blocks; planar experts, on CUDA,
+//! take `prefill.rs`'s tensor-core kernels): the slots routed to each expert gathered into one
 //! padded batch `(experts, m_max, k)`, the experts' weights dequantized once into
 //! `(experts, n, k)`, one batched GEMM, then every slot's row gathered back.
 
@@ -21,7 +22,7 @@ pub(super) struct ExpertGroups {
     /// Experts per token.
     top_k: usize,
     /// `(expert, slots)` for every expert with work, in expert order.
-    groups: Vec<(u32, Vec<u32>)>,
+    pub(super) groups: Vec<(u32, Vec<u32>)>,
 }
 
 impl ExpertGroups {
@@ -52,19 +53,9 @@ impl ExpertGroups {
 fn experts_f32(w: &Experts, ids: &Tensor) -> Result<Tensor> {
     match w {
         Experts::Mxfp4 { blocks, k } => k::mxfp4_dequant(&blocks.index_select(ids, 0)?, *k),
-        #[cfg(feature = "cuda")]
-        Experts::Mxfp4Planar { qs, e8, k } => {
-            let q = qs.index_select(ids, 0)?; // (c, n, k/2)
-            let e = e8.index_select(ids, 0)?; // (c, n, k/32)
-            let (c, n, half) = q.dims3()?;
-            let blocks = k::cuda::decode::planar_to_blocks(
-                &q.reshape((c * n, half))?,
-                &e.reshape((c * n, half / 16))?,
-            )?; // (c*n, k/32*17)
-            k::mxfp4_dequant(&blocks.reshape((c, n, half / 16 * 17))?, *k)
+        Experts::Mxfp4Planar { .. } => {
+            candle_core::bail!("moe: planar experts take the CUDA prefill path")
         }
-        #[cfg(not(feature = "cuda"))]
-        Experts::Mxfp4Planar { .. } => candle_core::bail!("planar MXFP4 experts need CUDA"),
         Experts::Dense(t) => t.index_select(ids, 0),
     }
 }
@@ -124,7 +115,8 @@ fn experts_grouped(
 }
 
 /// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included;
-/// with `groups`, MXFP4 experts take the grouped (prefill) path (planar ones always do).
+/// with `groups`, MXFP4 experts take the grouped (prefill) path. Planar experts are an error:
+/// they go through `prefill::moe_experts`.
 pub(super) fn experts_forward(
     x: &Tensor,
     w: &Experts,
@@ -134,12 +126,12 @@ pub(super) fn experts_forward(
 ) -> Result<Tensor> {
     let n = b.dim(1)?;
     match (w, groups) {
-        (Experts::Mxfp4 { k: k_in, .. } | Experts::Mxfp4Planar { k: k_in, .. }, Some(g)) => {
+        (Experts::Mxfp4 { k: k_in, .. }, Some(g)) => {
             experts_grouped(x, w, (n, *k_in), b, g, EXPERT_BATCH_BYTES)
         }
         (Experts::Mxfp4 { blocks, .. }, None) => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
-        (Experts::Mxfp4Planar { .. }, None) => {
-            candle_core::bail!("moe: planar experts need the grouped path")
+        (Experts::Mxfp4Planar { .. }, _) => {
+            candle_core::bail!("moe: planar experts take the CUDA prefill path")
         }
         (Experts::Dense(w), _) => {
             // (e, n, k) gathered per (token, slot): a slow path for float expert weights.

@@ -137,3 +137,107 @@ pub fn attention_sinks_cuda(
     unsafe { bld.launch(cfg) }.w()?;
     Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
 }
+
+/// Rows (positions × heads of one KV head) per block of the TF32 prefill kernel (`AT_ROWS`).
+const TC_ROWS: usize = 128;
+
+/// Whether [`attention_prefill_tf32`] takes these shapes: head dim 64 and a head group that
+/// divides 128.
+pub fn tf32_prefill_fits(hq: usize, hkv: usize, d: usize) -> bool {
+    d == 64 && hkv > 0 && hq % hkv == 0 && TC_ROWS % (hq / hkv) == 0
+}
+
+/// Prefill attention with sinks on TF32 tensor cores (`kernels/attention_tc.cu`): the
+/// contract of [`attention_sinks_cuda`] (same masking, sinks and GQA) for `q` f32
+/// `(b, t, hq, 64)`, `k`, `v` f32 `(b, s, hkv, 64)`, `sinks` `(hq)`, with the two products
+/// taken on TF32-rounded inputs (10-bit mantissas; softmax and accumulation in f32). For the
+/// engine's CUDA prefill; the `CustomOp` stays f32. Returns `(b, t, hq, 64)`.
+pub fn attention_prefill_tf32(
+    q: &candle_core::Tensor,
+    k: &candle_core::Tensor,
+    v: &candle_core::Tensor,
+    sinks: &candle_core::Tensor,
+    p: &AttentionParams,
+) -> Result<candle_core::Tensor> {
+    use super::decode::tensor_ptr;
+    use candle_core::{DType, Tensor};
+    const OP: &str = "attention_prefill_tf32";
+    let (b, t, hq, d) = q.dims4()?;
+    let (b2, s, hkv, d2) = k.dims4()?;
+    let ok = v.dims() == k.dims()
+        && b2 == b
+        && d2 == d
+        && sinks.dims() == [hq]
+        && tf32_prefill_fits(hq, hkv, d)
+        && [q, k, v, sinks].iter().all(|x| x.dtype() == DType::F32);
+    if !ok {
+        candle_core::bail!(
+            "{OP}: q {:?}, k {:?}, v {:?}, sinks {:?} (f32, head dim 64, head group dividing {TC_ROWS})",
+            q.dims(),
+            k.dims(),
+            v.dims(),
+            sinks.dims()
+        );
+    }
+    let candle_core::Device::Cuda(dev) = q.device() else {
+        candle_core::bail!("{OP}: tensors must be on a CUDA device");
+    };
+    let (q, k, v, sinks) = (
+        q.contiguous()?,
+        k.contiguous()?,
+        v.contiguous()?,
+        sinks.contiguous()?,
+    );
+    if b * t == 0 {
+        return Tensor::zeros((b, t, hq, d), DType::F32, q.device());
+    }
+    // SAFETY: the kernel writes every row of every live position.
+    let out = unsafe { Tensor::empty((b, t, hq, d), DType::F32, q.device())? };
+    let func = dev.get_or_load_custom_func(
+        "attention_prefill_tf32",
+        "gpt_kernels::attention_tc",
+        ptx::ATTENTION_TC,
+    )?;
+    let ptrs = [
+        tensor_ptr(&q)?,
+        tensor_ptr(&k)?,
+        tensor_ptr(&v)?,
+        tensor_ptr(&sinks)?,
+        tensor_ptr(&out)?,
+    ];
+    let dims = [
+        to_u32(OP, "t", t)?,
+        to_u32(OP, "s", s)?,
+        to_u32(OP, "hq", hq)?,
+        to_u32(OP, "hkv", hkv)?,
+    ];
+    let tail = [
+        to_u32(OP, "window", p.window)?,
+        to_u32(OP, "q_offset", p.q_offset)?,
+        to_u32(OP, "kv_offset", p.kv_offset)?,
+    ];
+    let mut bld = func.builder();
+    for a in &ptrs {
+        bld.arg(a);
+    }
+    for a in &dims {
+        bld.arg(a);
+    }
+    bld.arg(&p.scale);
+    for a in &tail {
+        bld.arg(a);
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (
+            grid_for(OP, t * (hq / hkv), TC_ROWS)?,
+            to_u32(OP, "hkv", hkv)?,
+            to_u32(OP, "b", b)?,
+        ),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the arguments follow `attention_prefill_tf32`'s parameter list; the shapes were
+    // checked above and every tensor is contiguous.
+    unsafe { bld.launch(cfg) }.w()?;
+    Ok(out)
+}

@@ -16,7 +16,7 @@ use candle_core::{DType, Result, Storage, Tensor};
 
 use super::ptx;
 
-const MODULE: &str = "gpt_kernels::decode";
+pub(crate) const MODULE: &str = "gpt_kernels::decode";
 
 /// A device address (`CUdeviceptr`); 0 is a null pointer where a kernel accepts one.
 pub type DevPtr = u64;

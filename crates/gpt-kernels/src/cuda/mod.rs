@@ -13,6 +13,7 @@ pub mod decode;
 pub mod moe;
 pub mod mxfp4;
 pub(crate) mod ops;
+pub mod prefill;
 pub mod router;
 pub mod swiglu;
 

@@ -1,0 +1,116 @@
+//! The CUDA prefill's matmuls on int8 tensor cores (gpt-kernels' `cuda::prefill`): the fused
+//! QKV and the output projection on the fast decoder's Q8 split matrices, and the MoE experts
+//! as grouped GEMMs on the planar MXFP4 experts (gate/up with SwiGLU in one kernel, then down),
+//! biases fused. Activations are quantized per 32-block to the decode kernels' 15-bit format,
+//! so prefill and decode compute the same products.
+
+use candle_core::{Result, Tensor};
+use gpt_kernels::cuda::prefill::{
+    combine_slots, grouped_gemm, grouped_gemm_swiglu, GroupPlan, PgWeights, QRows,
+};
+use gpt_weights::load::{Experts, LayerWeights};
+
+use super::moe::ExpertGroups;
+use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
+
+/// One layer's dense matrices as Q8 split pairs (int8 `(n, k)`, f32 scales `(n, k/32)`).
+pub(crate) struct DenseSplit {
+    /// Q, K and V stacked: `((hq + 2 hkv) hd, d)`.
+    pub qkv: (Tensor, Tensor),
+    /// `((hq + 2 hkv) hd)`.
+    pub qkv_b: Tensor,
+    /// `(d, hq hd)`.
+    pub o: (Tensor, Tensor),
+    /// `(d)`.
+    pub o_b: Tensor,
+}
+
+/// The prefill's dense matrices: each layer's, then the output matrix.
+pub(crate) struct CudaPrefill {
+    pub layers: Vec<DenseSplit>,
+    /// `(vocab, d)` as a Q8 split pair.
+    pub output: (Tensor, Tensor),
+    /// Zeros `(vocab)`: the output matrix has no bias.
+    pub output_b: Tensor,
+}
+
+fn q8(m: &(Tensor, Tensor)) -> PgWeights<'_> {
+    PgWeights::Q8 { qs: &m.0, d: &m.1 }
+}
+
+impl CudaPrefill {
+    /// `a (t, d)` → `(t, (hq + 2 hkv) hd)`: Q, K, V with their biases, side by side.
+    pub fn qkv(&self, il: usize, a: &Tensor, plan: &GroupPlan) -> Result<Tensor> {
+        let l = &self.layers[il];
+        grouped_gemm(&QRows::quantize(a, false)?, plan, q8(&l.qkv), &l.qkv_b)
+    }
+
+    /// Logits `(t, vocab)` of the normalized hidden states `h (t, d)`.
+    pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
+        let plan = GroupPlan::dense(h.dim(0)?, h.device())?;
+        grouped_gemm(
+            &QRows::quantize(h, false)?,
+            &plan,
+            q8(&self.output),
+            &self.output_b,
+        )
+    }
+
+    /// `o (t, hq hd)` → `(t, d)`, bias included.
+    pub fn out(&self, il: usize, o: &Tensor, plan: &GroupPlan) -> Result<Tensor> {
+        let l = &self.layers[il];
+        grouped_gemm(&QRows::quantize(o, false)?, plan, q8(&l.o), &l.o_b)
+    }
+}
+
+fn planar(e: &Experts) -> Result<PgWeights<'_>> {
+    match e {
+        Experts::Mxfp4Planar { qs, e8, .. } => Ok(PgWeights::Mxfp4 { qs, e8 }),
+        _ => candle_core::bail!("prefill moe: experts are not planar MXFP4"),
+    }
+}
+
+/// The MoE experts of layer `lw` on `m (t, d)` for the router's `ids (t, top_k)` and
+/// `weights (t, top_k)`: `(t, d)`, the routing-weighted sum of the chosen experts' outputs.
+pub(crate) fn moe_experts(
+    lw: &LayerWeights,
+    m: &Tensor,
+    ids: &Tensor,
+    weights: &Tensor,
+    n_expert: usize,
+) -> Result<Tensor> {
+    let dev = m.device();
+    let t = m.dim(0)?;
+    let top_k = ids.dim(1)?;
+    let g = ExpertGroups::new(ids, n_expert)?;
+    let groups: Vec<(u32, usize)> = g.groups.iter().map(|(e, s)| (*e, s.len())).collect();
+    let mut rows = Vec::with_capacity(t * top_k); // token of each sorted slot
+    let mut at = vec![0u32; t * top_k]; // sorted position of each slot
+    for (_, slots) in &g.groups {
+        for &s in slots {
+            at[s as usize] = rows.len() as u32;
+            rows.push(s / top_k as u32);
+        }
+    }
+    let plan_up = GroupPlan::new(&groups, Some(&rows), dev)?;
+    let plan_down = GroupPlan::new(&groups, None, dev)?;
+    let xq = QRows::quantize(m, true)?; // (t, d)
+    let act = grouped_gemm_swiglu(
+        &xq,
+        &plan_up,
+        planar(&lw.ffn_gate_exps)?,
+        planar(&lw.ffn_up_exps)?,
+        &lw.ffn_gate_exps_b,
+        &lw.ffn_up_exps_b,
+        SWIGLU_ALPHA,
+        SWIGLU_LIMIT,
+    )?; // (slots, ff), sorted by expert
+    let aq = QRows::quantize(&act, true)?;
+    let y = grouped_gemm(
+        &aq,
+        &plan_down,
+        planar(&lw.ffn_down_exps)?,
+        &lw.ffn_down_exps_b,
+    )?; // (slots, d)
+    combine_slots(&y, &Tensor::from_vec(at, t * top_k, dev)?, weights) // (t, d)
+}

@@ -1,0 +1,455 @@
+//! Device tests of the prefill's tensor-core GEMMs (`gpt_kernels::cuda::prefill`), each against
+//! a plain CPU loop written here (f64), on fresh random inputs with ragged sizes: groups over
+//! and under one 64-slot tile, an unused expert, widths that are not multiples of the 64-column
+//! tile, k with a half stage.
+//!
+//! Needs a GPU: `cargo xtask cuda-build` builds this binary (`cuda_prefill`) for the H100
+//! machine. The seed is printed; replay with `GPTOSS_TEST_SEED=<seed>`.
+//!
+//! Tolerances: the quantized activations must reconstruct every input within half a step
+//! (d/2, d = block amax / 16256) plus 1% of a step. The reference multiplies those quantized
+//! values, so the products are exact on both sides and only the f32 accumulation differs:
+//! |gpu − cpu| ≤ 1e-5 × Σ|terms| (bias included). Behind SwiGLU that bound is multiplied by the
+//! function's slope bound.
+//!
+//! The TF32 attention rounds q, k, v and the probabilities to 10-bit mantissas (relative error
+//! ε = 2^-11 each). A score's error is then at most 2ε·S1 (S1 = scale · Σ|q_i k_i|, the largest
+//! over the row's keys), a probability's relative error at most twice that, and the output's
+//! error at most max|v| · (4ε·S1 + 2ε); the test allows twice this.
+#![cfg(feature = "cuda")]
+
+use candle_core::{Device, Tensor};
+use gpt_kernels::cuda::attention::attention_prefill_tf32;
+use gpt_kernels::cuda::prefill::{
+    combine_slots, grouped_gemm, grouped_gemm_swiglu, GroupPlan, PgWeights, QRows,
+};
+use gpt_kernels::cuda::AttentionParams;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+type R<T> = Result<T, Box<dyn std::error::Error>>;
+
+const KVALUES: [f64; 16] = [
+    0., 1., 2., 3., 4., 6., 8., 12., 0., -1., -2., -3., -4., -6., -8., -12.,
+];
+
+fn setup(test: &str) -> R<(Device, StdRng)> {
+    let seed = std::env::var("GPTOSS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: seed {seed}");
+    Ok((Device::new_cuda(0)?, StdRng::seed_from_u64(seed)))
+}
+
+fn uniform(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// Position of element `i` of a 32-block in the MXFP4-facing order (`perm_pos` in decode.cu).
+fn perm_pos(i: usize) -> usize {
+    let (hi, j) = (i >> 4, i & 15);
+    8 * (j >> 2) + 2 * (j & 3) + hi
+}
+
+/// `(rows, k)` activations whose 32-blocks span 6 decades of magnitude.
+fn acts(rng: &mut StdRng, rows: usize, k: usize) -> Vec<f32> {
+    let mut x = uniform(rng, rows * k, -1.0, 1.0);
+    for (b, blk) in x.chunks_mut(32).enumerate() {
+        let s = 10f32.powi((b % 7) as i32 - 3);
+        blk.iter_mut().for_each(|v| *v *= s);
+    }
+    x
+}
+
+/// The values `q` holds, in natural order, after checking each against `x` (half a step).
+fn quantized_values(q: &QRows, x: &[f32]) -> R<Vec<f64>> {
+    let hi = q.hi.flatten_all()?.to_vec1::<u8>()?;
+    let lo = q.lo.flatten_all()?.to_vec1::<u8>()?;
+    let d = q.d.flatten_all()?.to_vec1::<f32>()?;
+    assert_eq!(hi.len(), x.len(), "quantized length");
+    let mut v = vec![0.0; x.len()];
+    for (i, vi) in v.iter_mut().enumerate() {
+        let (b, e) = (i / 32, i % 32);
+        let at = b * 32 + if q.perm { perm_pos(e) } else { e };
+        let (h, l) = (hi[at] as i8, lo[at] as i8);
+        assert!(
+            h >= -127 && (-64..=63).contains(&l),
+            "planes out of range at {i}"
+        );
+        *vi = f64::from(d[b]) * (128 * i64::from(h) + i64::from(l)) as f64;
+        let err = (*vi - f64::from(x[i])).abs();
+        assert!(
+            err <= f64::from(d[b]) * 0.51 + 1e-30,
+            "x[{i}] = {} quantized to {vi} (step {})",
+            x[i],
+            d[b]
+        );
+    }
+    Ok(v)
+}
+
+/// Random planar MXFP4 experts `(e, n, k)` with exponents 118..=130: qs, e8 and f64 values.
+fn planar_mx(rng: &mut StdRng, e: usize, n: usize, k: usize) -> (Vec<u8>, Vec<u8>, Vec<f64>) {
+    let mut qs = vec![0u8; e * n * k / 2];
+    rng.fill(&mut qs[..]);
+    let e8: Vec<u8> = (0..e * n * k / 32)
+        .map(|_| rng.random_range(118..=130))
+        .collect();
+    let mut w = vec![0.0; e * n * k];
+    for (b, &ex) in e8.iter().enumerate() {
+        let s = 2f64.powi(i32::from(ex) - 128);
+        for j in 0..16 {
+            let byte = qs[b * 16 + j];
+            w[b * 32 + j] = KVALUES[usize::from(byte & 15)] * s;
+            w[b * 32 + j + 16] = KVALUES[usize::from(byte >> 4)] * s;
+        }
+    }
+    (qs, e8, w)
+}
+
+/// `(values, Σ|terms|)` of the dot product of `w` and `x`.
+fn dot(w: &[f64], x: &[f64]) -> (f64, f64) {
+    w.iter()
+        .zip(x)
+        .fold((0.0, 0.0), |(s, a), (p, q)| (s + p * q, a + (p * q).abs()))
+}
+
+fn check(what: &str, got: &[f32], want: &[f64], tol: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for i in 0..got.len() {
+        let err = (f64::from(got[i]) - want[i]).abs();
+        assert!(
+            err <= tol[i] + 1e-30,
+            "{what}[{i}]: gpu {} vs ref {} (err {err:e}, tol {:e})",
+            got[i],
+            want[i],
+            tol[i]
+        );
+    }
+}
+
+fn swiglu(g: f64, u: f64) -> f64 {
+    let g = g.min(7.0);
+    let u = u.clamp(-7.0, 7.0);
+    g / (1.0 + (-1.702 * g).exp()) * (u + 1.0)
+}
+
+/// Routing of `t` tokens over `e` experts, `top_k` each: every token picks expert 0 (a group
+/// over one tile when t > 64) and the last expert never. Returns the groups `(expert, slots)`,
+/// the token of each slot and the expert of each slot, slots sorted by expert.
+fn routing(
+    rng: &mut StdRng,
+    t: usize,
+    top_k: usize,
+    e: usize,
+) -> (Vec<(u32, usize)>, Vec<u32>, Vec<u32>) {
+    let mut chosen = vec![Vec::new(); t];
+    for c in chosen.iter_mut() {
+        c.push(0usize);
+        while c.len() < top_k {
+            let x = rng.random_range(1..e - 1);
+            if !c.contains(&x) {
+                c.push(x);
+            }
+        }
+    }
+    let (mut groups, mut rows, mut ex) = (Vec::new(), Vec::new(), Vec::new());
+    for x in 0..e {
+        let before = rows.len();
+        for (tok, c) in chosen.iter().enumerate() {
+            if c.contains(&x) {
+                rows.push(tok as u32);
+                ex.push(x as u32);
+            }
+        }
+        if rows.len() > before {
+            groups.push((x as u32, rows.len() - before));
+        }
+    }
+    (groups, rows, ex)
+}
+
+#[test]
+fn mxfp4_swiglu_and_down_match_cpu() -> R<()> {
+    let (dev, mut rng) = setup("mxfp4 grouped")?;
+    // (tokens, top_k, experts, ff, d): column tails (96, 160) and half stages (k = 96, 160);
+    // then 20B's d = 2880.
+    for (t, top_k, ne, nff, d) in [(80, 3, 6, 96, 160), (40, 4, 8, 192, 2880)] {
+        let (groups, rows, ex) = routing(&mut rng, t, top_k, ne);
+        assert!(groups[0].1 > 64 || t <= 64, "a group over one tile");
+        let slots = rows.len();
+        let mk = |rng: &mut StdRng, n: usize, k: usize| -> R<(Tensor, Tensor, Vec<f64>)> {
+            let (qs, e8, w) = planar_mx(rng, ne, n, k);
+            Ok((
+                Tensor::from_vec(qs, (ne, n, k / 2), &dev)?,
+                Tensor::from_vec(e8, (ne, n, k / 32), &dev)?,
+                w,
+            ))
+        };
+        let (gq, ge, gw) = mk(&mut rng, nff, d)?;
+        let (uq, ue, uw) = mk(&mut rng, nff, d)?;
+        let (dq, de, dw) = mk(&mut rng, d, nff)?;
+        let gb = uniform(&mut rng, ne * nff, -1.0, 1.0);
+        let ub = uniform(&mut rng, ne * nff, -1.0, 1.0);
+        let db = uniform(&mut rng, ne * d, -1.0, 1.0);
+        let bt = |b: &[f32], n: usize| Tensor::from_vec(b.to_vec(), (ne, n), &dev);
+        let (gbt, ubt, dbt) = (bt(&gb, nff)?, bt(&ub, nff)?, bt(&db, d)?);
+
+        let x = acts(&mut rng, t, d);
+        let xq = QRows::quantize(&Tensor::from_vec(x.clone(), (t, d), &dev)?, true)?;
+        let xv = quantized_values(&xq, &x)?;
+        let plan_up = GroupPlan::new(&groups, Some(&rows), &dev)?;
+        let act = grouped_gemm_swiglu(
+            &xq,
+            &plan_up,
+            PgWeights::Mxfp4 { qs: &gq, e8: &ge },
+            PgWeights::Mxfp4 { qs: &uq, e8: &ue },
+            &gbt,
+            &ubt,
+            1.702,
+            7.0,
+        )?;
+        assert_eq!(act.dims(), &[slots, nff]);
+        let got: Vec<f32> = act.flatten_all()?.to_vec1()?;
+        let (mut want, mut tol) = (vec![], vec![]);
+        for s in 0..slots {
+            let (tok, e) = (rows[s] as usize, ex[s] as usize);
+            let xr = &xv[tok * d..(tok + 1) * d];
+            for j in 0..nff {
+                let r = (e * nff + j) * d;
+                let (g, ga) = dot(&gw[r..r + d], xr);
+                let (u, ua) = dot(&uw[r..r + d], xr);
+                let (g, u) = (
+                    g + f64::from(gb[e * nff + j]),
+                    u + f64::from(ub[e * nff + j]),
+                );
+                want.push(swiglu(g, u));
+                // SwiGLU's slope in g and u is at most ~1.1 (|u| + 1) and |g| + 1 here.
+                let lip = 1.2 * (u.abs().min(7.0) + 1.0) + g.abs().min(7.0) + 1.0;
+                tol.push(lip * 1e-5 * (ga + ua + 2.0));
+            }
+        }
+        check(&format!("gate/up d={d}"), &got, &want, &tol);
+
+        let aq = QRows::quantize(&act, true)?;
+        let av = quantized_values(&aq, &got)?;
+        let plan_down = GroupPlan::new(&groups, None, &dev)?;
+        let y = grouped_gemm(&aq, &plan_down, PgWeights::Mxfp4 { qs: &dq, e8: &de }, &dbt)?;
+        assert_eq!(y.dims(), &[slots, d]);
+        let (mut want, mut tol) = (vec![], vec![]);
+        for s in 0..slots {
+            let e = ex[s] as usize;
+            for j in 0..d {
+                let r = (e * d + j) * nff;
+                let (v, a) = dot(&dw[r..r + nff], &av[s * nff..(s + 1) * nff]);
+                let b = f64::from(db[e * d + j]);
+                want.push(v + b);
+                tol.push(1e-5 * (a + b.abs()));
+            }
+        }
+        let yv: Vec<f32> = y.flatten_all()?.to_vec1()?;
+        check(&format!("down d={d}"), &yv, &want, &tol);
+
+        // The routing-weighted sum of each token's rows (in slot order).
+        let mut at = vec![0u32; t * top_k];
+        let mut seen = vec![0usize; t];
+        for (s, &tok) in rows.iter().enumerate() {
+            let tok = tok as usize;
+            at[tok * top_k + seen[tok]] = s as u32;
+            seen[tok] += 1;
+        }
+        let w = uniform(&mut rng, t * top_k, 0.0, 1.0);
+        let out = combine_slots(
+            &y,
+            &Tensor::from_vec(at.clone(), t * top_k, &dev)?,
+            &Tensor::from_vec(w.clone(), (t, top_k), &dev)?,
+        )?;
+        assert_eq!(out.dims(), &[t, d]);
+        let (mut want, mut tol) = (vec![], vec![]);
+        for tok in 0..t {
+            for j in 0..d {
+                let (mut v, mut a) = (0.0, 0.0);
+                for c in 0..top_k {
+                    let term = f64::from(w[tok * top_k + c])
+                        * f64::from(yv[at[tok * top_k + c] as usize * d + j]);
+                    v += term;
+                    a += term.abs();
+                }
+                want.push(v);
+                tol.push(1e-6 * a);
+            }
+        }
+        check("combine", &out.flatten_all()?.to_vec1()?, &want, &tol);
+    }
+    Ok(())
+}
+
+#[test]
+fn dense_q8_matches_cpu_and_bad_calls_are_errors() -> R<()> {
+    let (dev, mut rng) = setup("q8 dense")?;
+    // (rows, n, k): tiles of 64, 64 and 2 rows, a column tail, full and half stages.
+    for (rows, n, k) in [(130, 200, 2880), (3, 64, 96)] {
+        let qs: Vec<u8> = (0..n * k)
+            .map(|_| rng.random_range(-127i8..=127) as u8)
+            .collect();
+        let d = uniform(&mut rng, n * k / 32, 0.001, 0.02);
+        let w: Vec<f64> = (0..n * k)
+            .map(|i| f64::from(qs[i] as i8) * f64::from(d[i / 32]))
+            .collect();
+        let bias = uniform(&mut rng, n, -1.0, 1.0);
+        let (qt, dt, bt) = (
+            Tensor::from_vec(qs, (n, k), &dev)?,
+            Tensor::from_vec(d, (n, k / 32), &dev)?,
+            Tensor::from_vec(bias.clone(), n, &dev)?,
+        );
+        let x = acts(&mut rng, rows, k);
+        let xt = Tensor::from_vec(x.clone(), (rows, k), &dev)?;
+        let xq = QRows::quantize(&xt, false)?;
+        let xv = quantized_values(&xq, &x)?;
+        let plan = GroupPlan::dense(rows, &dev)?;
+        let wq = PgWeights::Q8 { qs: &qt, d: &dt };
+        let y = grouped_gemm(&xq, &plan, wq, &bt)?;
+        assert_eq!(y.dims(), &[rows, n]);
+        let (mut want, mut tol) = (vec![], vec![]);
+        for r in 0..rows {
+            for j in 0..n {
+                let (v, a) = dot(&w[j * k..(j + 1) * k], &xv[r * k..(r + 1) * k]);
+                let b = f64::from(bias[j]);
+                want.push(v + b);
+                tol.push(1e-5 * (a + b.abs()));
+            }
+        }
+        check(
+            &format!("q8 k={k}"),
+            &y.flatten_all()?.to_vec1()?,
+            &want,
+            &tol,
+        );
+
+        // Q8 weights need natural-order activations; a plan may not read past x.
+        let permuted = QRows::quantize(&xt, true)?;
+        let e = grouped_gemm(&permuted, &plan, wq, &bt).expect_err("permuted x");
+        assert!(e.to_string().contains("permuted"), "{e}");
+        let long = GroupPlan::dense(rows + 1, &dev)?;
+        let e = grouped_gemm(&xq, &long, wq, &bt).expect_err("plan past x");
+        assert!(e.to_string().contains("plan reads"), "{e}");
+        let empty = GroupPlan::new(&[], None, &dev)?;
+        assert_eq!(grouped_gemm(&xq, &empty, wq, &bt)?.dims(), &[0, n]);
+    }
+    Ok(())
+}
+
+/// f64 attention with sinks for query rows `(b, t, hq, 64)`: the output and each row's bound.
+#[allow(clippy::too_many_arguments)]
+fn attention_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    sinks: &[f32],
+    (b, t, s, hq, hkv): (usize, usize, usize, usize, usize),
+    p: &AttentionParams,
+) -> (Vec<f64>, Vec<f64>) {
+    const D: usize = 64;
+    let eps = 2f64.powi(-11);
+    let (mut out, mut tol) = (vec![0.0; b * t * hq * D], vec![0.0; b * t * hq * D]);
+    for bi in 0..b {
+        for i in 0..t {
+            let pos = (p.q_offset + i) as i64;
+            for h in 0..hq {
+                let kvh = h / (hq / hkv);
+                let qr = &q[((bi * t + i) * hq + h) * D..][..D];
+                let (mut sc, mut s1, mut vmax) = (vec![], 0f64, 0f64);
+                for j in 0..s {
+                    let ja = (p.kv_offset + j) as i64;
+                    if ja > pos || (p.window > 0 && pos - ja >= p.window as i64) {
+                        continue;
+                    }
+                    let kr = &k[((bi * s + j) * hkv + kvh) * D..][..D];
+                    let vr = &v[((bi * s + j) * hkv + kvh) * D..][..D];
+                    let dotp: f64 = qr
+                        .iter()
+                        .zip(kr)
+                        .map(|(a, c)| f64::from(*a) * f64::from(*c))
+                        .sum();
+                    let abs: f64 = qr
+                        .iter()
+                        .zip(kr)
+                        .map(|(a, c)| f64::from(*a * *c).abs())
+                        .sum();
+                    s1 = s1.max(abs * f64::from(p.scale));
+                    vmax = vr.iter().fold(vmax, |m, x| m.max(f64::from(x.abs())));
+                    sc.push((dotp * f64::from(p.scale), j));
+                }
+                let row = ((bi * t + i) * hq + h) * D;
+                if sc.is_empty() {
+                    continue; // a row with no visible key is 0
+                }
+                let sink = f64::from(sinks[h]);
+                let mx = sc.iter().fold(sink, |m, x| m.max(x.0));
+                let l: f64 = sc.iter().map(|x| (x.0 - mx).exp()).sum::<f64>() + (sink - mx).exp();
+                for &(sj, j) in &sc {
+                    let w = (sj - mx).exp() / l;
+                    let vr = &v[((bi * s + j) * hkv + kvh) * D..][..D];
+                    for c in 0..D {
+                        out[row + c] += w * f64::from(vr[c]);
+                    }
+                }
+                for c in 0..D {
+                    tol[row + c] = 2.0 * vmax * (4.0 * eps * s1 + 2.0 * eps) + 1e-6 * vmax;
+                }
+            }
+        }
+    }
+    (out, tol)
+}
+
+#[test]
+fn tf32_attention_matches_cpu() -> R<()> {
+    let (dev, mut rng) = setup("tf32 attention")?;
+    // (b, t, s, hq, hkv, window, q_offset, kv_offset): G = 8 with ragged 16-position tiles, G = 1
+    // (128 positions a block) with a window across key tiles and a rolling cache, 20B's heads
+    // with its 128-key window, and rows with no visible key.
+    let cases = [
+        (1, 37, 37, 16, 2, 0, 0, 0),
+        (2, 20, 45, 8, 8, 7, 30, 5),
+        (1, 300, 300, 64, 8, 128, 0, 0),
+        (1, 200, 260, 64, 8, 0, 60, 0),
+        (1, 4, 5, 2, 1, 0, 0, 2),
+    ];
+    for (b, t, s, hq, hkv, window, q_offset, kv_offset) in cases {
+        let q = uniform(&mut rng, b * t * hq * 64, -1.0, 1.0);
+        let k = uniform(&mut rng, b * s * hkv * 64, -1.0, 1.0);
+        let v = uniform(&mut rng, b * s * hkv * 64, -1.0, 1.0);
+        let sinks = uniform(&mut rng, hq, -2.0, 2.0);
+        let p = AttentionParams {
+            scale: 0.125,
+            window,
+            q_offset,
+            kv_offset,
+        };
+        let out = attention_prefill_tf32(
+            &Tensor::from_vec(q.clone(), (b, t, hq, 64), &dev)?,
+            &Tensor::from_vec(k.clone(), (b, s, hkv, 64), &dev)?,
+            &Tensor::from_vec(v.clone(), (b, s, hkv, 64), &dev)?,
+            &Tensor::from_vec(sinks.clone(), hq, &dev)?,
+            &p,
+        )?;
+        let got: Vec<f32> = out.flatten_all()?.to_vec1()?;
+        let (want, tol) = attention_ref(&q, &k, &v, &sinks, (b, t, s, hq, hkv), &p);
+        check(
+            &format!("tf32 attention {p:?} t={t} s={s} hq={hq} hkv={hkv}"),
+            &got,
+            &want,
+            &tol,
+        );
+        if kv_offset > q_offset {
+            let masked = (kv_offset - q_offset) * hq * 64;
+            assert!(
+                got[..masked].iter().all(|x| *x == 0.0),
+                "rows with no key must be 0"
+            );
+        }
+    }
+    Ok(())
+}
