@@ -12,7 +12,7 @@ LB=/tmp/llama/llama.cpp/build/bin/llama-bench
 # .carry/llama-bench.xz.*) skips the build.
 if ls .carry/llama-bench.xz.* > /dev/null 2>&1 && [ ! -f /tmp/llama-build.started ]; then
   mkdir -p $(dirname $LB) && cat .carry/llama-bench.xz.* | xz -dc > $LB && chmod +x $LB
-  touch /tmp/llama-build.started && echo 0 > /tmp/llama-build.rc
+  touch /tmp/llama-build.started /tmp/llama-bench.carried && echo 0 > /tmp/llama-build.rc
   echo "llama-bench from .carry"
 fi
 # The llama.cpp build runs in the background (started once; a caller may have started it).
@@ -38,7 +38,7 @@ $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 128 --depth 4096 --reps 1 > $R
 $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 128 --depth 32768 --reps 1 > $R/ours_d32768.json 2>/dev/null
 if [ "$(cat /tmp/llama-build.rc)" = 0 ]; then
   # Keep the static binary for the next call (files back are at most 16 MiB each).
-  [ -f $R/llama-bench.xz.aa ] || (strip -o /tmp/llama-bench.s $LB && xz -T16 -6 -c /tmp/llama-bench.s | split -b 15M - $R/llama-bench.xz.)
+  [ -f /tmp/llama-bench.carried ] || [ -f $R/llama-bench.xz.aa ] || (strip -o /tmp/llama-bench.s $LB && xz -T16 -6 -c /tmp/llama-bench.s | split -b 15M - $R/llama-bench.xz.)
   $LB -m /tmp/20b.gguf -ngl 99 -fa 1 -p 512,2048 -n 128 -r 3 -o json > $R/llama_pp.json 2>/dev/null
   $LB -m /tmp/20b.gguf -ngl 99 -fa 1 -p 0 -n 128 -d 4096,32768 -r 1 -o json > $R/llama_tg.json 2>/dev/null
 else

@@ -1,25 +1,24 @@
-// Grouped GEMMs of the prefill on int8 tensor cores (mma.sync m16n8k32), for the MoE experts
-// (MXFP4, planar) and the dense Q8 matrices (split int8 + f32 scales), with biases (and for
-// the experts' gate/up pair, SwiGLU) fused into the epilogue.
+// Grouped GEMMs of the prefill on tensor cores, with biases (and for the MoE experts' gate/up
+// pair, SwiGLU) fused into the epilogue:
 //
-//   y[s, n] = sum_k x[row(s), k] * W[e(s), n, k] + bias[e(s), n]           (pg_mx, pg_q8)
-//   y[s, n] = swiglu(gate[s, n], up[s, n])   (both as above)               (pg_mx_swiglu)
+//   y[s, n] = sum_k x[row(s), k] * W[e(s), n, k] + bias[e(s), n]          (pg_q8, pg_mxb)
+//   y[s, n] = swiglu(gate[s, n], up[s, n])   (both as above)              (pg_mxb_swiglu)
 //
 // Slots s are grouped by expert: the host lists tiles (expert, first slot, group end) of at
 // most PG_BM slots, all in one group; `row(s)` reads row `row_map[s]` of x (a token's row for
 // gate/up) or row s when `row_map` is null. Output rows are slots, in the order listed.
 //
-// Inputs are quantized per 32-block into two int8 planes, x ~= d * (128 * hi + lo), by
-// decode.cu's `dec_quant` (permuted within each block for MXFP4 weights, natural for Q8), so
-// each 32-wide k-block is two exact int8 MMAs (hi and lo) whose int32 results are combined as
-// 128 * hi + lo and scaled by d_x(row, block) * d_w(col, block) into f32 accumulators: the
-// same numbers as the decode kernels' dp4a dot products, in another summation order.
-//
-// MXFP4 weights stay 4-bit in shared memory; a B fragment's four k positions (tig*4 .. +3) of
-// the permuted order are one 16-bit half of the block's nibble bytes (mx_lut4).
+// Two kernels, one per weight format:
+// - pg_q8, dense Q8 split matrices (int8 qs + f32 scale per 32-block) on int8 MMAs
+//   (mma.sync m16n8k32): inputs are quantized per 32-block into two int8 planes,
+//   x ~= d * (128 * hi + lo), by decode.cu's `dec_quant` (natural order), so each 32-wide
+//   k-block is two exact int8 MMAs whose results are combined as 128 * hi + lo and scaled by
+//   d_x(row, block) * d_w(col, block) into f32 accumulators (the decode kernels' numbers in
+//   another summation order).
+// - pg_mxb / pg_mxb_swiglu, planar MXFP4 experts on bf16 MMAs (below).
 //
 // Tiles: PG_BM slots x PG_BN columns (per matrix) per block of 8 warps (2 x 4, 32 x 16 each),
-// k in stages of PG_BK = 2 blocks, double-buffered with cp.async. k % 32 == 0, n % 2 == 0.
+// k in double-buffered stages (cp.async). k % 32 == 0, n % 2 == 0.
 #include <stdint.h>
 #include "mxfp4.cuh"
 
@@ -28,9 +27,9 @@
 #define PG_BK 64
 #define PG_THREADS 256
 #define PG_KB (PG_BK / 32)
-#define PG_AS (PG_BK + 16)  // bytes per row of an activation plane tile (bank-conflict padding)
+#define PG_AS (PG_BK + 16)  // bytes per row of an int8 tile (bank-conflict padding)
 // 1.5 * 2^23 as float bits and value. One 32-wide block's int8 product is below 2^22 in
-// magnitude for both planes (32 * 127 * 127 for Q8 weights).
+// magnitude for both planes (32 * 127 * 127).
 #define PG_MAGIC 0x4B400000
 #define PG_MAGIC_F 12582912.f
 
@@ -62,90 +61,63 @@ __device__ __forceinline__ float pg_swiglu(float g, float u, float alpha, float 
     return g / (1.f + expf(-alpha * g)) * (u + 1.f);
 }
 
-// MX: planar MXFP4 weights (wq u8 (e, n, k/2), ws u8 exponents (e, n, k/32)); else Q8 split
-// (wq int8 (e, n, k), ws f32 (e, n, k/32)). MATS = 2: (w0, w1) are gate and up, fused by SwiGLU.
-template <bool MX, int MATS>
-__device__ __forceinline__ void pg_gemm(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl,
-                                        const float *__restrict__ xd, const uint32_t *__restrict__ row_map,
-                                        const uint32_t *__restrict__ tiles, const uint8_t *__restrict__ w0,
-                                        const void *__restrict__ s0, const uint8_t *__restrict__ w1,
-                                        const void *__restrict__ s1, const float *__restrict__ b0,
-                                        const float *__restrict__ b1, float *__restrict__ y,
-                                        const uint32_t n, const uint32_t k, const float alpha,
-                                        const float limit) {
-    constexpr int WROW = MX ? PG_BK / 2 : PG_BK;  // weight bytes of one row per stage
-    constexpr int WS = WROW + 16;                 // padded smem row stride
-    constexpr int WR = MATS * PG_BN;              // weight rows per stage
+// Q8 split weights (wq int8 (e, n, k), ws f32 (e, n, k/32)) against int8 planes xh, xl
+// (rows, k) with scales xd (rows, k/32). Grid (ceil(n / PG_BN), tiles), PG_THREADS threads.
+extern "C" __global__ void __launch_bounds__(PG_THREADS)
+    pg_q8(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+          const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
+          const int8_t *__restrict__ wq, const float *__restrict__ ws, const float *__restrict__ bias,
+          float *__restrict__ y, const uint32_t n, const uint32_t k) {
     __shared__ __align__(16) int8_t sa[2][2][PG_BM * PG_AS];  // [stage][hi/lo]
-    __shared__ __align__(16) uint8_t sw[2][WR * WS];
+    __shared__ __align__(16) int8_t sw[2][PG_BN * PG_AS];
     __shared__ float sxd[2][PG_BM * PG_KB];
-    __shared__ float swd[2][WR * PG_KB];
+    __shared__ float swd[2][PG_BN * PG_KB];
 
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t g = lane >> 2, tig = lane & 3;
     const uint32_t e = tiles[3 * blockIdx.y], m0 = tiles[3 * blockIdx.y + 1];
     const uint32_t rows = min((uint32_t)PG_BM, tiles[3 * blockIdx.y + 2] - m0);
     const uint32_t n0 = blockIdx.x * PG_BN;
-    const uint32_t nkb = k / 32, kq = MX ? k / 2 : k;
+    const uint32_t nkb = k / 32;
     const uint32_t nstage = (k + PG_BK - 1) / PG_BK;
 
-    // This thread's activation chunk: row tid/4, 16-byte part tid%4 of both planes.
-    const uint32_t a_row = tid >> 2, a_part = tid & 3;
-    const bool a_ok = a_row < rows;
-    const uint64_t a_src = a_ok ? (uint64_t)(row_map ? row_map[m0 + a_row] : m0 + a_row) : 0;
-    // Its x-scale slot (threads < PG_BM * PG_KB): row tid/2, block tid%2 of the stage.
-    const uint32_t xs_row = tid >> 1, xs_j = tid & 1;
-    const bool xs_ok = tid < PG_BM * PG_KB && xs_row < rows;
-    const uint64_t xs_src = xs_ok ? (uint64_t)(row_map ? row_map[m0 + xs_row] : m0 + xs_row) : 0;
-    // Its weight chunk: MX rows of 32 bytes (2 parts), Q8 rows of 64 bytes (4 parts).
-    constexpr int WPARTS = WROW / 16;
-    const uint32_t w_row = tid / WPARTS, w_part = tid % WPARTS;
-    const uint32_t w_mat = w_row / PG_BN, w_n = n0 + w_row % PG_BN;
-    const bool w_ok = w_row < WR && w_n < n;
-    const uint8_t *w_base = (MATS == 2 && w_mat ? w1 : w0) + ((uint64_t)e * n + (w_ok ? w_n : 0)) * kq;
-    // Its weight-scale slot (threads < WR * PG_KB): row tid/2, block tid%2.
-    const uint32_t ws_row = tid >> 1, ws_j = tid & 1;
-    const uint32_t ws_mat = ws_row / PG_BN, ws_n = n0 + ws_row % PG_BN;
-    const bool ws_ok = tid < WR * PG_KB && ws_n < n;
-    const void *ws_base = MATS == 2 && ws_mat ? s1 : s0;
-    const uint64_t ws_at = ((uint64_t)e * n + (ws_ok ? ws_n : 0)) * nkb;
+    // This thread's activation chunk: row tid/4, 16-byte part tid%4 of both planes; and its
+    // weight chunk: row tid/4, part tid%4.
+    const uint32_t c_row = tid >> 2, c_part = tid & 3;
+    const bool a_ok = c_row < rows;
+    const uint64_t a_src = a_ok ? (uint64_t)(row_map ? row_map[m0 + c_row] : m0 + c_row) : 0;
+    const uint32_t w_n = n0 + c_row;
+    const bool w_ok = w_n < n;
+    const int8_t *w_base = wq + ((uint64_t)e * n + (w_ok ? w_n : 0)) * k;
+    // Its scale slots (threads < 128): row tid/2, block tid%2 of the stage, for x and for W.
+    const uint32_t s_row = tid >> 1, s_j = tid & 1;
+    const bool xs_ok = tid < PG_BM * PG_KB && s_row < rows;
+    const uint64_t xs_src = xs_ok ? (uint64_t)(row_map ? row_map[m0 + s_row] : m0 + s_row) : 0;
+    const bool ws_ok = tid < PG_BN * PG_KB && n0 + s_row < n;
+    const uint64_t ws_at = ((uint64_t)e * n + (ws_ok ? n0 + s_row : 0)) * nkb;
 
     auto load = [&](uint32_t st, uint32_t buf) {
-        const uint32_t k0 = st * PG_BK;
-        const bool ak = a_ok && k0 + a_part * 16 < k;
-        const uint64_t ao = a_src * k + k0 + a_part * 16;
-        cp_async16(&sa[buf][0][a_row * PG_AS + a_part * 16], ak ? (const void *)(xh + ao) : xh, ak);
-        cp_async16(&sa[buf][1][a_row * PG_AS + a_part * 16], ak ? (const void *)(xl + ao) : xl, ak);
-        if (tid < WR * WPARTS) {
-            const uint32_t kk = MX ? k0 / 2 + w_part * 16 : k0 + w_part * 16;
-            const bool wk = w_ok && kk < kq;
-            cp_async16(&sw[buf][w_row * WS + w_part * 16], wk ? (const void *)(w_base + kk) : w0, wk);
-        }
+        const uint32_t k0 = st * PG_BK, kk = k0 + c_part * 16;
+        const bool ak = a_ok && kk < k, wk = w_ok && kk < k;
+        const uint64_t ao = a_src * k + kk;
+        cp_async16(&sa[buf][0][c_row * PG_AS + c_part * 16], ak ? (const void *)(xh + ao) : xh, ak);
+        cp_async16(&sa[buf][1][c_row * PG_AS + c_part * 16], ak ? (const void *)(xl + ao) : xl, ak);
+        cp_async16(&sw[buf][c_row * PG_AS + c_part * 16], wk ? (const void *)(w_base + kk) : wq, wk);
         const uint32_t kb = k0 / 32;
-        if (tid < PG_BM * PG_KB)
-            sxd[buf][tid] = xs_ok && kb + xs_j < nkb ? xd[xs_src * nkb + kb + xs_j] : 0.f;
-        if (tid < WR * PG_KB) {
-            float v = 0.f;
-            if (ws_ok && kb + ws_j < nkb) {
-                if (MX)
-                    v = mxfp4_scale(((const uint8_t *)ws_base)[ws_at + kb + ws_j]);
-                else
-                    v = ((const float *)ws_base)[ws_at + kb + ws_j];
-            }
-            swd[buf][tid] = v;
+        if (tid < PG_BM * PG_KB) {
+            sxd[buf][tid] = xs_ok && kb + s_j < nkb ? xd[xs_src * nkb + kb + s_j] : 0.f;
+            swd[buf][tid] = ws_ok && kb + s_j < nkb ? ws[ws_at + kb + s_j] : 0.f;
         }
     };
 
     const uint32_t wm = (warp >> 2) * 32, wn = (warp & 3) * 16;
-    float acc[MATS][2][2][4];
+    float acc[2][2][4];
 #pragma unroll
-    for (int a = 0; a < MATS; a++)
+    for (int i = 0; i < 2; i++)
 #pragma unroll
-        for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
 #pragma unroll
-            for (int j = 0; j < 2; j++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) acc[a][i][j][c] = 0.f;
+            for (int c = 0; c < 4; c++) acc[i][j][c] = 0.f;
 
     load(0, 0);
     cp_async_commit();
@@ -177,43 +149,238 @@ __device__ __forceinline__ void pg_gemm(const int8_t *__restrict__ xh, const int
                 xs[mi][1] = sxd[buf][(r0 + 8) * PG_KB + kb];
             }
 #pragma unroll
-            for (int mat = 0; mat < MATS; mat++) {
+            for (int ni = 0; ni < 2; ni++) {
+                const int8_t *pw = &sw[buf][(wn + ni * 8 + g) * PG_AS + kb * 32 + tig * 4];
+                const int bf0 = *(const int *)pw, bf1 = *(const int *)(pw + 16);
+                const uint32_t cc = wn + ni * 8 + tig * 2;
+                const float w0s = swd[buf][cc * PG_KB + kb], w1s = swd[buf][(cc + 1) * PG_KB + kb];
 #pragma unroll
-                for (int ni = 0; ni < 2; ni++) {
-                    const uint32_t wrow = mat * PG_BN + wn + ni * 8 + g;
-                    int bf0, bf1;
-                    if (MX) {
-                        const uint8_t *pw = &sw[buf][wrow * WS + kb * 16 + 4 * (tig >> 1)];
-                        const uint32_t sh = 16 * (tig & 1);
-                        bf0 = mx_lut4(*(const uint32_t *)pw >> sh);
-                        bf1 = mx_lut4(*(const uint32_t *)(pw + 8) >> sh);
-                    } else {
-                        const uint8_t *pw = &sw[buf][wrow * WS + kb * 32 + tig * 4];
-                        bf0 = *(const int *)pw;
-                        bf1 = *(const int *)(pw + 16);
-                    }
-                    const uint32_t cc = mat * PG_BN + wn + ni * 8 + tig * 2;
-                    const float w0s = swd[buf][cc * PG_KB + kb], w1s = swd[buf][(cc + 1) * PG_KB + kb];
+                for (int mi = 0; mi < 2; mi++) {
+                    // Accumulators start at PG_MAGIC, so each int32 result r (|r| < 2^22) reads
+                    // as the float 1.5 * 2^23 + r: converted without I2F (a quarter-rate
+                    // instruction that would bound this loop).
+                    int ch[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
+                    int cl[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
+                    mma_s8(ch, ah[mi], bf0, bf1);
+                    mma_s8(cl, al[mi], bf0, bf1);
 #pragma unroll
-                    for (int mi = 0; mi < 2; mi++) {
-                        // Accumulators start at PG_MAGIC, so each int32 result r (|r| < 2^22)
-                        // reads as the float 1.5 * 2^23 + r: converted without I2F (a quarter-
-                        // rate instruction that would bound this loop).
-                        int ch[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
-                        int cl[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
-                        mma_s8(ch, ah[mi], bf0, bf1);
-                        mma_s8(cl, al[mi], bf0, bf1);
-#pragma unroll
-                        for (int c = 0; c < 4; c++) {
-                            const float sc = xs[mi][c >> 1] * ((c & 1) ? w1s : w0s);
-                            const float fh = __int_as_float(ch[c]) - PG_MAGIC_F;
-                            const float fl = __int_as_float(cl[c]) - PG_MAGIC_F;
-                            acc[mat][mi][ni][c] += fmaf(fh, 128.f, fl) * sc;
-                        }
+                    for (int c = 0; c < 4; c++) {
+                        const float sc = xs[mi][c >> 1] * ((c & 1) ? w1s : w0s);
+                        const float fh = __int_as_float(ch[c]) - PG_MAGIC_F;
+                        const float fl = __int_as_float(cl[c]) - PG_MAGIC_F;
+                        acc[mi][ni][c] += fmaf(fh, 128.f, fl) * sc;
                     }
                 }
             }
         }
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint32_t row = wm + mi * 16 + g + 8 * h;
+            if (row >= rows) continue;
+            float *yr = y + (uint64_t)(m0 + row) * n;
+#pragma unroll
+            for (int ni = 0; ni < 2; ni++) {
+                const uint32_t col = n0 + wn + ni * 8 + tig * 2;
+                if (col >= n) continue;
+                const uint64_t bo = (uint64_t)e * n + col;
+                *(float2 *)(yr + col) =
+                    make_float2(acc[mi][ni][2 * h] + bias[bo], acc[mi][ni][2 * h + 1] + bias[bo + 1]);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The MXFP4 expert GEMMs on bf16 tensor cores (mma.sync m16n8k16, f32 accumulation). (An int8
+// version in the style of pg_q8 spent most of its time rescaling every accumulator per block;
+// this one has nothing to rescale.) MXFP4 values times their power-of-two
+// block scale are exact in bf16, so each stage's weights are dequantized into shared memory
+// with the scale folded in, and the f32 inputs arrive as two bf16 planes, x = hi + lo
+// (|x - hi - lo| <= 2^-17 |x|), each multiplied in turn. Tiles as above with PG_BK2 = 32 (one
+// MXFP4 block) per stage: activations double-buffered with cp.async, weights loaded to registers
+// one stage ahead and dequantized after the current stage's MMAs.
+
+#define PG_BK2 32
+#define PG_S2 (PG_BK2 + 8)  // bf16 per smem row: 80 bytes, conflict-free for ldmatrix
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
+    const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// c += a (16x16 bf16, row) * b (16x8 bf16, col).
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t hfma2_bf16(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+__device__ __forceinline__ uint32_t bf16x2_of(float lo, float hi) {
+    uint32_t d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+// Four nibbles (the low 16 bits of q) to four bytes 64 + (doubled E2M1 value), byte i from
+// nibble i (mx_lut4's table shifted by 64, so every byte is in [52, 76]).
+__device__ __forceinline__ uint32_t mx_lut4_off64(uint32_t q) {
+    const uint32_t sel = q & 0x7777u;
+    const uint32_t pos = __byte_perm(0x43424140u, 0x4C484644u, sel);
+    const uint32_t neg = __byte_perm(0x3D3E3F40u, 0x34383A3Cu, sel);
+    return __byte_perm(pos, neg, 0x3210u | ((q & 0x8888u) >> 1));
+}
+
+// 16 weights (8 nibble bytes qb = elements j0..j0+7 low, j0+16..j0+23 high) of one MXFP4 block
+// with exponent e, as bf16 into dst[j0..j0+7] and dst[j0+16..j0+23] (dst: one smem row).
+__device__ __forceinline__ void mx_dequant16_bf16(uint2 qb, uint32_t e, uint16_t *dst, uint32_t j0) {
+    uint32_t lo4[4], hi4[4];
+    if (e >= 2 && e <= 240) {
+        // bf16 bits 0x43XX with XX = 64 + v are 192 + v; (x - 192) * 2^(e-128) is exact.
+        const uint32_t sbits = (e - 1) << 7;  // bf16 of 2^(e - 128)
+        const uint32_t s2 = sbits | (sbits << 16);
+        const uint32_t bbits = 0x8000u | ((e + 6) << 7) | 0x40u;  // -192 * 2^(e - 128)
+        const uint32_t b2 = bbits | (bbits << 16);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const uint32_t w = (c < 2 ? qb.x : qb.y) >> (16 * (c & 1));
+            const uint32_t v = mx_lut4_off64(w);
+            lo4[c] = hfma2_bf16(__byte_perm(v, 0x43u, 0x4240u), s2, b2);  // elements 2c, 2c+1
+            hi4[c] = hfma2_bf16(__byte_perm(v, 0x43u, 0x4341u), s2, b2);  // elements 16+2c, 17+2c
+        }
+    } else {
+        const float sc = mxfp4_scale((uint8_t)e);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const uint32_t byte0 = ((c < 2 ? qb.x : qb.y) >> (16 * (c & 1))) & 0xFFu;
+            const uint32_t byte1 = ((c < 2 ? qb.x : qb.y) >> (16 * (c & 1) + 8)) & 0xFFu;
+            lo4[c] = bf16x2_of(mxfp4_kv(byte0 & 15u) * sc, mxfp4_kv(byte1 & 15u) * sc);
+            hi4[c] = bf16x2_of(mxfp4_kv(byte0 >> 4) * sc, mxfp4_kv(byte1 >> 4) * sc);
+        }
+    }
+    *(uint4 *)(dst + j0) = make_uint4(lo4[0], lo4[1], lo4[2], lo4[3]);
+    *(uint4 *)(dst + j0 + 16) = make_uint4(hi4[0], hi4[1], hi4[2], hi4[3]);
+}
+
+// Planar MXFP4 weights (wq u8 (e, n, k/2), ws u8 (e, n, k/32)) against bf16 planes xh, xl
+// (rows, k). MATS = 2: gate and up through SwiGLU.
+template <int MATS>
+__device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, const uint16_t *__restrict__ xl,
+                                             const uint32_t *__restrict__ row_map,
+                                             const uint32_t *__restrict__ tiles, const uint8_t *__restrict__ w0,
+                                             const uint8_t *__restrict__ s0, const uint8_t *__restrict__ w1,
+                                             const uint8_t *__restrict__ s1, const float *__restrict__ b0,
+                                             const float *__restrict__ b1, float *__restrict__ y,
+                                             const uint32_t n, const uint32_t k, const float alpha,
+                                             const float limit) {
+    constexpr int WR = MATS * PG_BN;
+    __shared__ __align__(16) uint16_t sa[2][2][PG_BM * PG_S2];  // [stage][hi/lo]
+    __shared__ __align__(16) uint16_t sw[2][WR * PG_S2];
+
+    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const uint32_t g = lane >> 2, tig = lane & 3;
+    const uint32_t e = tiles[3 * blockIdx.y], m0 = tiles[3 * blockIdx.y + 1];
+    const uint32_t rows = min((uint32_t)PG_BM, tiles[3 * blockIdx.y + 2] - m0);
+    const uint32_t n0 = blockIdx.x * PG_BN;
+    const uint32_t nkb = k / 32;
+
+    // Activation chunk: row tid/4, 16-byte part tid%4 (8 bf16) of both planes.
+    const uint32_t a_row = tid >> 2, a_part = tid & 3;
+    const bool a_ok = a_row < rows;
+    const uint64_t a_src = a_ok ? (uint64_t)(row_map ? row_map[m0 + a_row] : m0 + a_row) : 0;
+    // Weight half-row: row tid/2 (of WR), 8 nibble bytes tid%2.
+    const uint32_t w_row = tid >> 1, w_half = tid & 1;
+    const uint32_t w_mat = w_row / PG_BN, w_n = n0 + w_row % PG_BN;
+    const bool w_ok = w_row < WR && w_n < n;
+    const uint64_t w_at = (uint64_t)e * n + (w_ok ? w_n : 0);
+    const uint8_t *wq = (MATS == 2 && w_mat ? w1 : w0) + w_at * (k / 2) + w_half * 8;
+    const uint8_t *we = (MATS == 2 && w_mat ? s1 : s0) + w_at * nkb;
+
+    auto load_a = [&](uint32_t kb, uint32_t buf) {
+        const uint64_t ao = a_src * k + kb * 32 + a_part * 8;
+        cp_async16(&sa[buf][0][a_row * PG_S2 + a_part * 8], a_ok ? (const void *)(xh + ao) : xh, a_ok);
+        cp_async16(&sa[buf][1][a_row * PG_S2 + a_part * 8], a_ok ? (const void *)(xl + ao) : xl, a_ok);
+    };
+    uint2 wraw = make_uint2(0, 0);
+    uint32_t wexp = 0;
+    auto load_w = [&](uint32_t kb) {
+        if (w_ok) {
+            wraw = *(const uint2 *)(wq + kb * 16);
+            wexp = we[kb];
+        }
+    };
+    auto store_w = [&](uint32_t buf) {
+        if (w_row < WR) mx_dequant16_bf16(wraw, wexp, &sw[buf][w_row * PG_S2], w_half * 8);
+    };
+
+    const uint32_t wm = (warp >> 2) * 32, wn = (warp & 3) * 16;
+    float acc[MATS][2][2][4];
+#pragma unroll
+    for (int a = 0; a < MATS; a++)
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) acc[a][i][j][c] = 0.f;
+
+    // ldmatrix lane addresses: A (16 x 16 per call) row lane%16, k half lane/16; B (8 n x 32 k
+    // per call) row lane%8, k quarter lane/8.
+    const uint32_t la_row = lane & 15, la_k = (lane >> 4) * 8;
+    const uint32_t lb_row = lane & 7, lb_k = (lane >> 3) * 8;
+
+    load_a(0, 0);
+    cp_async_commit();
+    load_w(0);
+    store_w(0);
+    for (uint32_t kb = 0; kb < nkb; kb++) {
+        const uint32_t buf = kb & 1;
+        const bool more = kb + 1 < nkb;
+        if (more) {
+            load_a(kb + 1, buf ^ 1);
+            load_w(kb + 1);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        uint32_t bfr[MATS][2][4];
+#pragma unroll
+        for (int mat = 0; mat < MATS; mat++)
+#pragma unroll
+            for (int ni = 0; ni < 2; ni++)
+                ldsm_x4(bfr[mat][ni], &sw[buf][(mat * PG_BN + wn + ni * 8 + lb_row) * PG_S2 + lb_k]);
+#pragma unroll
+        for (int ks = 0; ks < 2; ks++) {
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+#pragma unroll
+                for (int pl = 0; pl < 2; pl++) {
+                    uint32_t af[4];
+                    ldsm_x4(af, &sa[buf][pl][(wm + mi * 16 + la_row) * PG_S2 + ks * 16 + la_k]);
+#pragma unroll
+                    for (int mat = 0; mat < MATS; mat++)
+#pragma unroll
+                        for (int ni = 0; ni < 2; ni++)
+                            mma_bf16(acc[mat][mi][ni], af, bfr[mat][ni][2 * ks], bfr[mat][ni][2 * ks + 1]);
+                }
+            }
+        }
+        if (more) store_w(buf ^ 1);
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -242,19 +409,30 @@ __device__ __forceinline__ void pg_gemm(const int8_t *__restrict__ xh, const int
     }
 }
 
-#define PG_ARGS                                                                                     \
-    const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,     \
-        const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,                   \
-        const uint8_t *__restrict__ w0, const void *__restrict__ s0, const uint8_t *__restrict__ w1, \
-        const void *__restrict__ s1, const float *__restrict__ b0, const float *__restrict__ b1,    \
+#define PGB_ARGS                                                                                   \
+    const uint16_t *__restrict__ xh, const uint16_t *__restrict__ xl,                              \
+        const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,                  \
+        const uint8_t *__restrict__ w0, const uint8_t *__restrict__ s0, const uint8_t *__restrict__ w1, \
+        const uint8_t *__restrict__ s1, const float *__restrict__ b0, const float *__restrict__ b1, \
         float *__restrict__ y, const uint32_t n, const uint32_t k, const float alpha, const float limit
-#define PG_PASS xh, xl, xd, row_map, tiles, w0, s0, w1, s1, b0, b1, y, n, k, alpha, limit
+#define PGB_PASS xh, xl, row_map, tiles, w0, s0, w1, s1, b0, b1, y, n, k, alpha, limit
 
-// Grid (ceil(n / PG_BN), tiles), PG_THREADS threads. w1, s1, b1, alpha, limit unused.
-extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mx(PG_ARGS) { pg_gemm<true, 1>(PG_PASS); }
-// Gate (w0, s0, b0) and up (w1, s1, b1) through SwiGLU(alpha, limit).
-extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mx_swiglu(PG_ARGS) { pg_gemm<true, 2>(PG_PASS); }
-extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_q8(PG_ARGS) { pg_gemm<false, 1>(PG_PASS); }
+// Grid (ceil(n / PG_BN), tiles), PG_THREADS threads. pg_mxb ignores w1, s1, b1, alpha, limit.
+extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mxb(PGB_ARGS) { pg_gemm_bf16<1>(PGB_PASS); }
+extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mxb_swiglu(PGB_ARGS) { pg_gemm_bf16<2>(PGB_PASS); }
+
+// x f32 (n) to bf16 planes: hi = bf16(x), lo = bf16(x - hi). Grid-stride.
+extern "C" __global__ void pg_split_bf16(const float *__restrict__ x, uint16_t *__restrict__ hi,
+                                         uint16_t *__restrict__ lo, const uint64_t n) {
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const float v = x[i];
+        const uint32_t h = bf16x2_of(v, 0.f) & 0xFFFFu;
+        const float hv = __uint_as_float(h << 16);
+        hi[i] = (uint16_t)h;
+        lo[i] = (uint16_t)(bf16x2_of(v - hv, 0.f) & 0xFFFFu);
+    }
+}
 
 // out[t, j] = sum_c w[t, c] * y[at[t * top_k + c], j]: the routing-weighted sum of each token's
 // expert outputs (y rows in expert order, `at` the row of each (token, choice)), summed in

@@ -1,12 +1,12 @@
-//! The CUDA prefill's matmuls on int8 tensor cores (gpt-kernels' `cuda::prefill`): the fused
-//! QKV and the output projection on the fast decoder's Q8 split matrices, and the MoE experts
-//! as grouped GEMMs on the planar MXFP4 experts (gate/up with SwiGLU in one kernel, then down),
-//! biases fused. Activations are quantized per 32-block to the decode kernels' 15-bit format,
-//! so prefill and decode compute the same products.
+//! The CUDA prefill's matmuls on tensor cores (gpt-kernels' `cuda::prefill`): the fused QKV,
+//! the attention output and the output head on the fast decoder's Q8 split matrices (int8
+//! MMAs on activations quantized to the decode kernels' 15-bit format), and the MoE experts as
+//! grouped GEMMs on the planar MXFP4 experts (bf16 MMAs on activations split into bf16 hi + lo;
+//! gate/up with SwiGLU in one kernel, then down), biases fused.
 
 use candle_core::{Result, Tensor};
 use gpt_kernels::cuda::prefill::{
-    combine_slots, grouped_gemm, grouped_gemm_swiglu, GroupPlan, PgWeights, QRows,
+    combine_slots, grouped_gemm, grouped_gemm_swiglu, BRows, GroupPlan, PgWeights, QRows,
 };
 use gpt_weights::load::{Experts, LayerWeights};
 
@@ -42,14 +42,14 @@ impl CudaPrefill {
     /// `a (t, d)` → `(t, (hq + 2 hkv) hd)`: Q, K, V with their biases, side by side.
     pub fn qkv(&self, il: usize, a: &Tensor, plan: &GroupPlan) -> Result<Tensor> {
         let l = &self.layers[il];
-        grouped_gemm(&QRows::quantize(a, false)?, plan, q8(&l.qkv), &l.qkv_b)
+        grouped_gemm(&QRows::quantize(a)?, plan, q8(&l.qkv), &l.qkv_b)
     }
 
     /// Logits `(t, vocab)` of the normalized hidden states `h (t, d)`.
     pub fn logits(&self, h: &Tensor) -> Result<Tensor> {
         let plan = GroupPlan::dense(h.dim(0)?, h.device())?;
         grouped_gemm(
-            &QRows::quantize(h, false)?,
+            &QRows::quantize(h)?,
             &plan,
             q8(&self.output),
             &self.output_b,
@@ -59,7 +59,7 @@ impl CudaPrefill {
     /// `o (t, hq hd)` → `(t, d)`, bias included.
     pub fn out(&self, il: usize, o: &Tensor, plan: &GroupPlan) -> Result<Tensor> {
         let l = &self.layers[il];
-        grouped_gemm(&QRows::quantize(o, false)?, plan, q8(&l.o), &l.o_b)
+        grouped_gemm(&QRows::quantize(o)?, plan, q8(&l.o), &l.o_b)
     }
 }
 
@@ -94,9 +94,9 @@ pub(crate) fn moe_experts(
     }
     let plan_up = GroupPlan::new(&groups, Some(&rows), dev)?;
     let plan_down = GroupPlan::new(&groups, None, dev)?;
-    let xq = QRows::quantize(m, true)?; // (t, d)
+    let xb = BRows::split(m)?; // (t, d) as bf16 hi + lo
     let act = grouped_gemm_swiglu(
-        &xq,
+        &xb,
         &plan_up,
         planar(&lw.ffn_gate_exps)?,
         planar(&lw.ffn_up_exps)?,
@@ -105,9 +105,9 @@ pub(crate) fn moe_experts(
         SWIGLU_ALPHA,
         SWIGLU_LIMIT,
     )?; // (slots, ff), sorted by expert
-    let aq = QRows::quantize(&act, true)?;
+    let ab = BRows::split(&act)?;
     let y = grouped_gemm(
-        &aq,
+        &ab,
         &plan_down,
         planar(&lw.ffn_down_exps)?,
         &lw.ffn_down_exps_b,

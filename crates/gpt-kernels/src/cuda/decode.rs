@@ -21,7 +21,7 @@ pub(crate) const MODULE: &str = "gpt_kernels::decode";
 /// A device address (`CUdeviceptr`); 0 is a null pointer where a kernel accepts one.
 pub type DevPtr = u64;
 
-/// Device address of the first element of a contiguous CUDA tensor (U8, U32 or F32). The
+/// Device address of the first element of a contiguous CUDA tensor (U8, U32, F32 or BF16). The
 /// address stays valid while the tensor's storage lives.
 pub fn tensor_ptr(t: &Tensor) -> Result<DevPtr> {
     let (st, l) = t.storage_and_layout();
@@ -37,6 +37,7 @@ pub fn tensor_ptr(t: &Tensor) -> Result<DevPtr> {
         DType::U8 => cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0,
         DType::U32 => cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
         DType::F32 => cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        DType::BF16 => cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0,
         other => candle_core::bail!("decode: unexpected dtype {other:?}"),
     };
     Ok(base + off)

@@ -1,17 +1,20 @@
-//! Launchers of `kernels/prefill_gemm.cu`: the prefill's grouped GEMMs on int8 tensor cores.
+//! Launchers of `kernels/prefill_gemm.cu`: the prefill's grouped GEMMs on tensor cores.
 //!
-//! One kernel serves the MoE experts (planar MXFP4, the layout the decode kernels read) and the
-//! dense Q8 matrices (split int8 + f32 scales): output slots are grouped by expert, each group
-//! reads its own rows of the input ([`GroupPlan`]), and the bias (and, for the experts'
-//! gate/up pair, SwiGLU-OAI) is applied in the epilogue. Inputs are f32 rows quantized to the
-//! decode kernels' two-plane 15-bit format ([`QRows`]), so every product is an exact int8
-//! MMA; the only rounding is that quantization (error ≤ amax/32512 per 32-block) and the f32
-//! accumulation.
+//! Output slots are grouped by expert, each group reads its own rows of the input
+//! ([`GroupPlan`]), and the bias (and, for the experts' gate/up pair, SwiGLU-OAI) is applied
+//! in the epilogue:
 //!
 //! ```text
 //! y[s, n] = Σ_k x[row(s), k] · W[e(s), n, k] + b[e(s), n]
 //! ```
 //!
+//! - Dense Q8 split matrices (int8 + f32 scale per 32-block) take the input quantized to the
+//!   decode kernels' two-plane 15-bit format ([`QRows`], error ≤ amax/32512 per block): every
+//!   product is an exact int8 MMA.
+//! - Planar MXFP4 experts (the layout the decode kernels read) take the input split into two
+//!   bf16 planes ([`BRows`], error ≤ 2^-17·|x|) against weights dequantized exactly to bf16.
+//!
+//! Accumulation is f32 in both. [`combine_slots`] sums each token's expert outputs.
 //! `tests/cuda_prefill.rs` checks each entry point against f64 CPU loops.
 
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -45,8 +48,7 @@ fn u32_of(op: &str, what: &str, n: usize) -> Result<u32> {
 }
 
 /// f32 rows `(rows, k)` quantized per 32-block into two int8 planes, `x ≈ d · (128·hi + lo)`
-/// (`hi`, `lo` U8 `(rows, k)`, `d` F32 `(rows, k/32)`), permuted within each block when they
-/// feed MXFP4 weights.
+/// (`hi`, `lo` U8 `(rows, k)`, `d` F32 `(rows, k/32)`), the input of the Q8 kernel.
 pub struct QRows {
     /// High plane.
     pub hi: Tensor,
@@ -54,13 +56,11 @@ pub struct QRows {
     pub lo: Tensor,
     /// Scale of each block.
     pub d: Tensor,
-    /// Whether the blocks are in the MXFP4-facing order.
-    pub perm: bool,
 }
 
 impl QRows {
     /// Quantizes `x` F32 `(rows, k)`, `k % 32 == 0`, on its CUDA device.
-    pub fn quantize(x: &Tensor, perm: bool) -> Result<Self> {
+    pub fn quantize(x: &Tensor) -> Result<Self> {
         const OP: &str = "prefill quantize";
         let (rows, k) = x.dims2()?;
         if x.dtype() != DType::F32 || k % 32 != 0 {
@@ -92,7 +92,7 @@ impl QRows {
                 tensor_ptr(&lo)?,
                 tensor_ptr(&d)?,
             );
-            let pm = perm as u32;
+            let pm = 0u32; // natural order (the decode kernels' MXFP4-facing order is 1)
             let mut b = func.builder();
             b.arg(&px).arg(&nb).arg(&ph).arg(&pl).arg(&pd).arg(&pm);
             let cfg = LaunchConfig {
@@ -104,12 +104,92 @@ impl QRows {
             // nb·32 bytes and d nb f32.
             unsafe { b.launch(cfg) }.w()?;
         }
-        Ok(Self { hi, lo, d, perm })
+        Ok(Self { hi, lo, d })
     }
 
     /// `(rows, k)`.
     pub fn dims(&self) -> Result<(usize, usize)> {
         self.hi.dims2()
+    }
+}
+
+/// f32 rows `(rows, k)` as two bf16 planes, `x ≈ hi + lo` (`|x − hi − lo| ≤ 2^-17·|x|`), the
+/// input of the bf16 MXFP4 kernels.
+pub struct BRows {
+    /// `bf16(x)`, BF16 `(rows, k)`.
+    pub hi: Tensor,
+    /// `bf16(x − hi)`, BF16 `(rows, k)`.
+    pub lo: Tensor,
+}
+
+impl BRows {
+    /// Splits `x` F32 `(rows, k)` on its CUDA device.
+    pub fn split(x: &Tensor) -> Result<Self> {
+        const OP: &str = "prefill bf16 split";
+        let (rows, k) = x.dims2()?;
+        if x.dtype() != DType::F32 {
+            return bail(OP, format!("x must be F32, got {:?}", x.dtype()));
+        }
+        let dev = cuda_dev(OP, x)?;
+        let x = x.contiguous()?;
+        // SAFETY: every element is written by the kernel below before it is read.
+        let (hi, lo) = unsafe {
+            (
+                Tensor::empty((rows, k), DType::BF16, x.device())?,
+                Tensor::empty((rows, k), DType::BF16, x.device())?,
+            )
+        };
+        let n = (rows * k) as u64;
+        if n > 0 {
+            let func = dev.get_or_load_custom_func("pg_split_bf16", MODULE, ptx::PREFILL_GEMM)?;
+            let (px, ph, pl) = (tensor_ptr(&x)?, tensor_ptr(&hi)?, tensor_ptr(&lo)?);
+            let mut b = func.builder();
+            b.arg(&px).arg(&ph).arg(&pl).arg(&n);
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(256).min(65_535) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: `pg_split_bf16(x, hi, lo, n)`; x holds n f32, the planes n bf16.
+            unsafe { b.launch(cfg) }.w()?;
+        }
+        Ok(Self { hi, lo })
+    }
+}
+
+/// The input rows of a grouped GEMM: 15-bit int8 planes (any weights) or bf16 planes (MXFP4).
+#[derive(Clone, Copy)]
+pub enum PgInput<'a> {
+    /// For the int8 kernels.
+    Q15(&'a QRows),
+    /// For the bf16 MXFP4 kernels.
+    Bf16(&'a BRows),
+}
+
+impl<'a> From<&'a QRows> for PgInput<'a> {
+    fn from(x: &'a QRows) -> Self {
+        Self::Q15(x)
+    }
+}
+
+impl<'a> From<&'a BRows> for PgInput<'a> {
+    fn from(x: &'a BRows) -> Self {
+        Self::Bf16(x)
+    }
+}
+
+impl PgInput<'_> {
+    fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            Self::Q15(q) => q.dims(),
+            Self::Bf16(b) => b.hi.dims2(),
+        }
+    }
+    fn first(&self) -> &Tensor {
+        match self {
+            Self::Q15(q) => &q.hi,
+            Self::Bf16(b) => &b.hi,
+        }
     }
 }
 
@@ -249,16 +329,21 @@ impl GroupPlan {
 }
 
 /// `y (slots, n) = x[row(s)] · W[e(s)]ᵀ + b[e(s)]`, `b` F32 `(e, n)` (or `(n)` for one matrix).
-/// MXFP4 weights need `x` quantized with `perm`, Q8 weights without.
-pub fn grouped_gemm(x: &QRows, plan: &GroupPlan, w: PgWeights, b: &Tensor) -> Result<Tensor> {
-    launch("grouped_gemm", x, plan, w, None, b, None, (0.0, 0.0))
+/// Q8 weights take int8 input planes ([`QRows`]), MXFP4 experts bf16 planes ([`BRows`]).
+pub fn grouped_gemm<'a>(
+    x: impl Into<PgInput<'a>>,
+    plan: &GroupPlan,
+    w: PgWeights,
+    b: &Tensor,
+) -> Result<Tensor> {
+    launch("grouped_gemm", x.into(), plan, w, None, b, None, (0.0, 0.0))
 }
 
 /// SwiGLU-OAI of two grouped GEMMs (gate and up, same shapes), as [`grouped_gemm`]:
 /// `y = swiglu(x·Gᵀ + bg, x·Uᵀ + bu)` with `alpha` and the clamp `limit`. MXFP4 only.
 #[allow(clippy::too_many_arguments)]
-pub fn grouped_gemm_swiglu(
-    x: &QRows,
+pub fn grouped_gemm_swiglu<'a>(
+    x: impl Into<PgInput<'a>>,
     plan: &GroupPlan,
     gate: PgWeights,
     up: PgWeights,
@@ -269,7 +354,7 @@ pub fn grouped_gemm_swiglu(
 ) -> Result<Tensor> {
     launch(
         "grouped_gemm_swiglu",
-        x,
+        x.into(),
         plan,
         gate,
         Some(up),
@@ -282,7 +367,7 @@ pub fn grouped_gemm_swiglu(
 #[allow(clippy::too_many_arguments)]
 fn launch(
     op: &str,
-    x: &QRows,
+    x: PgInput,
     plan: &GroupPlan,
     w0: PgWeights,
     w1: Option<PgWeights>,
@@ -306,20 +391,17 @@ fn launch(
             format!("x (rows {rows}, k {kx}) against weights (e {e}, n {n}, k {k})"),
         );
     }
-    if x.perm != w0.mx() {
-        return bail(
-            op,
-            format!(
-                "x quantized {} for {} weights",
-                if x.perm {
-                    "permuted"
-                } else {
-                    "in natural order"
-                },
-                if w0.mx() { "MXFP4" } else { "Q8" }
-            ),
-        );
-    }
+    let name = match (x, w0.mx(), w1.is_some()) {
+        (PgInput::Bf16(_), true, true) => "pg_mxb_swiglu",
+        (PgInput::Bf16(_), true, false) => "pg_mxb",
+        (PgInput::Q15(_), false, false) => "pg_q8",
+        _ => {
+            return bail(
+                op,
+                "int8 input planes go with Q8 weights, bf16 planes with MXFP4 experts".into(),
+            )
+        }
+    };
     if plan.rows_read > rows || plan.experts > e {
         return bail(
             op,
@@ -338,17 +420,12 @@ fn launch(
             );
         }
     }
-    let dev = cuda_dev(op, &x.hi)?;
+    let dev = cuda_dev(op, x.first())?;
     let Some(tiles) = &plan.tiles else {
-        return Tensor::zeros((0, n), DType::F32, x.hi.device());
+        return Tensor::zeros((0, n), DType::F32, x.first().device());
     };
     // SAFETY: every (slot, column) is written by exactly one block's epilogue.
-    let y = unsafe { Tensor::empty((plan.slots, n), DType::F32, x.hi.device())? };
-    let name = match (w0.mx(), w1.is_some()) {
-        (true, true) => "pg_mx_swiglu",
-        (true, false) => "pg_mx",
-        (false, _) => "pg_q8",
-    };
+    let y = unsafe { Tensor::empty((plan.slots, n), DType::F32, x.first().device())? };
     let func = dev.get_or_load_custom_func(name, MODULE, ptx::PREFILL_GEMM)?;
     let (b0c, b1c) = (b0.contiguous()?, b1.map(|b| b.contiguous()).transpose()?);
     let (w0q, w0s) = w0.ptrs()?;
@@ -356,30 +433,49 @@ fn launch(
         Some(w) => w.ptrs()?,
         None => (0, 0),
     };
-    let args: [u64; 12] = [
-        tensor_ptr(&x.hi)?,
-        tensor_ptr(&x.lo)?,
-        tensor_ptr(&x.d)?,
-        plan.row_map
-            .as_ref()
-            .map(tensor_ptr)
-            .transpose()?
-            .unwrap_or(0),
-        tensor_ptr(tiles)?,
-        w0q,
-        w0s,
-        w1q,
-        w1s,
-        tensor_ptr(&b0c)?,
-        b1c.as_ref().map(tensor_ptr).transpose()?.unwrap_or(0),
-        tensor_ptr(&y)?,
-    ];
+    let row_map = plan
+        .row_map
+        .as_ref()
+        .map(tensor_ptr)
+        .transpose()?
+        .unwrap_or(0);
     let (nu, ku) = (u32_of(op, "n", n)?, u32_of(op, "k", k)?);
+    let args: Vec<u64> = match x {
+        // pg_q8(xh, xl, xd, row_map, tiles, wq, ws, bias, y, n, k)
+        PgInput::Q15(q) => vec![
+            tensor_ptr(&q.hi)?,
+            tensor_ptr(&q.lo)?,
+            tensor_ptr(&q.d)?,
+            row_map,
+            tensor_ptr(tiles)?,
+            w0q,
+            w0s,
+            tensor_ptr(&b0c)?,
+            tensor_ptr(&y)?,
+        ],
+        // pg_mxb(_swiglu)(xh, xl, row_map, tiles, w0, s0, w1, s1, b0, b1, y, n, k, alpha, limit)
+        PgInput::Bf16(b) => vec![
+            tensor_ptr(&b.hi)?,
+            tensor_ptr(&b.lo)?,
+            row_map,
+            tensor_ptr(tiles)?,
+            w0q,
+            w0s,
+            w1q,
+            w1s,
+            tensor_ptr(&b0c)?,
+            b1c.as_ref().map(tensor_ptr).transpose()?.unwrap_or(0),
+            tensor_ptr(&y)?,
+        ],
+    };
     let mut b = func.builder();
     for a in &args {
         b.arg(a);
     }
-    b.arg(&nu).arg(&ku).arg(&alpha).arg(&limit);
+    b.arg(&nu).arg(&ku);
+    if matches!(x, PgInput::Bf16(_)) {
+        b.arg(&alpha).arg(&limit);
+    }
     let cfg = LaunchConfig {
         grid_dim: (
             u32_of(op, "column blocks", n.div_ceil(PG_BN))?,
@@ -389,7 +485,8 @@ fn launch(
         block_dim: (PG_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY: the arguments follow PG_ARGS in order and type; the shapes were checked above
+    // SAFETY: the arguments follow the kernel's parameter list (above) in order and type; the
+    // shapes were checked above
     // (x rows cover every row the plan reads, the weights every expert it names, y has
     // `slots` rows of n).
     unsafe { b.launch(cfg) }.w()?;
