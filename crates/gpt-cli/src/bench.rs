@@ -197,8 +197,13 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         for _ in 0..a.reps.max(1) {
             let mut cache = model.new_cache();
             if a.depth > 0 {
+                let mut last = None;
                 for piece in tokens(a.depth).chunks(a.chunk.max(1)) {
-                    model.forward(piece, &mut cache, Logits::Last)?;
+                    last = Some(model.forward(piece, &mut cache, Logits::Last)?);
+                }
+                // The prefill runs asynchronously on a GPU: let it finish before the clock starts.
+                if let Some(l) = &last {
+                    sync(l)?;
                 }
             }
             let mut next = tokens(1)[0];

@@ -199,15 +199,21 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
 // ---------------------------------------------------------------------------------------------
 // The MXFP4 expert GEMMs on bf16 tensor cores (mma.sync m16n8k16, f32 accumulation). (An int8
 // version in the style of pg_q8 spent most of its time rescaling every accumulator per block;
-// this one has nothing to rescale.) MXFP4 values times their power-of-two
-// block scale are exact in bf16, so each stage's weights are dequantized into shared memory
-// with the scale folded in, and the f32 inputs arrive as two bf16 planes, x = hi + lo
-// (|x - hi - lo| <= 2^-17 |x|), each multiplied in turn. Tiles as above with PG_BK2 = 32 (one
-// MXFP4 block) per stage: activations double-buffered with cp.async, weights loaded to registers
-// one stage ahead and dequantized after the current stage's MMAs.
+// this one has nothing to rescale.) MXFP4 values times their power-of-two block scale are
+// exact in bf16, so each stage's weights are dequantized into shared memory with the scale
+// folded in, and the f32 inputs arrive as two bf16 planes, x = hi + lo (|x - hi - lo| <=
+// 2^-17 |x|), each multiplied in turn. Tiles as above with PG_BK2 = 32 (one MXFP4 block) per
+// stage: activations in a ring of PG_NS stages filled by cp.async (three stages ahead),
+// weights loaded to registers two stages ahead and dequantized into a double buffer after each
+// stage's MMAs; one barrier per stage. Shared memory is dynamic (PG_A_BYTES + PG_W_BYTES, over
+// the 48 KiB static limit): the launcher raises the kernel's limit.
 
 #define PG_BK2 32
 #define PG_S2 (PG_BK2 + 8)  // bf16 per smem row: 80 bytes, conflict-free for ldmatrix
+#define PG_NS 4             // activation stages in the ring
+// Dynamic shared memory of pg_gemm_bf16<MATS>: the activation ring, then two weight stages.
+#define PG_A_BYTES (PG_NS * 2 * PG_BM * PG_S2 * 2)
+#define PG_W_BYTES(mats) (2 * (mats) * PG_BN * PG_S2 * 2)
 
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
@@ -289,13 +295,16 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
                                              const uint32_t n, const uint32_t k, const float alpha,
                                              const float limit) {
     constexpr int WR = MATS * PG_BN;
-    __shared__ __align__(16) uint16_t sa[2][2][PG_BM * PG_S2];  // [stage][hi/lo]
-    __shared__ __align__(16) uint16_t sw[2][WR * PG_S2];
+    extern __shared__ __align__(16) uint8_t pg_smem[];
+    // sa[stage][hi/lo][row * PG_S2 + k], sw[stage][row * PG_S2 + k]
+    auto sa = reinterpret_cast<uint16_t (*)[2][PG_BM * PG_S2]>(pg_smem);
+    auto sw = reinterpret_cast<uint16_t (*)[WR * PG_S2]>(pg_smem + PG_A_BYTES);
 
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t g = lane >> 2, tig = lane & 3;
     const uint32_t e = tiles[3 * blockIdx.y], m0 = tiles[3 * blockIdx.y + 1];
     const uint32_t rows = min((uint32_t)PG_BM, tiles[3 * blockIdx.y + 2] - m0);
+    if (rows == 0) return;  // a padding tile of a device-built plan (uniform per block)
     const uint32_t n0 = blockIdx.x * PG_BN;
     const uint32_t nkb = k / 32;
 
@@ -316,16 +325,14 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
         cp_async16(&sa[buf][0][a_row * PG_S2 + a_part * 8], a_ok ? (const void *)(xh + ao) : xh, a_ok);
         cp_async16(&sa[buf][1][a_row * PG_S2 + a_part * 8], a_ok ? (const void *)(xl + ao) : xl, a_ok);
     };
-    uint2 wraw = make_uint2(0, 0);
-    uint32_t wexp = 0;
-    auto load_w = [&](uint32_t kb) {
+    auto load_w = [&](uint32_t kb, uint2 &q, uint32_t &ex) {
         if (w_ok) {
-            wraw = *(const uint2 *)(wq + kb * 16);
-            wexp = we[kb];
+            q = *(const uint2 *)(wq + kb * 16);
+            ex = we[kb];
         }
     };
-    auto store_w = [&](uint32_t buf) {
-        if (w_row < WR) mx_dequant16_bf16(wraw, wexp, &sw[buf][w_row * PG_S2], w_half * 8);
+    auto store_w = [&](uint32_t buf, uint2 q, uint32_t ex) {
+        if (w_row < WR) mx_dequant16_bf16(q, ex, &sw[buf][w_row * PG_S2], w_half * 8);
     };
 
     const uint32_t wm = (warp >> 2) * 32, wn = (warp & 3) * 16;
@@ -344,26 +351,37 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
     const uint32_t la_row = lane & 15, la_k = (lane >> 4) * 8;
     const uint32_t lb_row = lane & 7, lb_k = (lane >> 3) * 8;
 
-    load_a(0, 0);
-    cp_async_commit();
-    load_w(0);
-    store_w(0);
-    for (uint32_t kb = 0; kb < nkb; kb++) {
-        const uint32_t buf = kb & 1;
-        const bool more = kb + 1 < nkb;
-        if (more) {
-            load_a(kb + 1, buf ^ 1);
-            load_w(kb + 1);
-        }
+    // Stages 0 .. PG_NS - 2 of the activations in flight; weights of stage 0 in shared memory,
+    // of stage 1 in registers (wcur).
+#pragma unroll
+    for (uint32_t st = 0; st < PG_NS - 1; st++) {
+        if (st < nkb) load_a(st, st);
         cp_async_commit();
-        cp_async_wait<1>();
+    }
+    uint2 wcur = make_uint2(0, 0), wnxt = make_uint2(0, 0);
+    uint32_t ecur = 0, enxt = 0;
+    {
+        uint2 q0 = make_uint2(0, 0);
+        uint32_t e0 = 0;
+        load_w(0, q0, e0);
+        store_w(0, q0, e0);
+    }
+    if (nkb > 1) load_w(1, wcur, ecur);
+    for (uint32_t kb = 0; kb < nkb; kb++) {
+        // Stage kb has landed (at most PG_NS - 2 later groups pending), and every warp is past
+        // stage kb - 1, whose activation slot and weight buffer are refilled below.
+        cp_async_wait<PG_NS - 2>();
         __syncthreads();
+        const uint32_t buf = kb % PG_NS, wbuf = kb & 1;
+        if (kb + PG_NS - 1 < nkb) load_a(kb + PG_NS - 1, (kb + PG_NS - 1) % PG_NS);
+        cp_async_commit();
+        if (kb + 2 < nkb) load_w(kb + 2, wnxt, enxt);
         uint32_t bfr[MATS][2][4];
 #pragma unroll
         for (int mat = 0; mat < MATS; mat++)
 #pragma unroll
             for (int ni = 0; ni < 2; ni++)
-                ldsm_x4(bfr[mat][ni], &sw[buf][(mat * PG_BN + wn + ni * 8 + lb_row) * PG_S2 + lb_k]);
+                ldsm_x4(bfr[mat][ni], &sw[wbuf][(mat * PG_BN + wn + ni * 8 + lb_row) * PG_S2 + lb_k]);
 #pragma unroll
         for (int ks = 0; ks < 2; ks++) {
 #pragma unroll
@@ -380,8 +398,9 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
                 }
             }
         }
-        if (more) store_w(buf ^ 1);
-        __syncthreads();
+        if (kb + 1 < nkb) store_w(wbuf ^ 1, wcur, ecur);
+        wcur = wnxt;
+        ecur = enxt;
     }
     cp_async_wait<0>();
 
@@ -417,7 +436,8 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
         float *__restrict__ y, const uint32_t n, const uint32_t k, const float alpha, const float limit
 #define PGB_PASS xh, xl, row_map, tiles, w0, s0, w1, s1, b0, b1, y, n, k, alpha, limit
 
-// Grid (ceil(n / PG_BN), tiles), PG_THREADS threads. pg_mxb ignores w1, s1, b1, alpha, limit.
+// Grid (ceil(n / PG_BN), tiles), PG_THREADS threads, PG_A_BYTES + PG_W_BYTES(1 or 2) bytes of
+// dynamic shared memory. pg_mxb ignores w1, s1, b1, alpha, limit.
 extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mxb(PGB_ARGS) { pg_gemm_bf16<1>(PGB_PASS); }
 extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mxb_swiglu(PGB_ARGS) { pg_gemm_bf16<2>(PGB_PASS); }
 
@@ -448,4 +468,54 @@ extern "C" __global__ void pg_combine(const float *__restrict__ y, const uint32_
         s = fmaf(w[(uint64_t)t * top_k + c], y[row * d + j], s);
     }
     out[(uint64_t)t * d + j] = s;
+}
+
+#define PG_MAX_EXP 256
+
+// The router's choices ids (slots = t * top_k, each < n_exp <= PG_MAX_EXP) grouped by expert,
+// in one block of 1024 threads: rows[pos] = token of the slot placed at pos (slots in expert
+// order; within an expert in atomic order), at[p] = pos of slot p, tiles = (expert, first slot,
+// group end) per PG_BM slots of each group, then empty tiles (0, 0, 0) up to max_tiles.
+extern "C" __global__ void pg_route(const uint32_t *__restrict__ ids, uint32_t *__restrict__ rows,
+                                    uint32_t *__restrict__ at, uint32_t *__restrict__ tiles,
+                                    const uint32_t slots, const uint32_t top_k, const uint32_t n_exp,
+                                    const uint32_t max_tiles) {
+    __shared__ uint32_t cnt[PG_MAX_EXP], off[PG_MAX_EXP], cur[PG_MAX_EXP], tstart[PG_MAX_EXP + 1];
+    const uint32_t tid = threadIdx.x;
+    for (uint32_t e = tid; e < n_exp; e += blockDim.x) {
+        cnt[e] = 0;
+        cur[e] = 0;
+    }
+    __syncthreads();
+    for (uint32_t p = tid; p < slots; p += blockDim.x) atomicAdd(&cnt[ids[p]], 1u);
+    __syncthreads();
+    if (tid == 0) {
+        uint32_t o = 0, tt = 0;
+        for (uint32_t e = 0; e < n_exp; e++) {
+            off[e] = o;
+            tstart[e] = tt;
+            o += cnt[e];
+            tt += (cnt[e] + PG_BM - 1) / PG_BM;
+        }
+        tstart[n_exp] = tt;
+    }
+    __syncthreads();
+    for (uint32_t p = tid; p < slots; p += blockDim.x) {
+        const uint32_t e = ids[p], pos = off[e] + atomicAdd(&cur[e], 1u);
+        rows[pos] = p / top_k;
+        at[p] = pos;
+    }
+    for (uint32_t e = tid; e < n_exp; e += blockDim.x) {
+        const uint32_t end = off[e] + cnt[e];
+        for (uint32_t i = tstart[e], m0 = off[e]; i < tstart[e + 1]; i++, m0 += PG_BM) {
+            tiles[3 * i] = e;
+            tiles[3 * i + 1] = m0;
+            tiles[3 * i + 2] = end;
+        }
+    }
+    for (uint32_t i = tstart[n_exp] + tid; i < max_tiles; i += blockDim.x) {
+        tiles[3 * i] = 0;
+        tiles[3 * i + 1] = 0;
+        tiles[3 * i + 2] = 0;
+    }
 }

@@ -26,8 +26,9 @@
 use candle_core::{Device, Tensor};
 use gpt_kernels::cuda::attention::attention_prefill_tf32;
 use gpt_kernels::cuda::prefill::{
-    combine_slots, grouped_gemm, grouped_gemm_swiglu, BRows, GroupPlan, PgWeights, QRows,
+    grouped_gemm, grouped_gemm_swiglu, BRows, GroupPlan, PgWeights, QRows,
 };
+use gpt_kernels::cuda::routing::{combine_slots, route};
 use gpt_kernels::cuda::AttentionParams;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -482,5 +483,138 @@ fn tf32_attention_matches_cpu() -> R<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The device-built plans (`route`) against the router's ids, then the same GEMMs and combine
+/// through them and through host-built plans: equal bit for bit, slot by slot.
+#[test]
+fn device_routing_matches_host_grouping() -> R<()> {
+    let (dev, mut rng) = setup("device routing")?;
+    let (t, k, ne, nff, d) = (300, 4, 32, 64, 96);
+    // Every token picks expert 0 (a group of 300 slots: 5 tiles), experts 30 and 31 never.
+    let mut ids = Vec::with_capacity(t * k);
+    for _ in 0..t {
+        let mut c = vec![0u32];
+        while c.len() < k {
+            let x = rng.random_range(1..30u32);
+            if !c.contains(&x) {
+                c.push(x);
+            }
+        }
+        ids.extend(c);
+    }
+    let r = route(&Tensor::from_vec(ids.clone(), (t, k), &dev)?, ne)?;
+    let (slots, max_tiles) = (t * k, (t * k).div_ceil(64) + ne);
+    let rows: Vec<u32> = r.up.row_map_host()?;
+    let at: Vec<u32> = r.at.to_vec1()?;
+    let tiles: Vec<u32> = r.up.tiles_host()?;
+    assert_eq!(tiles.len(), 3 * max_tiles, "padded tile count");
+    let mut seen = vec![false; slots];
+    for (p, &pos) in at.iter().enumerate() {
+        assert!(!seen[pos as usize], "slot position {pos} used twice");
+        seen[pos as usize] = true;
+        assert_eq!(rows[pos as usize], (p / k) as u32, "row of slot {p}");
+    }
+    // Expert of each position, grouped in expert order; the tiles cut each group by 64.
+    let mut ex_at = vec![0u32; slots];
+    for (p, &pos) in at.iter().enumerate() {
+        ex_at[pos as usize] = ids[p];
+    }
+    assert!(
+        ex_at.windows(2).all(|w| w[0] <= w[1]),
+        "slots in expert order"
+    );
+    let mut want_tiles = Vec::new();
+    let mut s0 = 0;
+    while s0 < slots {
+        let e = ex_at[s0];
+        let end = s0 + ex_at[s0..].iter().take_while(|&&x| x == e).count();
+        for m0 in (s0..end).step_by(64) {
+            want_tiles.extend([e, m0 as u32, end as u32]);
+        }
+        s0 = end;
+    }
+    want_tiles.resize(3 * max_tiles, 0);
+    assert_eq!(tiles, want_tiles, "tiles");
+
+    // The same GEMMs through a host-built plan.
+    let mut order: Vec<usize> = (0..slots).collect();
+    order.sort_by_key(|&p| (ids[p], p));
+    let mut host_at = vec![0u32; slots];
+    let mut host_rows = Vec::with_capacity(slots);
+    for (pos, &p) in order.iter().enumerate() {
+        host_at[p] = pos as u32;
+        host_rows.push((p / k) as u32);
+    }
+    let mut groups: Vec<(u32, usize)> = Vec::new();
+    for &p in &order {
+        match groups.last_mut() {
+            Some((e, c)) if *e == ids[p] => *c += 1,
+            _ => groups.push((ids[p], 1)),
+        }
+    }
+    let host_up = GroupPlan::new(&groups, Some(&host_rows), &dev)?;
+    let host_down = GroupPlan::new(&groups, None, &dev)?;
+    let mk = |rng: &mut StdRng, n: usize, kk: usize| -> R<(Tensor, Tensor)> {
+        let (qs, e8, _) = planar_mx(rng, ne, n, kk);
+        Ok((
+            Tensor::from_vec(qs, (ne, n, kk / 2), &dev)?,
+            Tensor::from_vec(e8, (ne, n, kk / 32), &dev)?,
+        ))
+    };
+    let ((gq, ge), (uq, ue), (dq, de)) = (
+        mk(&mut rng, nff, d)?,
+        mk(&mut rng, nff, d)?,
+        mk(&mut rng, d, nff)?,
+    );
+    let bias = |rng: &mut StdRng, n: usize| {
+        Tensor::from_vec(uniform(rng, ne * n, -1.0, 1.0), (ne, n), &dev)
+    };
+    let (gb, ub, db) = (
+        bias(&mut rng, nff)?,
+        bias(&mut rng, nff)?,
+        bias(&mut rng, d)?,
+    );
+    let x = BRows::split(&Tensor::from_vec(acts(&mut rng, t, d), (t, d), &dev)?)?;
+    let w = Tensor::from_vec(uniform(&mut rng, slots, 0.0, 1.0), (t, k), &dev)?;
+    let mut outs = Vec::new();
+    for (up, down, at_t) in [
+        (&r.up, &r.down, r.at.clone()),
+        (
+            &host_up,
+            &host_down,
+            Tensor::from_vec(host_at.clone(), slots, &dev)?,
+        ),
+    ] {
+        let act = grouped_gemm_swiglu(
+            &x,
+            up,
+            PgWeights::Mxfp4 { qs: &gq, e8: &ge },
+            PgWeights::Mxfp4 { qs: &uq, e8: &ue },
+            &gb,
+            &ub,
+            1.702,
+            7.0,
+        )?;
+        let y = grouped_gemm(
+            &BRows::split(&act)?,
+            down,
+            PgWeights::Mxfp4 { qs: &dq, e8: &de },
+            &db,
+        )?;
+        let act: Vec<f32> = act.flatten_all()?.to_vec1()?;
+        let out: Vec<f32> = combine_slots(&y, &at_t, &w)?.flatten_all()?.to_vec1()?;
+        outs.push((act, out));
+    }
+    for p in 0..slots {
+        let (a, b) = (at[p] as usize, host_at[p] as usize);
+        assert_eq!(
+            outs[0].0[a * nff..(a + 1) * nff],
+            outs[1].0[b * nff..(b + 1) * nff],
+            "gate/up row of slot {p}"
+        );
+    }
+    assert_eq!(outs[0].1, outs[1].1, "combined outputs");
     Ok(())
 }

@@ -22,7 +22,7 @@ pub(super) struct ExpertGroups {
     /// Experts per token.
     top_k: usize,
     /// `(expert, slots)` for every expert with work, in expert order.
-    pub(super) groups: Vec<(u32, Vec<u32>)>,
+    groups: Vec<(u32, Vec<u32>)>,
 }
 
 impl ExpertGroups {

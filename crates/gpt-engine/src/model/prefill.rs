@@ -6,11 +6,11 @@
 
 use candle_core::{Result, Tensor};
 use gpt_kernels::cuda::prefill::{
-    combine_slots, grouped_gemm, grouped_gemm_swiglu, BRows, GroupPlan, PgWeights, QRows,
+    grouped_gemm, grouped_gemm_swiglu, BRows, GroupPlan, PgWeights, QRows,
 };
+use gpt_kernels::cuda::routing::{combine_slots, route};
 use gpt_weights::load::{Experts, LayerWeights};
 
-use super::moe::ExpertGroups;
 use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 
 /// One layer's dense matrices as Q8 split pairs (int8 `(n, k)`, f32 scales `(n, k/32)`).
@@ -72,6 +72,7 @@ fn planar(e: &Experts) -> Result<PgWeights<'_>> {
 
 /// The MoE experts of layer `lw` on `m (t, d)` for the router's `ids (t, top_k)` and
 /// `weights (t, top_k)`: `(t, d)`, the routing-weighted sum of the chosen experts' outputs.
+/// The expert groups are built on the device: nothing is copied to the host.
 pub(crate) fn moe_experts(
     lw: &LayerWeights,
     m: &Tensor,
@@ -79,38 +80,24 @@ pub(crate) fn moe_experts(
     weights: &Tensor,
     n_expert: usize,
 ) -> Result<Tensor> {
-    let dev = m.device();
-    let t = m.dim(0)?;
-    let top_k = ids.dim(1)?;
-    let g = ExpertGroups::new(ids, n_expert)?;
-    let groups: Vec<(u32, usize)> = g.groups.iter().map(|(e, s)| (*e, s.len())).collect();
-    let mut rows = Vec::with_capacity(t * top_k); // token of each sorted slot
-    let mut at = vec![0u32; t * top_k]; // sorted position of each slot
-    for (_, slots) in &g.groups {
-        for &s in slots {
-            at[s as usize] = rows.len() as u32;
-            rows.push(s / top_k as u32);
-        }
-    }
-    let plan_up = GroupPlan::new(&groups, Some(&rows), dev)?;
-    let plan_down = GroupPlan::new(&groups, None, dev)?;
+    let r = route(ids, n_expert)?;
     let xb = BRows::split(m)?; // (t, d) as bf16 hi + lo
     let act = grouped_gemm_swiglu(
         &xb,
-        &plan_up,
+        &r.up,
         planar(&lw.ffn_gate_exps)?,
         planar(&lw.ffn_up_exps)?,
         &lw.ffn_gate_exps_b,
         &lw.ffn_up_exps_b,
         SWIGLU_ALPHA,
         SWIGLU_LIMIT,
-    )?; // (slots, ff), sorted by expert
+    )?; // (slots, ff), grouped by expert
     let ab = BRows::split(&act)?;
     let y = grouped_gemm(
         &ab,
-        &plan_down,
+        &r.down,
         planar(&lw.ffn_down_exps)?,
         &lw.ffn_down_exps_b,
     )?; // (slots, d)
-    combine_slots(&y, &Tensor::from_vec(at, t * top_k, dev)?, weights) // (t, d)
+    combine_slots(&y, &r.at, weights) // (t, d)
 }

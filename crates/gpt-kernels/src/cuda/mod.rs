@@ -15,6 +15,7 @@ pub mod mxfp4;
 pub(crate) mod ops;
 pub mod prefill;
 pub mod router;
+pub mod routing;
 pub mod swiglu;
 
 pub use attention::{attention_sinks_cuda, AttentionParams};

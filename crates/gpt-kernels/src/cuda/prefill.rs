@@ -14,9 +14,11 @@
 //! - Planar MXFP4 experts (the layout the decode kernels read) take the input split into two
 //!   bf16 planes ([`BRows`], error ≤ 2^-17·|x|) against weights dequantized exactly to bf16.
 //!
-//! Accumulation is f32 in both. [`combine_slots`] sums each token's expert outputs.
+//! Accumulation is f32 in both. `cuda::routing` builds the experts' plans on the device and sums
+//! each token's expert outputs.
 //! `tests/cuda_prefill.rs` checks each entry point against f64 CPU loops.
 
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
@@ -24,26 +26,31 @@ use candle_core::{DType, Device, Result, Tensor};
 use super::decode::{tensor_ptr, MODULE as DECODE_MODULE};
 use super::ptx;
 
-const MODULE: &str = "gpt_kernels::prefill_gemm";
+pub(crate) const MODULE: &str = "gpt_kernels::prefill_gemm";
 
 /// Output slots per tile (`PG_BM`): a group is cut into tiles of at most this many slots.
 pub const PG_BM: usize = 64;
 /// Output columns per block (`PG_BN`).
 pub const PG_BN: usize = 64;
 const PG_THREADS: u32 = 256;
+/// Dynamic shared memory of the bf16 kernels (`PG_A_BYTES + PG_W_BYTES(mats)`): a ring of 4
+/// activation stages (2 planes × 64 rows × 40 bf16) and 2 weight stages (mats × 64 rows × 40).
+const fn pg_bf16_smem(mats: usize) -> usize {
+    4 * 2 * PG_BM * 40 * 2 + 2 * mats * PG_BN * 40 * 2
+}
 
-fn bail<T>(op: &str, msg: String) -> Result<T> {
+pub(crate) fn bail<T>(op: &str, msg: String) -> Result<T> {
     Err(candle_core::Error::Msg(format!("{op}: {msg}")))
 }
 
-fn cuda_dev<'a>(op: &str, t: &'a Tensor) -> Result<&'a candle_core::CudaDevice> {
+pub(crate) fn cuda_dev<'a>(op: &str, t: &'a Tensor) -> Result<&'a candle_core::CudaDevice> {
     match t.device() {
         Device::Cuda(d) => Ok(d),
         _ => bail(op, "tensors must be on a CUDA device".into()),
     }
 }
 
-fn u32_of(op: &str, what: &str, n: usize) -> Result<u32> {
+pub(crate) fn u32_of(op: &str, what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).or_else(|_| bail(op, format!("{what} = {n} does not fit in u32")))
 }
 
@@ -261,16 +268,17 @@ impl PgWeights<'_> {
 /// Which input row each output slot reads and which expert it goes through: groups of slots
 /// in output order, cut into tiles of at most [`PG_BM`] slots.
 pub struct GroupPlan {
-    /// U32 `(tiles, 3)`: expert, first slot, end of the tile's group (`None` with no slot).
-    tiles: Option<Tensor>,
-    ntiles: usize,
+    /// U32 `(tiles, 3)`: expert, first slot, end of the tile's group (`None` with no slot). A
+    /// tile whose first slot equals its end is empty (device-built plans pad with them).
+    pub(crate) tiles: Option<Tensor>,
+    pub(crate) ntiles: usize,
     /// U32 `(slots)`: the input row of each slot; `None` reads row `s` for slot `s`.
-    row_map: Option<Tensor>,
-    slots: usize,
+    pub(crate) row_map: Option<Tensor>,
+    pub(crate) slots: usize,
     /// Input rows the plan reads (largest row + 1).
-    rows_read: usize,
+    pub(crate) rows_read: usize,
     /// Largest expert id + 1.
-    experts: usize,
+    pub(crate) experts: usize,
 }
 
 impl GroupPlan {
@@ -325,6 +333,22 @@ impl GroupPlan {
     /// Output rows.
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// The tiles as `[expert, first slot, group end]` triples (a copy to the host, for tests).
+    pub fn tiles_host(&self) -> Result<Vec<u32>> {
+        match &self.tiles {
+            Some(t) => t.flatten_all()?.to_vec1(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The input row of each slot (a copy to the host, for tests).
+    pub fn row_map_host(&self) -> Result<Vec<u32>> {
+        match &self.row_map {
+            Some(r) => r.to_vec1(),
+            None => Ok((0..self.slots as u32).collect()),
+        }
     }
 }
 
@@ -426,7 +450,21 @@ fn launch(
     };
     // SAFETY: every (slot, column) is written by exactly one block's epilogue.
     let y = unsafe { Tensor::empty((plan.slots, n), DType::F32, x.first().device())? };
-    let func = dev.get_or_load_custom_func(name, MODULE, ptx::PREFILL_GEMM)?;
+    let func = dev
+        .get_or_load_custom_func(name, MODULE, ptx::PREFILL_GEMM)?
+        .into_cuda_function();
+    let smem = match x {
+        PgInput::Q15(_) => 0,
+        PgInput::Bf16(_) => pg_bf16_smem(if w1.is_some() { 2 } else { 1 }),
+    };
+    if smem > 0 {
+        // Above 48 KiB a kernel must opt in to dynamic shared memory.
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )
+        .w()?;
+    }
     let (b0c, b1c) = (b0.contiguous()?, b1.map(|b| b.contiguous()).transpose()?);
     let (w0q, w0s) = w0.ptrs()?;
     let (w1q, w1s) = match &w1 {
@@ -468,7 +506,8 @@ fn launch(
             tensor_ptr(&y)?,
         ],
     };
-    let mut b = func.builder();
+    let stream = dev.cuda_stream();
+    let mut b = stream.launch_builder(&func);
     for a in &args {
         b.arg(a);
     }
@@ -483,7 +522,7 @@ fn launch(
             1,
         ),
         block_dim: (PG_THREADS, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: smem as u32,
     };
     // SAFETY: the arguments follow the kernel's parameter list (above) in order and type; the
     // shapes were checked above
@@ -491,56 +530,4 @@ fn launch(
     // `slots` rows of n).
     unsafe { b.launch(cfg) }.w()?;
     Ok(y)
-}
-
-/// The routing-weighted sum of each token's expert outputs: `out[t] = Σ_c w[t, c] · y[at[t·k + c]]`
-/// for `y` F32 `(slots, d)` (rows in a grouped GEMM's slot order), `at` U32 `(t·k)` and `w`
-/// F32 `(t, k)`; summed in choice order. Returns `(t, d)`. Every `at` must be `< slots`.
-pub fn combine_slots(y: &Tensor, at: &Tensor, w: &Tensor) -> Result<Tensor> {
-    const OP: &str = "combine_slots";
-    let (slots, d) = y.dims2()?;
-    let (t, k) = w.dims2()?;
-    if y.dtype() != DType::F32 || w.dtype() != DType::F32 || at.dtype() != DType::U32 {
-        return bail(OP, "y and w must be F32, at U32".into());
-    }
-    if at.dims() != [t * k] || (t * k > 0 && slots == 0) {
-        return bail(
-            OP,
-            format!(
-                "at {:?} for w {:?} and y {:?}",
-                at.dims(),
-                w.dims(),
-                y.dims()
-            ),
-        );
-    }
-    let dev = cuda_dev(OP, y)?;
-    if t == 0 || d == 0 {
-        return Tensor::zeros((t, d), DType::F32, y.device());
-    }
-    let (y, at, w) = (y.contiguous()?, at.contiguous()?, w.contiguous()?);
-    // SAFETY: every element is written by the kernel below.
-    let out = unsafe { Tensor::empty((t, d), DType::F32, y.device())? };
-    let func = dev.get_or_load_custom_func("pg_combine", MODULE, ptx::PREFILL_GEMM)?;
-    let ptrs = [
-        tensor_ptr(&y)?,
-        tensor_ptr(&at)?,
-        tensor_ptr(&w)?,
-        tensor_ptr(&out)?,
-    ];
-    let (ku, du) = (u32_of(OP, "k", k)?, u32_of(OP, "d", d)?);
-    let mut b = func.builder();
-    for p in &ptrs {
-        b.arg(p);
-    }
-    b.arg(&ku).arg(&du);
-    let cfg = LaunchConfig {
-        grid_dim: (du.div_ceil(256), u32_of(OP, "tokens", t)?, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: `pg_combine(y, at, w, out, top_k, d)` with the shapes checked above; the kernel
-    // reads rows `at[..]` of y, which the caller guarantees are below `slots`.
-    unsafe { b.launch(cfg) }.w()?;
-    Ok(out)
 }
