@@ -22,6 +22,11 @@
 //! graph). They read repacked weights (Q8_0 split into int8 + f32 scales, MXFP4 split into
 //! nibble and exponent planes) and quantize each input vector to two int8 planes per 32-block
 //! (15 bits) for `dp4a` dot products; `tests/cuda_decode.rs` checks each against CPU loops.
+//! The CUDA prefill has its own tensor-core entry points on tensors: `cuda::prefill` (grouped
+//! GEMMs: MXFP4 experts on bf16 MMAs, Q8 dense matrices on int8 MMAs, bias and SwiGLU fused),
+//! `cuda::routing` (expert groups built on the device, the weighted combine) and
+//! `cuda::attention::attention_prefill_tf32`; `tests/cuda_prefill.rs` checks them against f64
+//! CPU loops.
 //! On CPU only f32 activations are supported; other dtypes fail with an error naming the op.
 //! Errors are `candle_core::Error` messages that name the op and the offending shapes.
 //!
