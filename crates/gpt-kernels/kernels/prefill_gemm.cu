@@ -202,18 +202,20 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
 // this one has nothing to rescale.) MXFP4 values times their power-of-two block scale are
 // exact in bf16, so each stage's weights are dequantized into shared memory with the scale
 // folded in, and the f32 inputs arrive as two bf16 planes, x = hi + lo (|x - hi - lo| <=
-// 2^-17 |x|), each multiplied in turn. Tiles as above with PG_BK2 = 32 (one MXFP4 block) per
-// stage: activations in a ring of PG_NS stages filled by cp.async (three stages ahead),
-// weights loaded to registers two stages ahead and dequantized into a double buffer after each
-// stage's MMAs; one barrier per stage. Shared memory is dynamic (PG_A_BYTES + PG_W_BYTES, over
-// the 48 KiB static limit): the launcher raises the kernel's limit.
+// 2^-17 |x|), each multiplied in turn. Tiles of PG_BM slots x PG_BN2 columns per matrix (8
+// warps of 32 x 32, so each shared-memory fragment feeds 4 to 8 MMAs) with PG_BK2 = 32 (one
+// MXFP4 block) per stage: activations in a ring of PG_NS stages filled by cp.async (three
+// stages ahead), weights loaded to registers two stages ahead and dequantized into a double
+// buffer after each stage's MMAs; one barrier per stage. Shared memory is dynamic (PG_A_BYTES +
+// PG_W_BYTES, over the 48 KiB static limit): the launcher raises the kernel's limit.
 
 #define PG_BK2 32
 #define PG_S2 (PG_BK2 + 8)  // bf16 per smem row: 80 bytes, conflict-free for ldmatrix
 #define PG_NS 4             // activation stages in the ring
+#define PG_BN2 128          // output columns per block (per matrix): warps of 32 x 32
 // Dynamic shared memory of pg_gemm_bf16<MATS>: the activation ring, then two weight stages.
 #define PG_A_BYTES (PG_NS * 2 * PG_BM * PG_S2 * 2)
-#define PG_W_BYTES(mats) (2 * (mats) * PG_BN * PG_S2 * 2)
+#define PG_W_BYTES(mats) (2 * (mats) * PG_BN2 * PG_S2 * 2)
 
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
     const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
@@ -294,7 +296,8 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
                                              const float *__restrict__ b1, float *__restrict__ y,
                                              const uint32_t n, const uint32_t k, const float alpha,
                                              const float limit) {
-    constexpr int WR = MATS * PG_BN;
+    constexpr int WR = MATS * PG_BN2;  // weight rows per stage
+    constexpr int WT = MATS;           // weight half-rows each thread stages (WR * 2 / PG_THREADS)
     extern __shared__ __align__(16) uint8_t pg_smem[];
     // sa[stage][hi/lo][row * PG_S2 + k], sw[stage][row * PG_S2 + k]
     auto sa = reinterpret_cast<uint16_t (*)[2][PG_BM * PG_S2]>(pg_smem);
@@ -305,51 +308,62 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
     const uint32_t e = tiles[3 * blockIdx.y], m0 = tiles[3 * blockIdx.y + 1];
     const uint32_t rows = min((uint32_t)PG_BM, tiles[3 * blockIdx.y + 2] - m0);
     if (rows == 0) return;  // a padding tile of a device-built plan (uniform per block)
-    const uint32_t n0 = blockIdx.x * PG_BN;
+    const uint32_t n0 = blockIdx.x * PG_BN2;
     const uint32_t nkb = k / 32;
 
     // Activation chunk: row tid/4, 16-byte part tid%4 (8 bf16) of both planes.
     const uint32_t a_row = tid >> 2, a_part = tid & 3;
     const bool a_ok = a_row < rows;
     const uint64_t a_src = a_ok ? (uint64_t)(row_map ? row_map[m0 + a_row] : m0 + a_row) : 0;
-    // Weight half-row: row tid/2 (of WR), 8 nibble bytes tid%2.
-    const uint32_t w_row = tid >> 1, w_half = tid & 1;
-    const uint32_t w_mat = w_row / PG_BN, w_n = n0 + w_row % PG_BN;
-    const bool w_ok = w_row < WR && w_n < n;
-    const uint64_t w_at = (uint64_t)e * n + (w_ok ? w_n : 0);
-    const uint8_t *wq = (MATS == 2 && w_mat ? w1 : w0) + w_at * (k / 2) + w_half * 8;
-    const uint8_t *we = (MATS == 2 && w_mat ? s1 : s0) + w_at * nkb;
+    // Weight half-rows: rows tid/2 + 128 j (j < WT) of WR, 8 nibble bytes tid%2.
+    const uint32_t w_half = tid & 1;
+    const uint8_t *wq[WT];
+    const uint8_t *we[WT];
+    bool w_ok[WT];
+#pragma unroll
+    for (int j = 0; j < WT; j++) {
+        const uint32_t r = (tid >> 1) + PG_BN2 * j, mat = r / PG_BN2, wn_ = n0 + r % PG_BN2;
+        w_ok[j] = wn_ < n;
+        const uint64_t at = (uint64_t)e * n + (w_ok[j] ? wn_ : 0);
+        wq[j] = (MATS == 2 && mat ? w1 : w0) + at * (k / 2) + w_half * 8;
+        we[j] = (MATS == 2 && mat ? s1 : s0) + at * nkb;
+    }
 
     auto load_a = [&](uint32_t kb, uint32_t buf) {
         const uint64_t ao = a_src * k + kb * 32 + a_part * 8;
         cp_async16(&sa[buf][0][a_row * PG_S2 + a_part * 8], a_ok ? (const void *)(xh + ao) : xh, a_ok);
         cp_async16(&sa[buf][1][a_row * PG_S2 + a_part * 8], a_ok ? (const void *)(xl + ao) : xl, a_ok);
     };
-    auto load_w = [&](uint32_t kb, uint2 &q, uint32_t &ex) {
-        if (w_ok) {
-            q = *(const uint2 *)(wq + kb * 16);
-            ex = we[kb];
+    auto load_w = [&](uint32_t kb, uint2 (&q)[WT], uint32_t (&ex)[WT]) {
+#pragma unroll
+        for (int j = 0; j < WT; j++) {
+            if (w_ok[j]) {
+                q[j] = *(const uint2 *)(wq[j] + kb * 16);
+                ex[j] = we[j][kb];
+            }
         }
     };
-    auto store_w = [&](uint32_t buf, uint2 q, uint32_t ex) {
-        if (w_row < WR) mx_dequant16_bf16(q, ex, &sw[buf][w_row * PG_S2], w_half * 8);
+    auto store_w = [&](uint32_t buf, const uint2 (&q)[WT], const uint32_t (&ex)[WT]) {
+#pragma unroll
+        for (int j = 0; j < WT; j++)
+            mx_dequant16_bf16(q[j], ex[j], &sw[buf][((tid >> 1) + PG_BN2 * j) * PG_S2], w_half * 8);
     };
 
-    const uint32_t wm = (warp >> 2) * 32, wn = (warp & 3) * 16;
-    float acc[MATS][2][2][4];
+    const uint32_t wm = (warp >> 2) * 32, wn = (warp & 3) * 32;
+    float acc[MATS][2][4][4];
 #pragma unroll
     for (int a = 0; a < MATS; a++)
 #pragma unroll
         for (int i = 0; i < 2; i++)
 #pragma unroll
-            for (int j = 0; j < 2; j++)
+            for (int j = 0; j < 4; j++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) acc[a][i][j][c] = 0.f;
 
-    // ldmatrix lane addresses: A (16 x 16 per call) row lane%16, k half lane/16; B (8 n x 32 k
-    // per call) row lane%8, k quarter lane/8.
+    // ldmatrix lane addresses: A (16 rows x 16 k per call) row lane%16, k half lane/16; B (two
+    // n-tiles of 8 x 16 k per call) row lane%8 of n-tile lane/16, k half (lane/8)%2.
     const uint32_t la_row = lane & 15, la_k = (lane >> 4) * 8;
-    const uint32_t lb_row = lane & 7, lb_k = (lane >> 3) * 8;
+    const uint32_t lb_row = (lane & 7) + ((lane >> 4) << 3), lb_k = ((lane >> 3) & 1) * 8;
 
     // Stages 0 .. PG_NS - 2 of the activations in flight; weights of stage 0 in shared memory,
     // of stage 1 in registers (wcur).
@@ -358,14 +372,15 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
         if (st < nkb) load_a(st, st);
         cp_async_commit();
     }
-    uint2 wcur = make_uint2(0, 0), wnxt = make_uint2(0, 0);
-    uint32_t ecur = 0, enxt = 0;
-    {
-        uint2 q0 = make_uint2(0, 0);
-        uint32_t e0 = 0;
-        load_w(0, q0, e0);
-        store_w(0, q0, e0);
+    uint2 wcur[WT], wnxt[WT];
+    uint32_t ecur[WT], enxt[WT];
+#pragma unroll
+    for (int j = 0; j < WT; j++) {
+        wcur[j] = wnxt[j] = make_uint2(0, 0);
+        ecur[j] = enxt[j] = 0;
     }
+    load_w(0, wnxt, enxt);
+    store_w(0, wnxt, enxt);
     if (nkb > 1) load_w(1, wcur, ecur);
     for (uint32_t kb = 0; kb < nkb; kb++) {
         // Stage kb has landed (at most PG_NS - 2 later groups pending), and every warp is past
@@ -376,31 +391,36 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
         if (kb + PG_NS - 1 < nkb) load_a(kb + PG_NS - 1, (kb + PG_NS - 1) % PG_NS);
         cp_async_commit();
         if (kb + 2 < nkb) load_w(kb + 2, wnxt, enxt);
-        uint32_t bfr[MATS][2][4];
-#pragma unroll
-        for (int mat = 0; mat < MATS; mat++)
-#pragma unroll
-            for (int ni = 0; ni < 2; ni++)
-                ldsm_x4(bfr[mat][ni], &sw[wbuf][(mat * PG_BN + wn + ni * 8 + lb_row) * PG_S2 + lb_k]);
 #pragma unroll
         for (int ks = 0; ks < 2; ks++) {
+            uint32_t af[2][2][4];  // [mi][hi/lo]
 #pragma unroll
-            for (int mi = 0; mi < 2; mi++) {
+            for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-                for (int pl = 0; pl < 2; pl++) {
-                    uint32_t af[4];
-                    ldsm_x4(af, &sa[buf][pl][(wm + mi * 16 + la_row) * PG_S2 + ks * 16 + la_k]);
+                for (int pl = 0; pl < 2; pl++)
+                    ldsm_x4(af[mi][pl], &sa[buf][pl][(wm + mi * 16 + la_row) * PG_S2 + ks * 16 + la_k]);
 #pragma unroll
-                    for (int mat = 0; mat < MATS; mat++)
+            for (int mat = 0; mat < MATS; mat++) {
 #pragma unroll
-                        for (int ni = 0; ni < 2; ni++)
-                            mma_bf16(acc[mat][mi][ni], af, bfr[mat][ni][2 * ks], bfr[mat][ni][2 * ks + 1]);
+                for (int np = 0; np < 2; np++) {
+                    uint32_t bq[4];  // b0, b1 of n-tile 2 np, then of 2 np + 1
+                    ldsm_x4(bq, &sw[wbuf][(mat * PG_BN2 + wn + np * 16 + lb_row) * PG_S2 + ks * 16 + lb_k]);
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                        for (int pl = 0; pl < 2; pl++) {
+                            mma_bf16(acc[mat][mi][2 * np], af[mi][pl], bq[0], bq[1]);
+                            mma_bf16(acc[mat][mi][2 * np + 1], af[mi][pl], bq[2], bq[3]);
+                        }
                 }
             }
         }
         if (kb + 1 < nkb) store_w(wbuf ^ 1, wcur, ecur);
-        wcur = wnxt;
-        ecur = enxt;
+#pragma unroll
+        for (int j = 0; j < WT; j++) {
+            wcur[j] = wnxt[j];
+            ecur[j] = enxt[j];
+        }
     }
     cp_async_wait<0>();
 
@@ -412,7 +432,7 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
             if (row >= rows) continue;
             float *yr = y + (uint64_t)(m0 + row) * n;
 #pragma unroll
-            for (int ni = 0; ni < 2; ni++) {
+            for (int ni = 0; ni < 4; ni++) {
                 const uint32_t col = n0 + wn + ni * 8 + tig * 2;
                 if (col >= n) continue;
                 const uint64_t bo = (uint64_t)e * n + col;
@@ -436,10 +456,10 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
         float *__restrict__ y, const uint32_t n, const uint32_t k, const float alpha, const float limit
 #define PGB_PASS xh, xl, row_map, tiles, w0, s0, w1, s1, b0, b1, y, n, k, alpha, limit
 
-// Grid (ceil(n / PG_BN), tiles), PG_THREADS threads, PG_A_BYTES + PG_W_BYTES(1 or 2) bytes of
+// Grid (ceil(n / PG_BN2), tiles), PG_THREADS threads, PG_A_BYTES + PG_W_BYTES(1 or 2) bytes of
 // dynamic shared memory. pg_mxb ignores w1, s1, b1, alpha, limit.
-extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mxb(PGB_ARGS) { pg_gemm_bf16<1>(PGB_PASS); }
-extern "C" __global__ void __launch_bounds__(PG_THREADS) pg_mxb_swiglu(PGB_ARGS) { pg_gemm_bf16<2>(PGB_PASS); }
+extern "C" __global__ void __launch_bounds__(PG_THREADS, 2) pg_mxb(PGB_ARGS) { pg_gemm_bf16<1>(PGB_PASS); }
+extern "C" __global__ void __launch_bounds__(PG_THREADS, 2) pg_mxb_swiglu(PGB_ARGS) { pg_gemm_bf16<2>(PGB_PASS); }
 
 // x f32 (n) to bf16 planes: hi = bf16(x), lo = bf16(x - hi). Grid-stride.
 extern "C" __global__ void pg_split_bf16(const float *__restrict__ x, uint16_t *__restrict__ hi,

@@ -30,13 +30,15 @@ pub(crate) const MODULE: &str = "gpt_kernels::prefill_gemm";
 
 /// Output slots per tile (`PG_BM`): a group is cut into tiles of at most this many slots.
 pub const PG_BM: usize = 64;
-/// Output columns per block (`PG_BN`).
+/// Output columns per block of the Q8 kernel (`PG_BN`).
 pub const PG_BN: usize = 64;
 const PG_THREADS: u32 = 256;
+/// Output columns per block of the bf16 kernels (`PG_BN2`).
+const PG_BN2: usize = 128;
 /// Dynamic shared memory of the bf16 kernels (`PG_A_BYTES + PG_W_BYTES(mats)`): a ring of 4
-/// activation stages (2 planes × 64 rows × 40 bf16) and 2 weight stages (mats × 64 rows × 40).
+/// activation stages (2 planes × 64 rows × 40 bf16) and 2 weight stages (mats × 128 rows × 40).
 const fn pg_bf16_smem(mats: usize) -> usize {
-    4 * 2 * PG_BM * 40 * 2 + 2 * mats * PG_BN * 40 * 2
+    4 * 2 * PG_BM * 40 * 2 + 2 * mats * PG_BN2 * 40 * 2
 }
 
 pub(crate) fn bail<T>(op: &str, msg: String) -> Result<T> {
@@ -517,7 +519,11 @@ fn launch(
     }
     let cfg = LaunchConfig {
         grid_dim: (
-            u32_of(op, "column blocks", n.div_ceil(PG_BN))?,
+            u32_of(
+                op,
+                "column blocks",
+                n.div_ceil(if smem > 0 { PG_BN2 } else { PG_BN }),
+            )?,
             plan.ntiles as u32,
             1,
         ),
