@@ -16,23 +16,7 @@ L=${LAYERS:-24}
 N=$(( L * 10 + 2 ))
 ncu --metrics gpu__time_duration.sum -k regex:dec_ --launch-skip $(( N * 4 )) --launch-count $N --csv \
   $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 8 --reps 1 --no-cuda-graph > $R/ncu.csv 2>$R/ncu.err
-summarize() {
-python3 - "$1" <<'PY'
-import csv, sys, collections
-rows = list(csv.reader(open(sys.argv[1])))
-rows = rows[next(i for i, r in enumerate(rows) if "Kernel Name" in r):]
-hdr = rows[0]; ki = hdr.index("Kernel Name"); vi = hdr.index("Metric Value"); ui = hdr.index("Metric Unit")
-tot = collections.defaultdict(float); cnt = collections.Counter()
-for r in rows[1:]:
-    v = float(r[vi].replace(",", "")); u = r[ui]
-    us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}[u] * v
-    name = r[ki].split("(")[0]; tot[name] += us; cnt[name] += 1
-s = sum(tot.values())
-for k, v in sorted(tot.items(), key=lambda x: -x[1]):
-    print(f"{k[:40]:40} {v:9.1f} us  {cnt[k]:5d} launches  {v / cnt[k]:7.2f} us each")
-print(f"{'total':22} {s:9.1f} us (kernel time only)")
-PY
-}
+summarize() { python3 scripts/device/ncu_summary.py "$1"; }
 summarize $R/ncu.csv
 tail -3 $R/ncu.err
 if [ "${PREFILL_KERNELS:-}" = 1 ]; then

@@ -15,19 +15,7 @@ K='regex:pg_|attention_prefill_tf32|dec_quant'
 N=$(( 24 * 11 + 2 ))
 ncu --metrics gpu__time_duration.sum -k "$K" --launch-skip $N --launch-count $N --csv \
   $B/gptoss bench $M > $R/times.csv 2> $R/times.err
-python3 - $R/times.csv <<'PY'
-import csv, sys, collections
-rows = list(csv.reader(open(sys.argv[1])))
-rows = rows[next(i for i, r in enumerate(rows) if "Kernel Name" in r):]
-h = rows[0]; ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
-tot, cnt = collections.defaultdict(float), collections.Counter()
-for r in rows[1:]:
-    us = float(r[vi].replace(",", "")) * {"ns": 1e-3, "nsecond": 1e-3, "us": 1, "usecond": 1, "ms": 1e3, "msecond": 1e3}[r[ui]]
-    n = r[ki].split("(")[0]; tot[n] += us; cnt[n] += 1
-for k, v in sorted(tot.items(), key=lambda x: -x[1]):
-    print(f"{k[:34]:34} {v / 1e3:8.2f} ms  {cnt[k]:4d} launches  {v / cnt[k]:8.1f} us each")
-print(f"{'total kernel time':34} {sum(tot.values()) / 1e3:8.2f} ms")
-PY
+python3 scripts/device/ncu_summary.py $R/times.csv
 tail -2 $R/times.err
 ncu -k regex:pg_mxb_swiglu --launch-skip 30 --launch-count 1 --section SpeedOfLight \
   --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy \

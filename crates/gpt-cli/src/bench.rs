@@ -41,7 +41,8 @@ pub struct BenchArgs {
     /// Dequantize dense matrices to f32 even on CUDA (no fused decode).
     #[arg(long, conflicts_with = "quantized_dense")]
     pub f32_dense: bool,
-    /// On CUDA, decode through the generic Candle path instead of the fused kernels.
+    /// On CUDA, run the generic Candle path instead of the fused decode kernels and the
+    /// tensor-core prefill.
     #[arg(long)]
     pub no_fast_decode: bool,
     /// Launch the fused decode step kernel by kernel instead of as a CUDA graph.

@@ -32,7 +32,8 @@ pub struct CompareArgs {
     /// Largest relative L2 of the logits accepted.
     #[arg(long, default_value_t = 1e-2)]
     pub max_rel_l2: f64,
-    /// Decode through the generic path on the device instead of the fused kernels.
+    /// Run the generic path on the device instead of the fused decode kernels and the
+    /// tensor-core prefill.
     #[arg(long)]
     pub no_fast_decode: bool,
 }

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <cuda_fp16.h>
 #include "mxfp4.cuh"
+#include "swiglu.cuh"
 #include "warp.cuh"
 
 #define DEC_WARPS 8              // warps per block of the GEMV kernels
@@ -481,12 +482,7 @@ extern "C" __global__ void dec_moe_gate_up(
     v = group_sum(v, 16);
     const float ud = __shfl_sync(0xffffffffu, v, 16);
     if (lane != 0) return;
-    float g = v + gb[row];
-    float u = ud + ub[row];
-    g = g > limit ? limit : g;
-    u = u > limit ? limit : (u < -limit ? -limit : u);
-    const float glu = g / (1.f + expf(-alpha * g));
-    act[(uint64_t)slot * n + j] = glu * (u + 1.f);
+    act[(uint64_t)slot * n + j] = swiglu_oai(v + gb[row], ud + ub[row], alpha, limit);
 }
 
 // MoE down projection of the chosen experts, bias, routing weights and residual fused:

@@ -4,8 +4,8 @@
 //   y[s, n] = sum_k x[row(s), k] * W[e(s), n, k] + bias[e(s), n]          (pg_q8, pg_mxb)
 //   y[s, n] = swiglu(gate[s, n], up[s, n])   (both as above)              (pg_mxb_swiglu)
 //
-// Slots s are grouped by expert: the host lists tiles (expert, first slot, group end) of at
-// most PG_BM slots, all in one group; `row(s)` reads row `row_map[s]` of x (a token's row for
+// Slots s are grouped by expert: a plan (built on the host, or on the device by pg_route) lists
+// tiles (expert, first slot, group end) of at most PG_BM slots, all in one group; `row(s)` reads row `row_map[s]` of x (a token's row for
 // gate/up) or row s when `row_map` is null. Output rows are slots, in the order listed.
 //
 // Two kernels, one per weight format:
@@ -17,10 +17,12 @@
 //   another summation order).
 // - pg_mxb / pg_mxb_swiglu, planar MXFP4 experts on bf16 MMAs (below).
 //
-// Tiles: PG_BM slots x PG_BN columns (per matrix) per block of 8 warps (2 x 4, 32 x 16 each),
-// k in double-buffered stages (cp.async). k % 32 == 0, n % 2 == 0.
+// pg_q8 tiles: PG_BM slots x PG_BN columns per block of 8 warps (2 x 4, 32 x 16 each), k in
+// double-buffered stages (cp.async); the bf16 kernels' tiles are described below.
+// k % 32 == 0, n % 2 == 0.
 #include <stdint.h>
 #include "mxfp4.cuh"
+#include "swiglu.cuh"
 
 #define PG_BM 64
 #define PG_BN 64
@@ -53,12 +55,6 @@ __device__ __forceinline__ void mma_s8(int c[4], const int a[4], int b0, int b1)
         "{%8,%9}, {%0,%1,%2,%3};\n"
         : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ float pg_swiglu(float g, float u, float alpha, float limit) {
-    g = g > limit ? limit : g;
-    u = u > limit ? limit : (u < -limit ? -limit : u);
-    return g / (1.f + expf(-alpha * g)) * (u + 1.f);
 }
 
 // Q8 split weights (wq int8 (e, n, k), ws f32 (e, n, k/32)) against int8 planes xh, xl
@@ -439,8 +435,8 @@ __device__ __forceinline__ void pg_gemm_bf16(const uint16_t *__restrict__ xh, co
                 float v0 = acc[0][mi][ni][2 * h] + b0[bo];
                 float v1 = acc[0][mi][ni][2 * h + 1] + b0[bo + 1];
                 if (MATS == 2) {
-                    v0 = pg_swiglu(v0, acc[MATS - 1][mi][ni][2 * h] + b1[bo], alpha, limit);
-                    v1 = pg_swiglu(v1, acc[MATS - 1][mi][ni][2 * h + 1] + b1[bo + 1], alpha, limit);
+                    v0 = swiglu_oai(v0, acc[MATS - 1][mi][ni][2 * h] + b1[bo], alpha, limit);
+                    v1 = swiglu_oai(v1, acc[MATS - 1][mi][ni][2 * h + 1] + b1[bo + 1], alpha, limit);
                 }
                 *(float2 *)(yr + col) = make_float2(v0, v1);
             }

@@ -25,7 +25,7 @@ use gpt_kernels::cuda::decode::{
 use gpt_weights::load::{Experts, LayerWeights, Matrix};
 use gpt_weights::{GptOssConfig, Weights};
 
-use super::prefill::DenseSplit;
+use super::prefill::{CudaPrefill, DenseSplit};
 use super::rope::Rope;
 use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 use crate::kv_cache::KvCache;
@@ -396,9 +396,11 @@ impl FastDecoder {
         Ok(s)
     }
 
-    /// Each layer's repacked dense matrices, shared with the prefill's tensor-core GEMMs.
-    pub(crate) fn dense_splits(&self) -> Vec<DenseSplit> {
-        self.layers
+    /// The tensor-core prefill's weights: this decoder's repacked dense matrices (shared, not
+    /// copied) and a zero bias for the output matrix.
+    pub(crate) fn prefill_weights(&self) -> CResult<CudaPrefill> {
+        let layers = self
+            .layers
             .iter()
             .map(|l| DenseSplit {
                 qkv: (l.qkv.qs.clone(), l.qkv.d.clone()),
@@ -406,12 +408,14 @@ impl FastDecoder {
                 o: (l.o.qs.clone(), l.o.d.clone()),
                 o_b: l.o_bias.clone(),
             })
-            .collect()
-    }
-
-    /// The output matrix as a Q8 split pair (`(vocab, d)` int8, `(vocab, d/32)` scales).
-    pub(crate) fn output_split(&self) -> (Tensor, Tensor) {
-        (self.output.qs.clone(), self.output.d.clone())
+            .collect();
+        let output = (self.output.qs.clone(), self.output.d.clone());
+        let output_b = Tensor::zeros(output.0.dim(0)?, DType::F32, output.0.device())?;
+        Ok(CudaPrefill {
+            layers,
+            output,
+            output_b,
+        })
     }
 
     /// Splits of the keys of a layer whose buffer holds `cap` rows.

@@ -38,8 +38,9 @@ pub struct ModelOptions {
     /// dequantize + dense GEMM on gathered tokens (prefill); fewer use the fused MXFP4 kernel.
     /// `None`: 64 on CUDA, never on the CPU (whose kernel already groups by expert).
     pub moe_grouped_min_slots: Option<usize>,
-    /// On CUDA, decode single tokens through the generic Candle path instead of the fused
-    /// decode kernels (which need Q8_0 dense matrices and MXFP4 experts).
+    /// On CUDA, run the generic Candle path instead of the fused decode kernels (which need
+    /// Q8_0 dense matrices and MXFP4 experts) and of the tensor-core prefill, which reads the
+    /// decode kernels' repacked weights.
     pub no_fast_decode: bool,
     /// Launch the fused decode step kernel by kernel instead of replaying a CUDA graph.
     pub no_cuda_graph: bool,
@@ -118,14 +119,13 @@ impl GptOss {
         };
         #[cfg(feature = "cuda")]
         let prefill = fast.as_ref().and_then(|f| {
-            let f = f.lock().ok()?;
-            let output = f.output_split();
-            let output_b = Tensor::zeros(output.0.dim(0).ok()?, DType::F32, &device).ok()?;
-            Some(prefill::CudaPrefill {
-                layers: f.dense_splits(),
-                output,
-                output_b,
-            })
+            let built = f
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))
+                .and_then(|f| f.prefill_weights());
+            built
+                .inspect_err(|e| tracing::warn!("prefill uses the generic path: {e}"))
+                .ok()
         });
         Self {
             #[cfg(feature = "cuda")]

@@ -118,6 +118,11 @@ fn cfg(grid: (u32, u32), block: u32) -> LaunchConfig {
     }
 }
 
+/// The launch of `dec_quant` over `nblocks` 32-blocks: one warp per block, 8 per thread block.
+pub(crate) fn quant_config(nblocks: u32) -> LaunchConfig {
+    cfg((nblocks.div_ceil(8), 1), 256)
+}
+
 fn u32_of(what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| candle_core::Error::msg(format!("decode: {what} = {n} > u32")))
 }
@@ -195,7 +200,7 @@ impl DecodeKernels {
         use Arg::*;
         let nb = u32_of("blocks", nblocks)?;
         let args = [P(x), U(nb), P(q.hi), P(q.lo), P(q.d), U(perm as u32)];
-        self.go("dec_quant", cfg((nb.div_ceil(8), 1), 256), &args)
+        self.go("dec_quant", quant_config(nb), &args)
     }
 
     /// `y (n) (+)= W (n, k) · x + bias` with `x` quantized (natural order); `bias` may be 0.

@@ -23,7 +23,7 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::decode::{tensor_ptr, MODULE as DECODE_MODULE};
+use super::decode::{quant_config, tensor_ptr, MODULE as DECODE_MODULE};
 use super::ptx;
 
 pub(crate) const MODULE: &str = "gpt_kernels::prefill_gemm";
@@ -104,14 +104,9 @@ impl QRows {
             let pm = 0u32; // natural order (the decode kernels' MXFP4-facing order is 1)
             let mut b = func.builder();
             b.arg(&px).arg(&nb).arg(&ph).arg(&pl).arg(&pd).arg(&pm);
-            let cfg = LaunchConfig {
-                grid_dim: (nb.div_ceil(8), 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
             // SAFETY: `dec_quant(x, nblocks, hi, lo, d, perm)`; x holds nb·32 f32, the planes
             // nb·32 bytes and d nb f32.
-            unsafe { b.launch(cfg) }.w()?;
+            unsafe { b.launch(quant_config(nb)) }.w()?;
         }
         Ok(Self { hi, lo, d })
     }
@@ -455,9 +450,10 @@ fn launch(
     let func = dev
         .get_or_load_custom_func(name, MODULE, ptx::PREFILL_GEMM)?
         .into_cuda_function();
-    let smem = match x {
-        PgInput::Q15(_) => 0,
-        PgInput::Bf16(_) => pg_bf16_smem(if w1.is_some() { 2 } else { 1 }),
+    // Columns per block and dynamic shared memory of the kernel.
+    let (bn, smem) = match x {
+        PgInput::Q15(_) => (PG_BN, 0),
+        PgInput::Bf16(_) => (PG_BN2, pg_bf16_smem(if w1.is_some() { 2 } else { 1 })),
     };
     if smem > 0 {
         // Above 48 KiB a kernel must opt in to dynamic shared memory.
@@ -519,11 +515,7 @@ fn launch(
     }
     let cfg = LaunchConfig {
         grid_dim: (
-            u32_of(
-                op,
-                "column blocks",
-                n.div_ceil(if smem > 0 { PG_BN2 } else { PG_BN }),
-            )?,
+            u32_of(op, "column blocks", n.div_ceil(bn))?,
             plan.ntiles as u32,
             1,
         ),
@@ -531,9 +523,8 @@ fn launch(
         shared_mem_bytes: smem as u32,
     };
     // SAFETY: the arguments follow the kernel's parameter list (above) in order and type; the
-    // shapes were checked above
-    // (x rows cover every row the plan reads, the weights every expert it names, y has
-    // `slots` rows of n).
+    // shapes were checked above (x rows cover every row the plan reads, the weights every
+    // expert it names, y has `slots` rows of n).
     unsafe { b.launch(cfg) }.w()?;
     Ok(y)
 }
