@@ -28,6 +28,34 @@ pub enum EngineError {
     /// A tokenizer error.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The KV pool has too few free blocks for a step.
+    #[error("kv pool: {needed:?} blocks needed (full, sliding), {free:?} free")]
+    OutOfKvBlocks {
+        /// Blocks the step needs, per group.
+        needed: [usize; 2],
+        /// Free blocks, per group.
+        free: [usize; 2],
+    },
+    /// A sequence id the pool does not hold.
+    #[error("kv pool: no sequence {0}")]
+    UnknownSequence(u64),
+    /// A request parameter is out of its range.
+    #[error("invalid {param}: {message}")]
+    InvalidRequest {
+        /// The parameter.
+        param: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The waiting queue is full.
+    #[error("the engine's queue is full ({limit} requests waiting); retry later")]
+    QueueFull {
+        /// The queue's bound.
+        limit: usize,
+    },
+    /// The engine has stopped (its worker ended).
+    #[error("the engine has stopped")]
+    Stopped,
     /// Anything else, described.
     #[error("{0}")]
     Other(String),

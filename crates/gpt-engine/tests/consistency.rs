@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use gpt_engine::generate::{generate, GenerateParams};
+use gpt_engine::engine::{Engine, EngineOptions, FinishReason, Request};
 use gpt_engine::model::rope::YarnRounding;
 use gpt_engine::model::{prefill_logits, GptOss, Logits};
 use gpt_engine::sampling::SamplingParams;
@@ -25,20 +25,20 @@ fn rows(t: &Tensor) -> Vec<Vec<f32>> {
 
 /// Runs `tokens` in pieces of the given sizes (cycled), collecting every position's logits.
 fn chunked(model: &GptOss, tokens: &[u32], sizes: &[usize]) -> Vec<Vec<f32>> {
-    let mut cache = model.new_cache();
+    let mut cache = model.new_cache(tokens.len(), 16).unwrap();
     let mut out = Vec::new();
     let (mut i, mut k) = (0, 0);
     while i < tokens.len() {
         let n = sizes[k % sizes.len()].min(tokens.len() - i);
         out.extend(rows(
             &model
-                .forward(&tokens[i..i + n], &mut cache, Logits::All)
+                .forward_seq(&tokens[i..i + n], &mut cache, Logits::All)
                 .unwrap(),
         ));
         i += n;
         k += 1;
     }
-    assert_eq!(cache.pos, tokens.len());
+    assert_eq!(cache.pos(), tokens.len());
     out
 }
 
@@ -74,98 +74,81 @@ fn last_logits_equal_the_last_row() {
     let model = load(&tiny_path(false), YarnRounding::Reference);
     let tokens = random_tokens(9, 8);
     let full = rows(&prefill_logits(&model, &tokens).unwrap());
-    let mut cache = model.new_cache();
-    let last = rows(&model.forward(&tokens, &mut cache, Logits::Last).unwrap());
+    let mut cache = model.new_cache(9, 9).unwrap();
+    let last = rows(&model.forward_seq(&tokens, &mut cache, Logits::Last).unwrap());
     assert_close(&last, &full[8..], "Logits::Last");
+}
+
+fn engine(model: GptOss, ctx: usize) -> Engine {
+    Engine::new(
+        model,
+        None,
+        EngineOptions {
+            ctx: Some(ctx),
+            kv_memory: Some(1 << 22),
+            max_batch_tokens: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn greedy(prompt: &[u32], max_tokens: usize) -> Request {
+    let mut r = Request::new(prompt.to_vec(), max_tokens);
+    r.sampling = SamplingParams::greedy();
+    r
 }
 
 #[test]
 fn turns_reuse_the_cache() {
     let model = load(&tiny_path(false), YarnRounding::Reference);
-    let tokens = random_tokens(30, 9);
+    let tokens = random_tokens(40, 9);
     let full = rows(&prefill_logits(&model, &tokens).unwrap());
-    let params = GenerateParams {
-        max_new_tokens: 1,
-        stop_tokens: vec![],
-        sampling: SamplingParams::greedy(),
-        ctx: 64,
-        chunk: 8,
-    };
-    let mut cache = model.new_cache();
-    // Turn 1: the first 12 tokens; turn 2 extends them: only the new 18 are computed.
-    let (out1, s1) = generate(&model, &mut cache, &tokens[..12], &params, |_| {
-        std::ops::ControlFlow::Continue(())
-    })
-    .unwrap();
-    assert_eq!(s1.prefill_tokens, 12);
-    assert_eq!(
-        out1[0] as usize,
-        argmax(&full[11]),
-        "greedy = argmax of the logits"
-    );
-    let (out2, s2) = generate(&model, &mut cache, &tokens, &params, |_| {
-        std::ops::ControlFlow::Continue(())
-    })
-    .unwrap();
-    assert_eq!(
-        s2.prefill_tokens, 18,
-        "a new turn computes only its new tokens"
-    );
-    assert_eq!(out2[0] as usize, argmax(&full[29]));
-    // A prompt that does not extend the cache starts over.
+    let e = engine(model, 64);
+    // Turn 1: the first 20 tokens; turn 2 extends them: the 16 of the whole blocks come from
+    // the prefix cache.
+    let out1 = e.submit(greedy(&tokens[..20], 1)).unwrap().collect();
+    assert_eq!(out1.finish, Some(FinishReason::Length), "{out1:?}");
+    assert_eq!(out1.usage.cached_tokens, 0);
+    assert_eq!(out1.tokens[0] as usize, argmax(&full[19]), "greedy = argmax of the logits");
+    let out2 = e.submit(greedy(&tokens, 1)).unwrap().collect();
+    assert_eq!(out2.usage.cached_tokens, 16, "a new turn computes only its new tokens");
+    assert_eq!(out2.tokens[0] as usize, argmax(&full[39]));
+    // A prompt that does not extend it starts over.
     let other = random_tokens(5, 10);
-    let (_, s3) = generate(&model, &mut cache, &other, &params, |_| {
-        std::ops::ControlFlow::Continue(())
-    })
-    .unwrap();
-    assert_eq!(s3.prefill_tokens, 5);
+    assert_eq!(e.submit(greedy(&other, 1)).unwrap().collect().usage.cached_tokens, 0);
 }
 
 #[test]
 fn greedy_generation_follows_argmax_of_logits() {
     let model = load(&tiny_path(false), YarnRounding::Reference);
     let prompt = random_tokens(6, 11);
-    let params = GenerateParams {
-        max_new_tokens: 10,
-        stop_tokens: vec![],
-        sampling: SamplingParams::greedy(),
-        ctx: 64,
-        chunk: 4,
-    };
-    let mut cache = model.new_cache();
-    let (out, _) = generate(&model, &mut cache, &prompt, &params, |_| {
-        std::ops::ControlFlow::Continue(())
-    })
-    .unwrap();
-    assert_eq!(out.len(), 10);
     let mut seq = prompt.clone();
-    for &tok in &out {
+    let mut want = Vec::new();
+    for _ in 0..10 {
         let logits = rows(&prefill_logits(&model, &seq).unwrap());
-        assert_eq!(tok as usize, argmax(logits.last().unwrap()));
-        seq.push(tok);
+        let t = argmax(logits.last().unwrap()) as u32;
+        want.push(t);
+        seq.push(t);
     }
+    let out = engine(model, 64).submit(greedy(&prompt, 10)).unwrap().collect();
+    assert_eq!(out.tokens, want);
+    assert_eq!(out.finish, Some(FinishReason::Length));
+    assert_eq!(out.usage.completion_tokens, 10);
 }
 
 #[test]
 fn prompt_longer_than_context_is_refused_before_compute() {
-    let model = load(&tiny_path(false), YarnRounding::Reference);
-    let params = GenerateParams {
-        max_new_tokens: 4,
-        stop_tokens: vec![],
-        sampling: SamplingParams::greedy(),
-        ctx: 8,
-        chunk: 4,
-    };
-    let mut cache = model.new_cache();
-    let err = generate(&model, &mut cache, &random_tokens(8, 1), &params, |_| {
-        std::ops::ControlFlow::Continue(())
-    })
-    .unwrap_err();
+    let e = engine(load(&tiny_path(false), YarnRounding::Reference), 8);
+    let err = e.submit(greedy(&random_tokens(8, 1), 4)).unwrap_err();
     assert!(
         err.to_string().contains("does not fit the context of 8"),
         "{err}"
     );
-    assert_eq!(cache.pos, 0);
+    // max_tokens is clamped to what the context leaves.
+    let out = e.submit(greedy(&random_tokens(5, 1), 100)).unwrap().collect();
+    assert_eq!(out.tokens.len(), 3);
+    assert_eq!(out.finish, Some(FinishReason::Length));
 }
 
 #[test]

@@ -187,9 +187,22 @@ fn parser_rejects_malformed_streams() {
         p.push(id).unwrap();
     }
     assert!(matches!(p.finish(), Err(HarmonyError::TruncatedHeader)));
+    // As openai-harmony's strict mode, a stop token inside a header is header text: the
+    // header then fails at `<|message|>`, or the stream ends inside it.
     let mut p = HarmonyParser::for_completion(t).unwrap();
     p.push(t.token_to_id("<|channel|>").unwrap()).unwrap();
-    assert!(p.push(END).is_err());
+    p.push(END).unwrap();
+    assert!(p.messages().is_empty());
+    assert!(matches!(p.finish(), Err(HarmonyError::TruncatedHeader)));
+    let mut p = HarmonyParser::for_completion(t).unwrap();
+    for id in t.encode("<|channel|>final<|end|><|message|>", true).unwrap() {
+        let r = p.push(id);
+        if id == t.token_to_id("<|message|>").unwrap() {
+            assert!(matches!(r, Err(HarmonyError::BadHeader { .. })), "{r:?}");
+        } else {
+            r.unwrap();
+        }
+    }
 }
 
 #[test]

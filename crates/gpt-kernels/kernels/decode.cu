@@ -208,8 +208,12 @@ extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const floa
 // < window). Split s takes an equal share of them, in tiles of 32 keys staged in shared memory.
 // Writes the unnormalized partial (m, l, acc[hd]) of each (head, split); empty splits write
 // (-inf, 0, 0). hd is 32 or DEC_ATT_D (64).
+// Paged caches: with a block table (non-null `table`), row j lives at row
+// table[j / bs] * bs + j % bs of kc and vc (the KV pool's blocks); without, at row j.
 extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const float *__restrict__ kc,
-                                          const float *__restrict__ vc, const int32_t *__restrict__ p,
+                                          const float *__restrict__ vc,
+                                          const int32_t *__restrict__ table, const uint32_t bs,
+                                          const int32_t *__restrict__ p,
                                           const uint32_t layer, const uint32_t hkv, const uint32_t hd,
                                           const uint32_t window, const float scale,
                                           float *__restrict__ part_m,
@@ -246,7 +250,9 @@ extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const flo
             const int64_t j = j0 + r;
             float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
             if (j <= hi_s) {
-                const uint64_t off = ((uint64_t)j * hkv + kvh) * hd + c;
+                const uint64_t pr =
+                    table ? (uint64_t)table[j / bs] * bs + (uint64_t)(j % bs) : (uint64_t)j;
+                const uint64_t off = (pr * hkv + kvh) * hd + c;
                 kv = *(const float4 *)(kc + off);
                 vv = *(const float4 *)(vc + off);
             }

@@ -5,11 +5,17 @@
 //!   `render_conversation_for_completion(conversation, Role::Assistant, None)`
 //!   for the conversation [`chat_to_harmony`] builds.
 //! * [`HarmonyParser`]: generated ids → messages (channel, recipient,
-//!   content type, text) and tool calls, incrementally.
+//!   content type, text) and tool calls, incrementally; strict and non-strict as
+//!   openai-harmony's `StreamableParser`, or lenient ([`LenientParser`], never an error).
+//! * [`api`]: messages → the OpenAI answer (`content`, `reasoning_content`,
+//!   `tool_calls`), whole or as streamed deltas.
 //! * [`STOP_TOKENS`]: sample until `<|return|>` or `<|call|>`; `<|end|>` only
 //!   separates messages inside one completion.
 
+pub mod api;
 mod convert;
+mod header;
+mod lenient;
 mod message;
 mod parser;
 mod render;
@@ -18,8 +24,10 @@ mod schema;
 
 pub use convert::{chat_to_harmony, PromptOptions};
 pub use message::{Content, DeveloperContent, Message, Role, SystemContent, ToolDescription};
+pub use header::{parse_header, Header};
+pub use lenient::LenientParser;
 pub use parser::{
-    parse_header, HarmonyEvent, HarmonyParser, Header, ParsedMessage, ParsedToolCall,
+    HarmonyEvent, HarmonyParser, ParseMode, ParsedMessage, ParsedToolCall, Recovery,
 };
 pub use render::{developer_text, system_text, Renderer};
 pub use request::{

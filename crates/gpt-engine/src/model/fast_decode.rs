@@ -28,7 +28,7 @@ use gpt_weights::{GptOssConfig, Weights};
 use super::prefill::{CudaPrefill, DenseSplit};
 use super::rope::Rope;
 use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
-use crate::kv_cache::KvCache;
+use crate::kv::{ChunkKv, KvPool};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -148,6 +148,9 @@ pub(crate) struct FastDecoder {
     logits: Tensor,
     use_graph: bool,
     graph: Option<Captured>,
+    /// The block tables of the sequence being decoded, i32, full group then sliding group
+    /// (each as long as the larger group), uploaded before each step.
+    tables: Option<CudaSlice<i32>>,
     /// Steps run so far. The first runs eagerly: with CUDA's lazy module loading a kernel's code
     /// is loaded at its first launch, which must not happen during a capture.
     steps: u64,
@@ -390,6 +393,7 @@ impl FastDecoder {
             _keep: keep,
             use_graph,
             graph: None,
+            tables: None,
             steps: 0,
         };
         device.synchronize()?;
@@ -418,14 +422,17 @@ impl FastDecoder {
         })
     }
 
-    /// Splits of the keys of a layer whose buffer holds `cap` rows.
-    fn nsplit(&self, window: usize, cap: usize) -> usize {
-        let keys = if window > 0 { window.min(cap) } else { cap };
-        keys.div_ceil(KEYS_PER_SPLIT).clamp(1, MAX_SPLIT)
+    /// Splits of the keys of a layer whose query sees up to `rows` rows: bucketed by powers of
+    /// two, so the captured graph changes only when a sequence doubles.
+    fn nsplit(&self, window: usize, rows: usize) -> usize {
+        let keys = if window > 0 { window.min(rows) } else { rows };
+        keys.next_power_of_two()
+            .div_ceil(KEYS_PER_SPLIT)
+            .clamp(1, MAX_SPLIT)
     }
 
     /// Enqueues the whole step for the KV buffers `kv[il] = (k, v, nsplit)`.
-    fn enqueue(&self, kv: &[(DevPtr, DevPtr, usize)]) -> CResult<()> {
+    fn enqueue(&self, kv: &[KvLayer]) -> CResult<()> {
         let c = &self.cfg;
         let k = &self.k;
         let (d, hq, hkv, hd) = (c.n_embd, c.n_head, c.n_head_kv, c.head_dim);
@@ -446,7 +453,8 @@ impl FastDecoder {
         let act = sptr(&self.act);
         let xn = sptr(&self.xn);
         let scale = 1.0 / (hd as f32).sqrt();
-        for (il, (l, &(kc, vc, nsplit))) in self.layers.iter().zip(kv).enumerate() {
+        for (il, (l, kvl)) in self.layers.iter().zip(kv).enumerate() {
+            let (kc, vc, nsplit) = (kvl.k, kvl.v, kvl.nsplit);
             let (_, inv_freq, mscale) = &self.rope[l.rope];
             k.rmsnorm_quant(h, l.attn_norm, eps, d, 0, xq, false)?;
             k.qkv_rope(
@@ -465,6 +473,7 @@ impl FastDecoder {
             k.attn_split(
                 q,
                 (kc, vc),
+                (kvl.table, kvl.bs),
                 params,
                 il,
                 (hq, hkv, hd),
@@ -501,24 +510,79 @@ impl FastDecoder {
         k.q8_gemv(self.output.p, 0, xq, dptr(&self.logits)?, vocab, d, false)
     }
 
-    /// Runs `token` at position `cache.pos`, appending it to the cache; returns f32 logits
-    /// `(1, vocab)`.
-    pub(crate) fn step(&mut self, w: &Weights, token: u32, cache: &mut KvCache) -> CResult<Tensor> {
-        let _span = tracing::trace_span!("fast_decode", pos = cache.pos).entered();
+    /// Runs `token` of `chunk` (one token at position `chunk.pos`, its KV row reserved in
+    /// `pool`), writing its keys and values into the pool's blocks; returns f32 logits
+    /// `(1, vocab)`. The pool counts the row when the caller commits the step.
+    pub(crate) fn step(
+        &mut self,
+        w: &Weights,
+        token: u32,
+        chunk: &ChunkKv,
+        pool: &KvPool,
+    ) -> CResult<Tensor> {
+        let _span = tracing::trace_span!("fast_decode", pos = chunk.pos).entered();
         let c = &self.cfg;
         let emb = w
             .token_embd
             .lookup_host(&[token])
             .map_err(|e| err(e.to_string()))?;
-        let dev = self.logits.device().clone();
+        let bs = pool.block_size();
+        let pos = chunk.pos;
         let mut params: Vec<i32> = Vec::with_capacity(1 + 3 * c.n_layer);
-        params.push(i32::try_from(cache.pos).map_err(|_| err("position > i32".into()))?);
+        let as_i32 = |v: usize| i32::try_from(v).map_err(|_| err(format!("{v} > i32")));
+        params.push(as_i32(pos)?);
+        // The sequence's block tables, full group then sliding group (`first`, blocks).
+        let mut tables: [Option<(usize, Vec<u32>)>; 2] = [None, None];
+        for il in 0..c.n_layer {
+            let g = usize::from(pool.is_sliding_layer(il));
+            if tables[g].is_none() {
+                tables[g] = Some(pool.table(chunk.seq, il).map_err(|e| err(e.to_string()))?);
+            }
+        }
+        let cap = pool.capacity_blocks().into_iter().max().unwrap_or(0).max(1);
+        if self.tables.as_ref().is_none_or(|t| t.len() < 2 * cap) {
+            let dev = match self.logits.device() {
+                Device::Cuda(d) => d.clone(),
+                _ => return Err(err("logits not on a CUDA device".into())),
+            };
+            self.tables = Some(dev.alloc_zeros::<i32>(2 * cap)?);
+        }
+        let table_base = match &self.tables {
+            Some(t) => sptr(t),
+            None => return Err(err("no block table buffer".into())),
+        };
         let mut kv = Vec::with_capacity(c.n_layer);
-        for (l, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let (kb, vb, row, off) = lc.reserve_rows(1, (c.n_head_kv, c.head_dim), &dev)?;
-            let cap = kb.dim(1)?;
-            params.extend([row as i32, row as i32 + 1, off as i32]);
-            kv.push((dptr(&kb)?, dptr(&vb)?, self.nsplit(l.window, cap)));
+        for (il, l) in self.layers.iter().enumerate() {
+            let g = usize::from(pool.is_sliding_layer(il));
+            let Some((first, blocks)) = &tables[g] else {
+                return Err(err("no block table".into()));
+            };
+            let kv_off = first * bs;
+            let rel = pos
+                .checked_sub(kv_off)
+                .ok_or_else(|| err(format!("position {pos} before the held blocks")))?;
+            let block = blocks
+                .get(rel / bs)
+                .ok_or_else(|| err(format!("position {pos} has no block")))?;
+            let row = *block as usize * bs + rel % bs;
+            params.extend([as_i32(row)?, as_i32(rel + 1)?, as_i32(kv_off)?]);
+            let (kb, vb) = pool.layer_buffers(il);
+            let table = table_base + (g * cap * std::mem::size_of::<i32>()) as u64;
+            kv.push(KvLayer {
+                k: dptr(kb)?,
+                v: dptr(vb)?,
+                table,
+                bs,
+                nsplit: self.nsplit(l.window, rel + 1),
+            });
+        }
+        let mut host_tables = vec![0i32; 2 * cap];
+        for (g, t) in tables.iter().enumerate() {
+            if let Some((_, blocks)) = t {
+                for (i, &b) in blocks.iter().enumerate().take(cap) {
+                    host_tables[g * cap + i] = b as i32;
+                }
+            }
         }
         let stream = self.k.stream().clone();
         stream
@@ -527,7 +591,15 @@ impl FastDecoder {
         stream
             .memcpy_htod(&params, &mut self.params)
             .map_err(|e| err(e.to_string()))?;
-        let key: Vec<u64> = kv.iter().flat_map(|&(a, b, n)| [a, b, n as u64]).collect();
+        if let Some(t) = self.tables.as_mut() {
+            stream
+                .memcpy_htod(&host_tables, t)
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let key: Vec<u64> = kv
+            .iter()
+            .flat_map(|l| [l.k, l.v, l.table, l.nsplit as u64])
+            .collect();
         if !self.use_graph || self.steps == 0 {
             self.enqueue(&kv)?;
         } else {
@@ -542,7 +614,7 @@ impl FastDecoder {
                     .map_err(|e| err(format!("end capture: {e}")));
                 r?;
                 let graph = g?.ok_or_else(|| err("empty graph".into()))?;
-                tracing::debug!(pos = cache.pos, "captured the decode graph");
+                tracing::debug!(pos, "captured the decode graph");
                 self.graph = Some(Captured { key, graph });
             }
             if let Some(g) = &self.graph {
@@ -552,11 +624,15 @@ impl FastDecoder {
             }
         }
         self.steps += 1;
-        for lc in cache.layers.iter_mut() {
-            lc.advance(1);
-        }
-        cache.pos += 1;
-        cache.tokens.push(token);
         self.logits.copy()
     }
+}
+
+/// One layer's KV for a step: the pool's buffers, the block table and the key splits.
+struct KvLayer {
+    k: DevPtr,
+    v: DevPtr,
+    table: DevPtr,
+    bs: usize,
+    nsplit: usize,
 }

@@ -17,8 +17,9 @@ use gpt_weights::load::{Experts, LayerWeights};
 use gpt_weights::{GptOssConfig, Weights};
 use moe::{experts_forward, ExpertGroups};
 
+use crate::batch::Batch;
 use crate::error::{EngineError, Result};
-use crate::kv_cache::KvCache;
+use crate::kv::{KvCache, KvPool, Step};
 use profile::{Profiler, Stage};
 use rope::{Rope, YarnRounding};
 
@@ -70,14 +71,7 @@ type PrefillCtx<'a> = Option<(
 #[cfg(not(feature = "cuda"))]
 type PrefillCtx<'a> = Option<(&'a (), ())>;
 
-/// Which positions of a forward produce logits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// Every position: `(t, vocab)`.
-    All,
-    /// The last position only: `(1, vocab)`.
-    Last,
-}
+pub use crate::batch::Logits;
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     candle_nn::ops::rms_norm(&x.contiguous()?, w, eps)
@@ -173,33 +167,55 @@ impl GptOss {
         self.w.token_embd.vocab()
     }
 
-    /// A fresh KV cache for this model.
-    pub fn new_cache(&self) -> KvCache {
-        let cfg = self.config();
-        let windows: Vec<Option<usize>> = (0..cfg.n_layer)
-            .map(|il| cfg.is_sliding(il).then_some(cfg.sliding_window))
-            .collect();
-        KvCache::new(&windows)
+    /// A fresh single-sequence KV cache for `ctx` positions and prefill chunks of at most
+    /// `max_chunk` tokens.
+    pub fn new_cache(&self, ctx: usize, max_chunk: usize) -> Result<KvCache> {
+        KvCache::new(self.config(), &self.device, ctx, max_chunk)
     }
 
-    /// Runs `tokens` at positions `cache.pos..`, appending them to the cache. Returns f32 logits
-    /// `(t, vocab)` or `(1, vocab)`.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
-        if tokens.is_empty() {
+    /// Runs `tokens` after what `cache` holds: [`Self::forward`] on a batch of one sequence.
+    pub fn forward_seq(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
+        let (pool, seq) = cache.parts();
+        self.forward(&Batch::single(seq, tokens, which)?, pool)
+    }
+
+    /// Runs every chunk of `batch` after what `pool` holds for its sequence, appending the new
+    /// keys and values (committed only if the whole forward succeeds). Returns f32 logits
+    /// `(rows, vocab)` for the rows the batch asks for, in batch order.
+    pub fn forward(&self, batch: &Batch, pool: &mut KvPool) -> Result<Tensor> {
+        if batch.is_empty() {
             return Err(EngineError::EmptyInput);
         }
-        #[cfg(feature = "cuda")]
-        if let (Some(fast), [token], false) = (&self.fast, tokens, self.profiler.enabled()) {
-            let mut f = fast
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))?;
-            return Ok(f.step(&self.w, *token, cache)?);
+        let step = pool.begin(batch)?;
+        match self.run(batch, &step, pool) {
+            Ok(l) => {
+                pool.commit(step);
+                Ok(l)
+            }
+            Err(e) => {
+                pool.abort(step);
+                Err(e)
+            }
         }
-        let pos = cache.pos;
-        let _span = tracing::debug_span!("forward", pos, t = tokens.len()).entered();
+    }
+
+    /// The forward of a begun step.
+    fn run(&self, batch: &Batch, step: &Step, pool: &KvPool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if let (Some(fast), [c], false) = (&self.fast, step.chunks(), self.profiler.enabled()) {
+            if c.t == 1 && batch.chunks()[0].logits != Logits::None {
+                let mut f = fast
+                    .lock()
+                    .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))?;
+                return Ok(f.step(&self.w, batch.chunks()[0].tokens[0], c, pool)?);
+            }
+        }
+        let tokens = batch.tokens();
+        let _span = tracing::debug_span!("forward", seqs = step.chunks().len(), t = tokens.len())
+            .entered();
         let p = &self.profiler;
         p.start(&self.device);
-        let mut h = self.w.token_embd.lookup(tokens, &self.device)?; // (t, d)
+        let mut h = self.w.token_embd.lookup(&tokens, &self.device)?; // (t, d)
         #[cfg(feature = "cuda")]
         let pf: PrefillCtx = match &self.prefill {
             Some(pf) => Some((
@@ -214,16 +230,20 @@ impl GptOss {
         for (il, lw) in self.w.layers.iter().enumerate() {
             let _l = tracing::trace_span!("layer", il).entered();
             let a = rms_norm(&h, &lw.attn_norm, self.config().rms_eps)?;
-            let attn = self.attention(il, lw, &a, pos, cache, &pf)?;
+            let attn = self.attention(il, lw, &a, step, pool, &pf)?;
             h = (h + attn)?;
             let m = rms_norm(&h, &lw.post_attention_norm, self.config().rms_eps)?;
             h = (&h + self.moe(lw, &m)?)?;
         }
-        cache.pos += tokens.len();
-        cache.tokens.extend_from_slice(tokens);
-        let h = match which {
-            Logits::All => h,
-            Logits::Last => h.narrow(0, tokens.len() - 1, 1)?,
+        let rows = batch.logit_rows();
+        let vocab = self.vocab_size();
+        if rows.is_empty() {
+            return Ok(Tensor::zeros((0, vocab), DType::F32, &self.device)?);
+        }
+        let h = if rows.len() == tokens.len() {
+            h
+        } else {
+            h.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)? // (rows, d)
         };
         let h = rms_norm(&h, &self.w.output_norm, self.config().rms_eps)?;
         let logits = match &pf {
@@ -241,12 +261,11 @@ impl GptOss {
         il: usize,
         lw: &LayerWeights,
         a: &Tensor,
-        pos: usize,
-        cache: &mut KvCache,
+        step: &Step,
+        pool: &KvPool,
         pf: &PrefillCtx,
     ) -> Result<Tensor> {
         let cfg = self.config();
-        let t = a.dim(0)?;
         let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
         let (q, kx, v) = match pf {
             #[cfg(feature = "cuda")]
@@ -265,52 +284,59 @@ impl GptOss {
                 lw.attn_v.forward(a)?.broadcast_add(&lw.attn_v_b)?,
             ),
         };
-        let q = q.reshape((1, t, hq, hd))?; // (b, t, hq, d)
-        let kx = kx.reshape((1, t, hkv, hd))?; // (b, t, hkv, d)
-        let v = v.reshape((1, t, hkv, hd))?.contiguous()?; // (b, t, hkv, d)
         let sliding = cfg.is_sliding(il);
         let rope = if sliding {
             &self.rope_swa
         } else {
             &self.rope_full
         };
-        let q = rope.apply(&q, pos)?;
-        let kx = rope.apply(&kx, pos)?;
-        self.profiler.mark(&self.device, Stage::QkvRope);
-        let (k_all, v_all, kv_offset) = cache.layers[il].append(&kx, &v)?; // (b, s, hkv, d)
-        self.profiler.mark(&self.device, Stage::KvAppend);
         let window = sliding.then_some(cfg.sliding_window);
         let scale = 1.0 / (hd as f32).sqrt();
-        let o = match pf {
-            #[cfg(feature = "cuda")]
-            Some(_) if t >= 2 && k::cuda::attention::tf32_prefill_fits(hq, hkv, hd) => {
-                let params = k::cuda::AttentionParams {
-                    scale,
-                    window: window.unwrap_or(0),
-                    q_offset: pos,
-                    kv_offset,
-                };
-                k::cuda::attention::attention_prefill_tf32(
+        let mut outs = Vec::with_capacity(step.chunks().len());
+        let mut at = 0;
+        for c in step.chunks() {
+            let q = q.narrow(0, at, c.t)?.reshape((1, c.t, hq, hd))?; // (1, t, hq, d)
+            let kx = kx.narrow(0, at, c.t)?.reshape((1, c.t, hkv, hd))?; // (1, t, hkv, d)
+            let v = v.narrow(0, at, c.t)?.reshape((c.t, hkv, hd))?; // (t, hkv, d)
+            at += c.t;
+            let q = rope.apply(&q, c.pos)?;
+            let kx = rope.apply(&kx, c.pos)?;
+            self.profiler.mark(&self.device, Stage::QkvRope);
+            pool.write(il, c, &kx.squeeze(0)?, &v)?;
+            let (k_all, v_all, kv_offset) = pool.gather(il, c)?; // (1, s, hkv, d)
+            self.profiler.mark(&self.device, Stage::KvAppend);
+            let o = match pf {
+                #[cfg(feature = "cuda")]
+                Some(_) if c.t >= 2 && k::cuda::attention::tf32_prefill_fits(hq, hkv, hd) => {
+                    let params = k::cuda::AttentionParams {
+                        scale,
+                        window: window.unwrap_or(0),
+                        q_offset: c.pos,
+                        kv_offset,
+                    };
+                    k::cuda::attention::attention_prefill_tf32(
+                        &q,
+                        &k_all,
+                        &v_all,
+                        &lw.attn_sinks,
+                        &params,
+                    )?
+                }
+                _ => k::attention_with_sinks(
                     &q,
                     &k_all,
                     &v_all,
                     &lw.attn_sinks,
-                    &params,
-                )?
-            }
-            _ => k::attention_with_sinks(
-                &q,
-                &k_all,
-                &v_all,
-                &lw.attn_sinks,
-                scale,
-                window,
-                pos,
-                kv_offset,
-            )?,
-        };
+                    scale,
+                    window,
+                    c.pos,
+                    kv_offset,
+                )?,
+            }; // (1, t, hq, d)
+            outs.push(o.reshape((c.t, hq * hd))?);
+        }
+        let o = Tensor::cat(&outs, 0)?; // (t, hq*d)
         self.profiler.mark(&self.device, Stage::Attention);
-        let o = o.reshape((t, hq * hd))?; // (t, hq*d)
         let out = match pf {
             #[cfg(feature = "cuda")]
             Some((pf, plan)) => pf.out(il, &o, plan)?,
@@ -368,6 +394,6 @@ impl GptOss {
 
 /// Helper used by tests: logits of every position of `tokens` in one prefill.
 pub fn prefill_logits(model: &GptOss, tokens: &[u32]) -> Result<Tensor> {
-    let mut cache = model.new_cache();
-    model.forward(tokens, &mut cache, Logits::All)
+    let mut cache = model.new_cache(tokens.len(), tokens.len())?;
+    model.forward_seq(tokens, &mut cache, Logits::All)
 }

@@ -283,12 +283,15 @@ impl DecodeKernels {
     }
 
     /// Split attention partials: grid `(hkv, nsplit)`, `hq / hkv` warps per block. Partials
-    /// `m`, `l` f32 `(hq, nsplit)`, `acc` f32 `(hq, nsplit, hd)`; `hd` is 32 or 64.
+    /// `m`, `l` f32 `(hq, nsplit)`, `acc` f32 `(hq, nsplit, hd)`; `hd` is 32 or 64. With a
+    /// block table (`table` i32, non-zero) cache row `j` is row `table[j / bs] * bs + j % bs`
+    /// of the buffers (the paged pool); with `table` 0, row `j`.
     #[allow(clippy::too_many_arguments)]
     pub fn attn_split(
         &self,
         q: DevPtr,
         (k_cache, v_cache): (DevPtr, DevPtr),
+        (table, bs): (DevPtr, usize),
         params: DevPtr,
         layer: usize,
         (hq, hkv, hd): (usize, usize, usize),
@@ -303,6 +306,8 @@ impl DecodeKernels {
             P(q),
             P(k_cache),
             P(v_cache),
+            P(table),
+            U(u32_of("block size", bs.max(1))?),
             P(params),
             U(u32_of("layer", layer)?),
             U(u32_of("hkv", hkv)?),
