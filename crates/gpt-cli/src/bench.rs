@@ -12,7 +12,7 @@ use crate::model_source;
 use crate::tools::device;
 
 /// `gptoss bench`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Model: a GGUF path, `tiny`, or a Hugging Face repo id.
     #[arg(long)]
@@ -55,12 +55,28 @@ pub struct BenchArgs {
     /// the breakdown. Decode then runs the generic path, not the fused CUDA step.
     #[arg(long)]
     pub profile: bool,
-    /// Print one JSON object.
+    /// Print one JSON object (with `--concurrency`, one per line and concurrency).
     #[arg(long)]
     pub json: bool,
+    /// Sequences decoding together, e.g. `1,4,16,64` (like llama-batched-bench): each level
+    /// submits that many requests of `--prompt-tokens` to the engine at once and generates
+    /// `--gen-tokens` for each.
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The dense matrices' form the flags ask for.
+pub(crate) fn dense(a: &BenchArgs, dev: &candle_core::Device) -> DenseMode {
+    if a.quantized_dense {
+        DenseMode::Quantized
+    } else if a.f32_dense {
+        DenseMode::F32
+    } else {
+        crate::tools::dense_mode(dev)
+    }
+}
+
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         0.0
@@ -70,7 +86,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Peak resident memory of this process (VmHWM), bytes.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
@@ -124,15 +140,14 @@ fn pool_peak(dev: &candle_core::Device) -> Option<u64> {
 
 /// Runs the benchmark.
 pub fn bench(a: &BenchArgs) -> Result<()> {
+    if !a.concurrency.is_empty() {
+        return crate::bench_batch::bench_concurrency(a);
+    }
     let path = model_source::resolve(&a.model)?;
     let dev = device(&a.device)?;
     let ctx = (a.prompt_tokens.max(a.depth) + a.gen_tokens + 1).max(16);
     let cfg = LoadConfig {
-        dense: if a.quantized_dense {
-            DenseMode::Quantized
-        } else {
-            crate::tools::dense_mode(&dev, a.f32_dense)
-        },
+        dense: dense(a, &dev),
         ctx,
         chunk: a.chunk,
         model: gpt_engine::model::ModelOptions {
@@ -162,11 +177,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     // One untimed pass first, as llama-bench does: CUDA loads (and JIT-compiles) each kernel
     // module at its first launch, and the decode graph is captured on the second step.
     {
-        let mut cache = model.new_cache();
         let n = a.prompt_tokens.clamp(2, a.chunk.max(2));
-        let mut l = model.forward(&tokens(n), &mut cache, Logits::Last)?;
+        let mut cache = model.new_cache(n + 4, n)?;
+        let mut l = model.forward_seq(&tokens(n), &mut cache, Logits::Last)?;
         for _ in 0..a.gen_tokens.min(3) {
-            l = model.forward(&tokens(1), &mut cache, Logits::Last)?;
+            l = model.forward_seq(&tokens(1), &mut cache, Logits::Last)?;
         }
         sync(&l)?;
         model.take_profile();
@@ -176,11 +191,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     if a.prompt_tokens > 0 {
         for _ in 0..a.reps.max(1) {
             let prompt = tokens(a.prompt_tokens);
-            let mut cache = model.new_cache();
+            let mut cache = model.new_cache(ctx, a.chunk)?;
             let t = Instant::now();
             let mut last = None;
             for piece in prompt.chunks(a.chunk.max(1)) {
-                last = Some(model.forward(piece, &mut cache, Logits::Last)?);
+                last = Some(model.forward_seq(piece, &mut cache, Logits::Last)?);
             }
             if let Some(l) = &last {
                 sync(l)?;
@@ -196,11 +211,11 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     let mut tg = Vec::new();
     if a.gen_tokens > 0 {
         for _ in 0..a.reps.max(1) {
-            let mut cache = model.new_cache();
+            let mut cache = model.new_cache(ctx, a.chunk)?;
             if a.depth > 0 {
                 let mut last = None;
                 for piece in tokens(a.depth).chunks(a.chunk.max(1)) {
-                    last = Some(model.forward(piece, &mut cache, Logits::Last)?);
+                    last = Some(model.forward_seq(piece, &mut cache, Logits::Last)?);
                 }
                 // The prefill runs asynchronously on a GPU: let it finish before the clock starts.
                 if let Some(l) = &last {
@@ -210,7 +225,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             let mut next = tokens(1)[0];
             let t = Instant::now();
             for _ in 0..a.gen_tokens {
-                let l = model.forward(&[next], &mut cache, Logits::Last)?;
+                let l = model.forward_seq(&[next], &mut cache, Logits::Last)?;
                 next = l.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
             }
             tg.push(a.gen_tokens as f64 / t.elapsed().as_secs_f64());
@@ -230,6 +245,8 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         "device": a.device,
         "load_s": load_s,
         "fast_decode": model.fast_decode(),
+        "tensor_cores": model.tensor_cores(),
+        "weights_device_bytes": model.weight_bytes(),
         "cuda_graph": model.fast_decode() && !a.no_cuda_graph,
         "tf32": a.tf32,
         "chunk": a.chunk,

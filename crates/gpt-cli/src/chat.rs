@@ -1,19 +1,16 @@
 //! `gptoss run` and `gptoss chat`: harmony-formatted generation, streamed.
 
 use std::io::{BufRead, Write};
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use gpt_engine::generate::{generate, GenerateParams, GenerateStats};
+use gpt_engine::engine::{Engine, EngineOptions, Event, FinishReason, Request};
 use gpt_engine::harmony::{
     render_chat_prompt, ChatMessage, ChatRequest, ChatRole, HarmonyEvent, HarmonyParser,
-    MessageContent, PromptOptions, ReasoningEffort, STOP_TOKENS,
+    MessageContent, PromptOptions, ReasoningEffort,
 };
-use gpt_engine::kv_cache::KvCache;
-use gpt_engine::loader::{load_any, LoadConfig};
-use gpt_engine::model::GptOss;
 use gpt_engine::sampling::SamplingParams;
 use gpt_engine::tokenizer::Tokenizer;
 
@@ -142,11 +139,12 @@ pub fn today() -> String {
 }
 
 struct Session {
-    model: GptOss,
-    tok: Tokenizer,
-    cache: KvCache,
+    engine: Engine,
+    tok: Arc<Tokenizer>,
     args: ChatArgs,
     stop: Arc<AtomicBool>,
+    /// `<|return|>`, `<|call|>` and `<|endoftext|>`, looked up by name.
+    stop_ids: Vec<u32>,
 }
 
 fn user(text: &str) -> ChatMessage {
@@ -160,24 +158,36 @@ fn user(text: &str) -> ChatMessage {
     }
 }
 
+/// Timings of one answer.
+struct Stats {
+    prompt: usize,
+    cached: usize,
+    generated: usize,
+    ttft: Duration,
+    decode: Duration,
+    finish: Option<FinishReason>,
+}
+
 impl Session {
     fn open(args: &ChatArgs) -> Result<Self> {
         let path = model_source::resolve(&args.model)?;
-        let dev = device(&args.device)?;
-        let cfg = LoadConfig {
-            ctx: args.ctx,
-            chunk: args.chunk,
-            dense: crate::tools::dense_mode(&dev, false),
+        let opts = EngineOptions {
+            device: device(&args.device)?,
+            ctx: Some(args.ctx),
+            max_seqs: 1,
+            max_batch_tokens: args.chunk,
             ..Default::default()
         };
-        let (model, file) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
-            .with_context(|| format!("loading {}", path.display()))?;
-        let tok = match &file {
-            Some(f) => Tokenizer::from_gguf_metadata(f.metadata())
-                .context("building the tokenizer from the GGUF")?,
-            None => Tokenizer::from_tokenizer_json(path.join("tokenizer.json"))
-                .with_context(|| format!("reading {}", path.join("tokenizer.json").display()))?,
-        };
+        let engine =
+            Engine::load_with_progress(&path, opts, Some(&mut model_source::load_progress()))
+                .with_context(|| format!("loading {}", path.display()))?;
+        let tok = engine
+            .tokenizer_handle()
+            .with_context(|| format!("{} has no tokenizer", path.display()))?;
+        let stop_ids = ["<|return|>", "<|call|>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|n| tok.token_to_id(n))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         // Ctrl-C ends the current generation cleanly; a second one exits.
@@ -187,36 +197,75 @@ impl Session {
             }
         })
         .context("installing the Ctrl-C handler")?;
-        let cache = model.new_cache();
         Ok(Self {
-            model,
+            engine,
             tok,
-            cache,
             args: args.clone(),
             stop,
+            stop_ids,
         })
     }
 
-    fn params(&self) -> GenerateParams {
-        GenerateParams {
-            max_new_tokens: self.args.max_tokens,
-            stop_tokens: STOP_TOKENS.to_vec(),
-            sampling: self.args.sampling.params(),
-            ctx: self.args.ctx,
-            chunk: self.args.chunk,
+    /// Generates after `prompt`, calling `on_token(id, text)`; returns the ids and timings.
+    fn generate(
+        &self,
+        prompt: &[u32],
+        mut on_token: impl FnMut(u32, &str),
+    ) -> Result<(Vec<u32>, Stats)> {
+        self.stop.store(false, Ordering::SeqCst);
+        let mut req = Request::new(prompt.to_vec(), self.args.max_tokens);
+        req.sampling = self.args.sampling.params();
+        req.stop_tokens = self.stop_ids.clone();
+        let start = Instant::now();
+        let mut h = self.engine.submit(req)?;
+        let mut ids = Vec::new();
+        let mut st = Stats {
+            prompt: prompt.len(),
+            cached: 0,
+            generated: 0,
+            ttft: Duration::ZERO,
+            decode: Duration::ZERO,
+            finish: None,
+        };
+        let mut first: Option<Instant> = None;
+        while let Some(e) = h.blocking_next() {
+            match e {
+                Event::Started { cached_tokens } => st.cached = cached_tokens,
+                Event::Token(t) => {
+                    if first.is_none() {
+                        first = Some(Instant::now());
+                        st.ttft = start.elapsed();
+                    }
+                    ids.push(t.id);
+                    on_token(t.id, &t.text);
+                    if self.stop.load(Ordering::SeqCst) {
+                        h.cancel();
+                    }
+                }
+                Event::Text(t) => on_token(u32::MAX, &t),
+                Event::Channel { .. } => {}
+                Event::Finished { reason, usage } => {
+                    st.generated = usage.completion_tokens;
+                    st.finish = Some(reason);
+                }
+            }
         }
+        if let Some(f) = first {
+            st.decode = f.elapsed();
+        }
+        if let Some(FinishReason::Error(e)) = &st.finish {
+            anyhow::bail!("generation failed: {e}");
+        }
+        Ok((ids, st))
     }
 
     /// Generates after `prompt`, streaming the harmony channels; returns the generated ids.
-    fn answer(&mut self, prompt: &[u32]) -> Result<(Vec<u32>, GenerateStats)> {
-        self.stop.store(false, Ordering::SeqCst);
+    fn answer(&mut self, prompt: &[u32]) -> Result<(Vec<u32>, Stats)> {
         let mut parser = HarmonyParser::for_completion(&self.tok)?;
         let show = self.args.show_reasoning;
-        let stop = self.stop.clone();
         let mut out = std::io::stdout();
         let mut channel: Option<String> = None;
         let mut err = None;
-        let params = self.params();
         // Ids seen before the first message header closes; past HEADER_LIMIT of them the
         // output is not harmony (random weights) and is streamed as raw text instead.
         const HEADER_LIMIT: usize = 32;
@@ -224,7 +273,10 @@ impl Session {
         let mut started = false;
         let mut raw = false;
         let tok = &self.tok;
-        let res = generate(&self.model, &mut self.cache, prompt, &params, |id| {
+        let res = self.generate(prompt, |id, _| {
+            if id == u32::MAX {
+                return;
+            }
             if !started && !raw {
                 pending.push(id);
                 if pending.len() > HEADER_LIMIT {
@@ -243,11 +295,7 @@ impl Session {
                 }
             }
             if raw {
-                return if stop.load(Ordering::SeqCst) {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                };
+                return;
             }
             match parser.push(id) {
                 Ok(events) => {
@@ -293,11 +341,6 @@ impl Session {
                     }
                 }
             }
-            if stop.load(Ordering::SeqCst) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
         })?;
         if !started && !raw && !pending.is_empty() {
             err.get_or_insert_with(|| "no message header".to_string());
@@ -315,14 +358,21 @@ impl Session {
     }
 }
 
-fn report(stats: &GenerateStats) {
+fn report(st: &Stats) {
+    let tps = if st.generated > 1 && !st.decode.is_zero() {
+        (st.generated - 1) as f64 / st.decode.as_secs_f64()
+    } else {
+        0.0
+    };
     eprintln!(
-        "[{} prompt tokens, {} generated; time to first token {:.1} ms; decode {:.1} tok/s; stop: {:?}]",
-        stats.prefill_tokens,
-        stats.generated,
-        stats.time_to_first_token.as_secs_f64() * 1e3,
-        stats.decode_tokens_per_s(),
-        stats.stopped_by
+        "[{} prompt tokens computed ({} of {} from the prefix cache), {} generated; time to first token {:.1} ms; decode {:.1} tok/s; finish: {:?}]",
+        st.prompt - st.cached,
+        st.cached,
+        st.prompt,
+        st.generated,
+        st.ttft.as_secs_f64() * 1e3,
+        tps,
+        st.finish
     );
 }
 
@@ -355,23 +405,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let date = a.chat.date.clone().unwrap_or_else(today);
     if a.raw {
         let ids = s.tok.encode(&prompt, true)?;
-        let params = GenerateParams {
-            stop_tokens: vec![200002, 200012, 199999],
-            ..s.params()
-        };
-        let stop = s.stop.clone();
-        let mut dec = s.tok.stream_decoder();
         let mut out = std::io::stdout();
-        let (_, stats) = generate(&s.model, &mut s.cache, &ids, &params, |id| {
-            if let Ok(Some(t)) = dec.push(id) {
-                let _ = write!(out, "{t}");
-                let _ = out.flush();
-            }
-            if stop.load(Ordering::SeqCst) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
+        let (_, stats) = s.generate(&ids, |_, text| {
+            let _ = write!(out, "{text}");
+            let _ = out.flush();
         })?;
         println!();
         report(&stats);
@@ -428,7 +465,6 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
                 a.ctx
             );
             transcript.clear();
-            s.cache.reset();
             continue;
         }
         let (generated, stats) = s.answer(&prompt)?;
@@ -439,7 +475,7 @@ pub fn chat(a: &ChatArgs) -> Result<()> {
             generated
                 .iter()
                 .copied()
-                .filter(|t| !STOP_TOKENS.contains(t)),
+                .filter(|t| !s.stop_ids.contains(t)),
         );
     }
     Ok(())

@@ -32,7 +32,7 @@ pub fn check(file: &Path, ctx: usize) -> Result<()> {
         ("f32 dense (CPU reference)", DenseMode::F32, false),
         ("quantized dense", DenseMode::Quantized, false),
         (
-            "quantized dense, CUDA fused decode",
+            "quantized dense, CUDA fast form (fused decode, tensor-core prefill)",
             DenseMode::Quantized,
             true,
         ),

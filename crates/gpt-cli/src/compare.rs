@@ -46,8 +46,6 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 
 /// Runs the same prefill and greedy decode on the CPU and on `--device`, and compares.
 pub fn compare_devices(a: &CompareArgs) -> Result<()> {
-    use gpt_engine::generate::{generate, GenerateParams};
-    use gpt_engine::sampling::SamplingParams;
     use rand::{Rng, SeedableRng};
     anyhow::ensure!(a.prompt_tokens > 0, "--prompt-tokens must be at least 1");
     // The greedy run starts from the first (up to) 8 prompt tokens.
@@ -61,7 +59,7 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     };
     let (cpu, _) = load_any(&path, &Device::Cpu, &cfg, None)?;
     let gcfg = LoadConfig {
-        dense: dense_mode(&dev, false),
+        dense: dense_mode(&dev),
         model: ModelOptions {
             no_fast_decode: a.no_fast_decode,
             ..Default::default()
@@ -88,11 +86,11 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         .collect();
     let mut decode_worst = 0.0f64;
     if !dtoks.is_empty() {
-        let mut cache = gpu.new_cache();
+        let mut cache = gpu.new_cache(dtoks.len(), 1)?;
         let lcd = prefill_logits(&cpu, &dtoks)?; // (t, vocab)
         for (i, &t) in dtoks.iter().enumerate() {
             let g: Vec<f32> = gpu
-                .forward(&[t], &mut cache, Logits::Last)?
+                .forward_seq(&[t], &mut cache, Logits::Last)?
                 .flatten_all()?
                 .to_device(&Device::Cpu)?
                 .to_vec1()?;
@@ -100,19 +98,17 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
             decode_worst = decode_worst.max(rel_l2(&g, &c));
         }
     }
-    let params = GenerateParams {
-        max_new_tokens: a.steps,
-        stop_tokens: vec![],
-        sampling: SamplingParams::greedy(),
-        ctx: cfg.ctx,
-        chunk: 512,
-    };
-    let go = |m: &gpt_engine::model::GptOss| -> Result<Vec<u32>> {
-        let mut cache = m.new_cache();
-        Ok(generate(m, &mut cache, &prompt[..n0], &params, |_| {
-            std::ops::ControlFlow::Continue(())
-        })?
-        .0)
+    // Greedy: the prompt in one forward, then one token at a time.
+    let go = |m: &GptOss| -> Result<Vec<u32>> {
+        let mut cache = m.new_cache(n0 + a.steps + 1, n0)?;
+        let mut l = m.forward_seq(&prompt[..n0], &mut cache, Logits::Last)?;
+        let mut out = Vec::with_capacity(a.steps);
+        for _ in 0..a.steps {
+            let t = l.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
+            out.push(t);
+            l = m.forward_seq(&[t], &mut cache, Logits::Last)?;
+        }
+        Ok(out)
     };
     let (tc, tg) = (go(&cpu)?, go(&gpu)?);
     let same = tc.iter().zip(&tg).take_while(|(x, y)| x == y).count();
@@ -195,10 +191,10 @@ fn divergence(
     (cpu_token, device_token): (u32, u32),
 ) -> Result<Divergence> {
     let last = |m: &GptOss| -> Result<Vec<f32>> {
-        let mut cache = m.new_cache();
-        let mut l = m.forward(&prefix[..n_prompt], &mut cache, Logits::Last)?;
+        let mut cache = m.new_cache(prefix.len(), n_prompt)?;
+        let mut l = m.forward_seq(&prefix[..n_prompt], &mut cache, Logits::Last)?;
         for &t in &prefix[n_prompt..] {
-            l = m.forward(&[t], &mut cache, Logits::Last)?;
+            l = m.forward_seq(&[t], &mut cache, Logits::Last)?;
         }
         Ok(l.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?)
     };

@@ -38,15 +38,10 @@ pub fn device(spec: &str) -> Result<Device> {
     }
 }
 
-/// How dense matrices are held on `dev`: the file's quantized types on CUDA (what the fused
-/// decode kernels read), exact f32 on the CPU; `f32_dense` forces f32.
-pub fn dense_mode(dev: &Device, f32_dense: bool) -> gpt_weights::plan::DenseMode {
-    use gpt_weights::plan::DenseMode;
-    if dev.is_cuda() && !f32_dense {
-        DenseMode::Quantized
-    } else {
-        DenseMode::F32
-    }
+/// How dense matrices are held on `dev`: what [`gpt_engine::engine::Engine::load`] picks
+/// (the file's quantized types on CUDA, exact f32 on the CPU).
+pub fn dense_mode(dev: &Device) -> gpt_weights::plan::DenseMode {
+    gpt_engine::engine::default_dense_mode(dev)
 }
 
 /// `gptoss logits`.

@@ -77,7 +77,7 @@ pub fn load_model(
             progress,
         },
     )?;
-    Ok((GptOss::new(w, device.clone(), cfg.model), file))
+    Ok((GptOss::new(w, device.clone(), cfg.model)?, file))
 }
 
 /// [`load_model`] for a GGUF file, or, for a directory, the original Hugging Face checkpoint in
@@ -91,7 +91,7 @@ pub fn load_any(
 ) -> Result<(GptOss, Option<GgufModel>)> {
     if path.is_dir() {
         let w = gpt_weights::hf::load_hf(path, device)?;
-        return Ok((GptOss::new(w, device.clone(), cfg.model), None));
+        return Ok((GptOss::new(w, device.clone(), cfg.model)?, None));
     }
     let (m, f) = load_model(path, device, cfg, progress)?;
     Ok((m, Some(f)))

@@ -173,12 +173,13 @@ impl Scheduler {
 
     fn push_chunk(&self, plan: &mut Plan, id: u64, n: usize) -> Result<(SeqId, usize)> {
         let s = &self.seqs[&id];
-        let seq = s.seq.ok_or(crate::error::EngineError::UnknownSequence(id))?;
+        let seq = s
+            .seq
+            .ok_or(crate::error::EngineError::UnknownSequence(id))?;
         let end = s.computed + n;
         let last = end == s.tokens.len();
         let logits = if last { Logits::Last } else { Logits::None };
-        plan.batch
-            .push(seq, &s.tokens[s.computed..end], logits)?;
+        plan.batch.push(seq, &s.tokens[s.computed..end], logits)?;
         plan.chunks.push((id, last));
         Ok((seq, n))
     }
@@ -200,8 +201,7 @@ impl Scheduler {
             if budget == 0 || !self.running.contains(&id) {
                 continue;
             }
-            loop {
-                let Some(seq) = self.seqs[&id].seq else { break };
+            while let Some(seq) = self.seqs[&id].seq {
                 if Self::fit(pool, &appends, seq, 1)? == 1 {
                     appends.push(self.push_chunk(&mut plan, id, 1)?);
                     budget -= 1;
@@ -232,7 +232,9 @@ impl Scheduler {
             if budget == 0 {
                 break;
             }
-            let Some(seq) = self.seqs[&id].seq else { continue };
+            let Some(seq) = self.seqs[&id].seq else {
+                continue;
+            };
             let n = Self::fit(pool, &appends, seq, remaining(&self.seqs[&id]).min(budget))?;
             if n > 0 {
                 appends.push(self.push_chunk(&mut plan, id, n)?);
@@ -241,7 +243,9 @@ impl Scheduler {
         }
         // 3. Admit waiting sequences while the step and the pool have room.
         while budget > 0 && self.running.len() < self.cfg.max_seqs {
-            let Some(&id) = self.waiting.front() else { break };
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
             let tokens = self.seqs[&id].tokens.clone();
             let seq = pool.add_sequence(&tokens);
             let cached = pool.len(seq)?;

@@ -69,9 +69,14 @@ fn batched_rows_equal_each_sequence_alone() {
                 continue;
             }
             // Decode-sized (1) or prefill-sized chunks.
-            let n = if rng.random_bool(0.4) { 1 } else { rng.random_range(2..10) };
+            let n = if rng.random_bool(0.4) {
+                1
+            } else {
+                rng.random_range(2..10)
+            };
             let n = n.min(s.len() - done[i]);
-            b.push(ids[i], &s[done[i]..done[i] + n], Logits::All).unwrap();
+            b.push(ids[i], &s[done[i]..done[i] + n], Logits::All)
+                .unwrap();
             parts.push((i, n));
         }
         if b.is_empty() {
@@ -149,7 +154,11 @@ fn a_cached_prefix_computes_only_the_new_tokens() {
     let [full, sliding] = p.held_blocks(sa).unwrap();
     assert_eq!(full, a.len().div_ceil(16));
     assert!(sliding <= 2, "{sliding} sliding blocks held");
-    assert_eq!(p.free_blocks()[1], 80 - sliding, "sliding blocks are back in the pool");
+    assert_eq!(
+        p.free_blocks()[1],
+        80 - sliding,
+        "sliding blocks are back in the pool"
+    );
     p.remove_sequence(sa).unwrap();
     let sb = p.add_sequence(&b);
     let cached = p.len(sb).unwrap();
@@ -208,7 +217,10 @@ fn preempted_sequences_give_the_same_tokens() {
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
             let out = h.collect();
-            assert_eq!(out.tokens, want[i], "request {i}, prefix cache {prefix_cache}");
+            assert_eq!(
+                out.tokens, want[i],
+                "request {i}, prefix cache {prefix_cache}"
+            );
         }
         assert!(e.preemptions() > 0, "no preemption happened");
     }
@@ -233,7 +245,10 @@ fn a_full_queue_refuses_and_nothing_hangs() {
         match e.submit(greedy(&random_tokens(300, &mut rng), 20)) {
             Ok(h) => handles.push(h),
             Err(err) => {
-                assert!(err.to_string().contains("queue is full (2 requests"), "{err}");
+                assert!(
+                    err.to_string().contains("queue is full (2 requests"),
+                    "{err}"
+                );
                 refused += 1;
             }
         }
@@ -250,7 +265,9 @@ fn a_full_queue_refuses_and_nothing_hangs() {
 fn cancelling_or_dropping_ends_a_request() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(26);
     let e = Engine::new(model(), None, EngineOptions::default()).unwrap();
-    let mut h = e.submit(greedy(&random_tokens(10, &mut rng), 100_000)).unwrap();
+    let mut h = e
+        .submit(greedy(&random_tokens(10, &mut rng), 100_000))
+        .unwrap();
     let mut tokens = 0;
     let finish = loop {
         match h.blocking_next() {
@@ -268,8 +285,14 @@ fn cancelling_or_dropping_ends_a_request() {
     assert_eq!(finish, FinishReason::Cancelled);
     assert!(tokens < 20, "{tokens} tokens after cancelling at 3");
     // A dropped handle frees its sequence: the next request still runs.
-    drop(e.submit(greedy(&random_tokens(10, &mut rng), 100_000)).unwrap());
-    let out = e.submit(greedy(&random_tokens(10, &mut rng), 3)).unwrap().collect();
+    drop(
+        e.submit(greedy(&random_tokens(10, &mut rng), 100_000))
+            .unwrap(),
+    );
+    let out = e
+        .submit(greedy(&random_tokens(10, &mut rng), 3))
+        .unwrap()
+        .collect();
     assert_eq!(out.tokens.len(), 3);
 }
 
@@ -285,7 +308,10 @@ fn parameters_are_validated_once_for_every_caller() {
     bad(|r| r.max_tokens = 0, "invalid max_tokens");
     bad(|r| r.sampling.top_p = 2.0, "invalid top_p");
     bad(|r| r.sampling.temperature = f32::NAN, "invalid temperature");
-    bad(|r| r.sampling.presence_penalty = 3.0, "invalid presence_penalty");
+    bad(
+        |r| r.sampling.presence_penalty = 3.0,
+        "invalid presence_penalty",
+    );
     bad(|r| r.prompt = vec![], "invalid prompt");
     bad(|r| r.prompt = vec![u32::MAX], "outside the vocabulary");
     bad(|r| r.logprobs = Some(50), "invalid top_logprobs");

@@ -75,7 +75,11 @@ fn last_logits_equal_the_last_row() {
     let tokens = random_tokens(9, 8);
     let full = rows(&prefill_logits(&model, &tokens).unwrap());
     let mut cache = model.new_cache(9, 9).unwrap();
-    let last = rows(&model.forward_seq(&tokens, &mut cache, Logits::Last).unwrap());
+    let last = rows(
+        &model
+            .forward_seq(&tokens, &mut cache, Logits::Last)
+            .unwrap(),
+    );
     assert_close(&last, &full[8..], "Logits::Last");
 }
 
@@ -110,13 +114,27 @@ fn turns_reuse_the_cache() {
     let out1 = e.submit(greedy(&tokens[..20], 1)).unwrap().collect();
     assert_eq!(out1.finish, Some(FinishReason::Length), "{out1:?}");
     assert_eq!(out1.usage.cached_tokens, 0);
-    assert_eq!(out1.tokens[0] as usize, argmax(&full[19]), "greedy = argmax of the logits");
+    assert_eq!(
+        out1.tokens[0] as usize,
+        argmax(&full[19]),
+        "greedy = argmax of the logits"
+    );
     let out2 = e.submit(greedy(&tokens, 1)).unwrap().collect();
-    assert_eq!(out2.usage.cached_tokens, 16, "a new turn computes only its new tokens");
+    assert_eq!(
+        out2.usage.cached_tokens, 16,
+        "a new turn computes only its new tokens"
+    );
     assert_eq!(out2.tokens[0] as usize, argmax(&full[39]));
     // A prompt that does not extend it starts over.
     let other = random_tokens(5, 10);
-    assert_eq!(e.submit(greedy(&other, 1)).unwrap().collect().usage.cached_tokens, 0);
+    assert_eq!(
+        e.submit(greedy(&other, 1))
+            .unwrap()
+            .collect()
+            .usage
+            .cached_tokens,
+        0
+    );
 }
 
 #[test]
@@ -131,7 +149,10 @@ fn greedy_generation_follows_argmax_of_logits() {
         want.push(t);
         seq.push(t);
     }
-    let out = engine(model, 64).submit(greedy(&prompt, 10)).unwrap().collect();
+    let out = engine(model, 64)
+        .submit(greedy(&prompt, 10))
+        .unwrap()
+        .collect();
     assert_eq!(out.tokens, want);
     assert_eq!(out.finish, Some(FinishReason::Length));
     assert_eq!(out.usage.completion_tokens, 10);
@@ -146,7 +167,10 @@ fn prompt_longer_than_context_is_refused_before_compute() {
         "{err}"
     );
     // max_tokens is clamped to what the context leaves.
-    let out = e.submit(greedy(&random_tokens(5, 1), 100)).unwrap().collect();
+    let out = e
+        .submit(greedy(&random_tokens(5, 1), 100))
+        .unwrap()
+        .collect();
     assert_eq!(out.tokens.len(), 3);
     assert_eq!(out.finish, Some(FinishReason::Length));
 }
@@ -173,4 +197,28 @@ fn grouped_expert_path_equals_the_fused_kernel() {
         .0;
     let grouped = rows(&prefill_logits(&grouped_model, &tokens).unwrap());
     assert_close(&grouped, &fused, "grouped experts");
+}
+
+/// The memory plan counts exactly what the prepared weights hold, in both dense modes.
+#[test]
+fn the_memory_plan_equals_the_prepared_weights() {
+    use candle_core::Device;
+    use gpt_engine::loader::{load_model, LoadConfig};
+    use gpt_weights::plan::{plan, DenseMode, PlanRequest};
+    for dense in [DenseMode::F32, DenseMode::Quantized] {
+        let cfg = LoadConfig {
+            dense,
+            ..Default::default()
+        };
+        let (model, file) = load_model(&tiny_path(false), &Device::Cpu, &cfg, None).unwrap();
+        let req = PlanRequest {
+            ctx: 64,
+            chunk: 16,
+            dense,
+            kv_elem_bytes: 4,
+            fused_decode: false,
+        };
+        let p = plan(&file, model.config(), &req).unwrap();
+        assert_eq!(p.weights_device, model.weight_bytes(), "{dense:?}");
+    }
 }

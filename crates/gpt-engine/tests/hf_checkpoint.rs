@@ -49,7 +49,7 @@ fn hf_checkpoint_equals_the_gguf() {
         bytes,
         file.tensor_data("blk.3.ffn_down_exps.weight").unwrap()
     );
-    let from_hf = GptOss::new(w, Device::Cpu, ModelOptions::default());
+    let from_hf = GptOss::new(w, Device::Cpu, ModelOptions::default()).unwrap();
     let tokens: Vec<u32> = (0..21).map(|i| (i * 37 + 5) % 1024).collect();
     let a: Vec<Vec<f32>> = prefill_logits(&from_gguf, &tokens)
         .unwrap()

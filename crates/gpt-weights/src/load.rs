@@ -50,16 +50,6 @@ pub enum Experts {
         /// The input width `k`.
         k: usize,
     },
-    /// MXFP4 split into planes, the layout of the CUDA decode kernels (built by the engine from
-    /// [`Experts::Mxfp4`]): nibble bytes `U8 (e, n, k/2)` and exponent bytes `U8 (e, n, k/32)`.
-    Mxfp4Planar {
-        /// The 16 nibble bytes of each block.
-        qs: Tensor,
-        /// The exponent byte of each block.
-        e8: Tensor,
-        /// The input width `k`.
-        k: usize,
-    },
     /// f32 `(e, n, k)`.
     Dense(Tensor),
 }

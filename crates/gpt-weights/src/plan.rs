@@ -32,14 +32,14 @@ pub struct PlanRequest {
     pub dense: DenseMode,
     /// Bytes per KV-cache element (4 for f32).
     pub kv_elem_bytes: usize,
-    /// The CUDA fused decode path will run: it also holds the Q8_0 dense matrices split into
-    /// int8 + f32 scales (36 bytes per 34-byte block), and prefill dequantizes MXFP4 experts in
-    /// batches of up to [`EXPERT_BATCH_BYTES`] of f32.
+    /// The weights take the CUDA fast form (fused decode, tensor-core prefill): each Q8_0 dense
+    /// matrix is replaced by its int8 + f32-scale split (36 bytes per 34-byte block), the
+    /// output matrix gets a zero bias, and while a matrix is being split both forms exist.
     pub fused_decode: bool,
 }
 
-/// Most bytes of f32 expert weights the grouped prefill dequantizes at once (the engine's
-/// batch limit).
+/// Most bytes of f32 expert weights the generic grouped prefill dequantizes at once (the
+/// engine's batch limit).
 pub const EXPERT_BATCH_BYTES: u64 = 1 << 30;
 
 /// Bytes a model needs, by purpose.
@@ -55,20 +55,24 @@ pub struct MemoryPlan {
     pub kv_sliding: u64,
     /// Activations and logits for one chunk.
     pub working: u64,
-    /// The fused decode path's copies of the dense matrices and the prefill's dequantized
-    /// expert batch (0 unless [`PlanRequest::fused_decode`]).
-    pub decode_extra: u64,
+    /// What the CUDA fast form holds beyond the file's bytes (0 unless
+    /// [`PlanRequest::fused_decode`]): the split matrices' wider scales and the output bias.
+    pub fast_form_extra: u64,
+    /// Held only while the model is built: the largest Q8_0 matrix in both forms at once.
+    pub load_transient: u64,
 }
 
 impl MemoryPlan {
     /// Total bytes on the compute device.
     pub fn device_total(&self) -> u64 {
-        self.weights_device + self.kv_full + self.kv_sliding + self.working + self.decode_extra
+        self.weights_device + self.kv_full + self.kv_sliding + self.working + self.fast_form_extra
     }
 
     /// Checks the plan against `available` bytes on `device`.
     pub fn check_fits(&self, device: &str, available: u64, host_is_device: bool) -> Result<()> {
-        let need = self.device_total() + if host_is_device { self.weights_host } else { 0 };
+        let need = self.device_total()
+            + self.load_transient
+            + if host_is_device { self.weights_host } else { 0 };
         if need > available {
             return Err(Error::OutOfMemory {
                 device: device.to_string(),
@@ -117,12 +121,18 @@ impl fmt::Display for MemoryPlan {
             self.working,
             gib(self.working)
         )?;
-        if self.decode_extra > 0 {
+        if self.fast_form_extra > 0 {
             writeln!(
                 f,
-                "  fused decode extra  {:>12} B  {}",
-                self.decode_extra,
-                gib(self.decode_extra)
+                "  CUDA fast form      {:>12} B  {}",
+                self.fast_form_extra,
+                gib(self.fast_form_extra)
+            )?;
+            writeln!(
+                f,
+                "  while loading       {:>12} B  {}",
+                self.load_transient,
+                gib(self.load_transient)
             )?;
         }
         write!(
@@ -181,7 +191,7 @@ pub fn plan_from_infos<'a>(
     let mut weights_device = 0u64;
     let mut weights_host = 0u64;
     let mut q8_dense = 0u64; // Q8_0 dense bytes on the device
-    let mut expert_matrix = 0u64; // f32 bytes of one expert matrix, the largest
+    let mut q8_largest = 0u64; // the largest Q8_0 dense matrix
     for name in crate::names::all(cfg.n_layer) {
         let s = name.to_string();
         let info = lookup(&s).ok_or_else(|| Error::Validation {
@@ -195,26 +205,20 @@ pub fn plan_from_infos<'a>(
         weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req.dense);
         if info.ty == GgmlType::Q8_0 {
             q8_dense += file_bytes;
-        }
-        if info.ty == GgmlType::MXFP4 && info.dims.len() == 3 {
-            expert_matrix = expert_matrix.max(info.dims[0] * info.dims[1] * 4);
+            q8_largest = q8_largest.max(file_bytes);
         }
     }
-    let decode_extra = if req.fused_decode && req.dense == DenseMode::Quantized {
-        // Whole experts, at least one, as the engine batches them.
-        let n_exp = (cfg.n_expert as u64).max(1);
-        let batch = EXPERT_BATCH_BYTES
-            .checked_div(expert_matrix)
-            .map_or(0, |per| per.clamp(1, n_exp) * expert_matrix);
-        q8_dense / 34 * 36 + batch
+    let fast = req.fused_decode && req.dense == DenseMode::Quantized;
+    let vocab = cfg.vocab_size.unwrap_or(0) as u64;
+    let (fast_form_extra, load_transient) = if fast {
+        (q8_dense / 34 * 2 + vocab * 4, q8_largest)
     } else {
-        0
+        (0, 0)
     };
     let kv_row = (cfg.kv_dim() * 2 * req.kv_elem_bytes) as u64; // K and V, one position
     let n_sliding = (0..cfg.n_layer).filter(|&il| cfg.is_sliding(il)).count() as u64;
     let n_full = cfg.n_layer as u64 - n_sliding;
     let slide_len = (cfg.sliding_window + req.chunk).min(req.ctx.max(1)) as u64;
-    let vocab = cfg.vocab_size.unwrap_or(0) as u64;
     let chunk = req.chunk as u64;
     let widest = (cfg.q_dim() + 2 * cfg.kv_dim())
         .max(cfg.n_ff_exp * cfg.n_expert_used * 3)
@@ -226,7 +230,8 @@ pub fn plan_from_infos<'a>(
         kv_full: n_full * req.ctx as u64 * kv_row,
         kv_sliding: n_sliding * slide_len * kv_row,
         working: 4 * (chunk * (vocab + 4 * widest) + scores),
-        decode_extra,
+        fast_form_extra,
+        load_transient,
     })
 }
 

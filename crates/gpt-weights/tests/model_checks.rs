@@ -187,23 +187,25 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     let f32_plan = plan_of(DenseMode::F32, true);
     assert!(f32_plan.weights_device > p.weights_device);
     assert_eq!(
-        f32_plan.decode_extra, 0,
-        "no fused decode on f32 dense weights"
+        f32_plan.fast_form_extra, 0,
+        "no fast form on f32 dense weights"
     );
-    assert_eq!(p.decode_extra, 0, "not asked for");
-    // With the CUDA fused decode: the Q8_0 dense matrices again as int8 + f32 scales, and all
-    // 32 experts of one matrix dequantized to f32 (1.06e9 bytes, under the 1 GiB batch).
+    assert_eq!(p.fast_form_extra, 0, "not asked for");
+    // The CUDA fast form: the Q8_0 dense matrices as int8 + f32 scales instead (2 more bytes
+    // per 34-byte block), a zero bias for the output head, and while loading the output head
+    // (the largest Q8_0 matrix) in both forms.
     let fused = plan_of(DenseMode::Quantized, true);
     let q8_dense: u64 = model
         .tensors()
         .filter(|t| t.ty == gguf_format::GgmlType::Q8_0 && t.name != "token_embd.weight")
         .map(|t| t.n_bytes().unwrap())
         .sum();
+    assert_eq!(fused.fast_form_extra, q8_dense / 34 * 2 + 201088 * 4);
+    assert_eq!(fused.load_transient, 201088 * 2880 / 32 * 34);
     assert_eq!(
-        fused.decode_extra,
-        q8_dense / 34 * 36 + 32 * 2880 * 2880 * 4
+        fused.device_total(),
+        p.device_total() + fused.fast_form_extra
     );
-    assert_eq!(fused.device_total(), p.device_total() + fused.decode_extra);
     let e = p
         .check_fits("cuda:0", 8 << 30, false)
         .unwrap_err()

@@ -42,8 +42,7 @@ use crate::model::{GptOss, ModelOptions};
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::tokenizer::Tokenizer;
 pub use request::{
-    Event, FinishReason, Request, TokenEvent, TokenGuide, Usage, MAX_STOP_STRINGS,
-    MAX_TOP_LOGPROBS,
+    Event, FinishReason, Request, TokenEvent, TokenGuide, Usage, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS,
 };
 use worker::{Command, Counters, Limits};
 
@@ -85,6 +84,16 @@ impl Default for EngineOptions {
             dense: None,
             model: ModelOptions::default(),
         }
+    }
+}
+
+/// How dense matrices are held when not asked: the file's quantized types on CUDA (what the
+/// fused decode and tensor-core prefill read), exact f32 on the CPU.
+pub fn default_dense_mode(device: &Device) -> DenseMode {
+    if device.is_cuda() {
+        DenseMode::Quantized
+    } else {
+        DenseMode::F32
     }
 }
 
@@ -154,11 +163,9 @@ impl Engine {
         opts: EngineOptions,
         progress: Option<&mut dyn FnMut(u64, u64)>,
     ) -> Result<Self> {
-        let dense = opts.dense.unwrap_or(if opts.device.is_cuda() {
-            DenseMode::Quantized
-        } else {
-            DenseMode::F32
-        });
+        let dense = opts
+            .dense
+            .unwrap_or_else(|| default_dense_mode(&opts.device));
         let lc = LoadConfig {
             dense,
             model: opts.model,
@@ -171,7 +178,11 @@ impl Engine {
                 Tokenizer::from_gguf_metadata(f.metadata())
                     .map_err(|e| EngineError::Tokenizer(e.to_string()))?,
             ),
-            None => None,
+            // A Hugging Face checkpoint directory has its tokenizer beside the weights.
+            None => Some(
+                Tokenizer::from_tokenizer_json(path.join("tokenizer.json"))
+                    .map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+            ),
         };
         Self::new(model, tok, opts)
     }
@@ -180,9 +191,9 @@ impl Engine {
     pub fn new(model: GptOss, tokenizer: Option<Tokenizer>, opts: EngineOptions) -> Result<Self> {
         let cfg = model.config().clone();
         let ctx = opts.ctx.unwrap_or(cfg.n_ctx_train.max(1));
-        let bytes = opts.kv_memory.unwrap_or_else(|| {
-            default_kv_bytes(&cfg, model.device(), ctx, opts.max_seqs)
-        });
+        let bytes = opts
+            .kv_memory
+            .unwrap_or_else(|| default_kv_bytes(&cfg, model.device(), ctx, opts.max_seqs));
         let kv = KvPoolConfig::from_budget(
             &cfg,
             bytes,
@@ -232,6 +243,11 @@ impl Engine {
     /// The tokenizer from the model file, if it has one.
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.shared.tokenizer.as_deref()
+    }
+
+    /// The tokenizer, shared.
+    pub fn tokenizer_handle(&self) -> Option<Arc<Tokenizer>> {
+        self.shared.tokenizer.clone()
     }
 
     /// Longest sequence (prompt + generated) a request may reach.
@@ -313,7 +329,9 @@ pub struct RequestHandle {
 
 impl std::fmt::Debug for RequestHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestHandle").field("id", &self.id).finish()
+        f.debug_struct("RequestHandle")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

@@ -101,7 +101,14 @@ pub(crate) fn run(
                 }
                 Ok(Command::Cancel(id)) => {
                     if let Some(l) = live.remove(&id) {
-                        end(&mut sched, &mut pool, &counters, id, l, FinishReason::Cancelled);
+                        end(
+                            &mut sched,
+                            &mut pool,
+                            &counters,
+                            id,
+                            l,
+                            FinishReason::Cancelled,
+                        );
                     }
                 }
                 Err(TryRecvError::Empty) => break,
@@ -119,7 +126,14 @@ pub(crate) fn run(
             .collect();
         for id in gone {
             if let Some(l) = live.remove(&id) {
-                end(&mut sched, &mut pool, &counters, id, l, FinishReason::Cancelled);
+                end(
+                    &mut sched,
+                    &mut pool,
+                    &counters,
+                    id,
+                    l,
+                    FinishReason::Cancelled,
+                );
             }
         }
         if sched.is_idle() {
@@ -159,7 +173,14 @@ fn fail(
     let msg = msg.split("\n   0:").next().unwrap_or(&msg).to_string();
     for id in ids {
         if let Some(l) = live.remove(id) {
-            end(sched, pool, counters, *id, l, FinishReason::Error(msg.clone()));
+            end(
+                sched,
+                pool,
+                counters,
+                *id,
+                l,
+                FinishReason::Error(msg.clone()),
+            );
         }
     }
 }
@@ -337,7 +358,10 @@ fn logprobs(row: &[f32], token: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
         });
         idx.truncate(n);
         idx.sort_by(|a, b| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b)));
-        top = idx.into_iter().map(|i| (i, row[i as usize] - lse)).collect();
+        top = idx
+            .into_iter()
+            .map(|i| (i, row[i as usize] - lse))
+            .collect();
     }
     (row[token as usize] - lse, top)
 }

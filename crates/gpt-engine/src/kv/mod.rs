@@ -85,14 +85,13 @@ impl KvPoolConfig {
             max_seqs * (cfg.sliding_window.saturating_sub(1).div_ceil(bs) + 2)
                 + max_batch_tokens.div_ceil(bs)
         };
-        let (full, sliding) = if fb == 0 {
-            (0, (bytes / sb.max(1)) as usize)
-        } else {
-            let rest = bytes.saturating_sub(sliding_need as u64 * sb);
-            let full = (rest / fb) as usize;
-            if full >= sliding_need {
-                (full, sliding_need)
-            } else {
+        let (full, sliding) = match bytes
+            .saturating_sub(sliding_need as u64 * sb)
+            .checked_div(fb)
+        {
+            None => (0, (bytes / sb.max(1)) as usize),
+            Some(full) if full as usize >= sliding_need => (full as usize, sliding_need),
+            Some(_) => {
                 let n = (bytes / (fb + sb)) as usize;
                 (n, if sb == 0 { 0 } else { n })
             }
@@ -207,10 +206,7 @@ impl KvPool {
         let layer_group: Vec<usize> = (0..model.n_layer)
             .map(|il| if model.is_sliding(il) { SLIDING } else { FULL })
             .collect();
-        let used = [
-            layer_group.contains(&FULL),
-            layer_group.contains(&SLIDING),
-        ];
+        let used = [layer_group.contains(&FULL), layer_group.contains(&SLIDING)];
         let n = [cfg.full_blocks, cfg.sliding_blocks];
         for g in [FULL, SLIDING] {
             if used[g] && n[g] == 0 {
@@ -258,12 +254,18 @@ impl KvPool {
 
     /// Free blocks (empty or cached) of the full and the sliding group.
     pub fn free_blocks(&self) -> [usize; 2] {
-        [self.groups[FULL].free_count(), self.groups[SLIDING].free_count()]
+        [
+            self.groups[FULL].free_count(),
+            self.groups[SLIDING].free_count(),
+        ]
     }
 
     /// Blocks of the full and the sliding group.
     pub fn capacity_blocks(&self) -> [usize; 2] {
-        [self.groups[FULL].capacity(), self.groups[SLIDING].capacity()]
+        [
+            self.groups[FULL].capacity(),
+            self.groups[SLIDING].capacity(),
+        ]
     }
 
     /// Blocks the prefix cache holds (full group, sliding group).
@@ -414,8 +416,11 @@ impl KvPool {
 
     /// Reserves the blocks of `batch`'s new tokens. On error nothing has changed.
     pub fn begin(&mut self, batch: &Batch) -> Result<Step> {
-        let appends: Vec<(SeqId, usize)> =
-            batch.chunks().iter().map(|c| (c.seq, c.tokens.len())).collect();
+        let appends: Vec<(SeqId, usize)> = batch
+            .chunks()
+            .iter()
+            .map(|c| (c.seq, c.tokens.len()))
+            .collect();
         if !self.can_append(&appends)? {
             let mut need = [0usize; 2];
             for &(seq, t) in &appends {
@@ -463,10 +468,7 @@ impl KvPool {
                 }
                 let ids: Vec<u32> = table.blocks.iter().copied().collect();
                 let n = ids.len();
-                gather[g] = Some((
-                    Tensor::from_vec(ids, n, &self.device)?,
-                    table.first * bs,
-                ));
+                gather[g] = Some((Tensor::from_vec(ids, n, &self.device)?, table.first * bs));
             }
             step.chunks.push(ChunkKv {
                 seq,
@@ -563,7 +565,9 @@ impl KvPool {
     pub(crate) fn gather(&self, il: usize, chunk: &ChunkKv) -> Result<(Tensor, Tensor, usize)> {
         let g = self.layer_group[il];
         let Some((ids, offset)) = &chunk.gather[g] else {
-            return Err(EngineError::Other("kv pool: layer group not reserved".into()));
+            return Err(EngineError::Other(
+                "kv pool: layer group not reserved".into(),
+            ));
         };
         let bs = self.cfg.block_size;
         let (hkv, hd) = (self.hkv, self.hd);

@@ -18,9 +18,9 @@ impl KvCache {
     pub fn new(cfg: &GptOssConfig, device: &Device, ctx: usize, max_chunk: usize) -> Result<Self> {
         let bs = DEFAULT_BLOCK_SIZE;
         let full = ctx.max(1).div_ceil(bs) + 1;
-        let sliding = (cfg.sliding_window.saturating_sub(1).div_ceil(bs) + 2
-            + max_chunk.max(1).div_ceil(bs))
-        .min(full + 1);
+        let sliding =
+            (cfg.sliding_window.saturating_sub(1).div_ceil(bs) + 2 + max_chunk.max(1).div_ceil(bs))
+                .min(full + 1);
         let mut pool = KvPool::new(
             cfg,
             device,

@@ -161,7 +161,11 @@ fn a_shared_prefix_is_taken_from_the_cache() {
     assert_eq!(p.held_blocks(b).unwrap(), [4, 1]);
     // An identical prompt leaves its last token to compute.
     let c = p.add_sequence(&prompt[..20]);
-    assert_eq!(p.len(c).unwrap(), 16, "20 tokens: at most 19 from the cache, 4 whole blocks");
+    assert_eq!(
+        p.len(c).unwrap(),
+        16,
+        "20 tokens: at most 19 from the cache, 4 whole blocks"
+    );
     // After everything is gone, the blocks are free and still cached.
     for s in [a, b, c] {
         p.remove_sequence(s).unwrap();

@@ -6,26 +6,26 @@
 //! quantize → router top-k softmax → gate/up GEMV + biases + SwiGLU → quantize → down GEMV +
 //! bias + routing weights + residual. Then RMSNorm → output GEMV into the logits.
 //!
-//! Weights are repacked once from the generic path's tensors (Q8_0 → split int8 + f32 scales,
-//! QKV fused; MXFP4 → planar nibbles + exponents) for 16-byte loads. The per-step inputs (the
-//! embedding row, the position and each layer's KV row/offset) are uploaded before the graph
-//! launches, so the captured graph stays valid until a KV buffer moves (a full-attention layer
-//! growing), when it is captured again.
+//! It reads the weights' fast form (`prepare`/`repack`: Q8 split matrices with QKV stacked,
+//! planar MXFP4 experts) and the paged KV pool: each layer's K/V row is written into the
+//! sequence's block and attention reads the blocks through the sequence's block table. The
+//! per-step inputs (the embedding row, the position, each layer's KV row and offset, the block
+//! tables) are uploaded before the graph launches; the captured graph is keyed by the pool's
+//! buffers and each layer's key-split count (bucketed by powers of two), so it is captured
+//! again only when a sequence doubles.
 //!
-//! It applies only where its kernels do: Q8_0 dense matrices, MXFP4 experts, head dim 64;
-//! [`FastDecoder::new`] says why not otherwise and the model keeps the generic path.
+//! [`FastDecoder::new`] says why it does not apply to weights in another form.
 
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice, DevicePtr};
-use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Tensor};
 use gpt_kernels::cuda::decode::{
-    tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec, DEC_ATT_D, DEC_ATT_MAX_G,
-    DEC_MAX_D, DEC_MAX_SPLIT,
+    tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec, DEC_MAX_SPLIT,
 };
-use gpt_weights::load::{Experts, LayerWeights, Matrix};
-use gpt_weights::{GptOssConfig, Weights};
+use gpt_weights::GptOssConfig;
 
-use super::prefill::{CudaPrefill, DenseSplit};
+use super::experts::{ExpertsForm, Planar};
+use super::linear::{Linear, Qkv};
+use super::prepare::Prepared;
 use super::rope::Rope;
 use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 use crate::kv::{ChunkKv, KvPool};
@@ -63,10 +63,7 @@ struct FastLayer {
     attn_norm: DevPtr,
     qkv: Q8Mat,
     qkv_b: DevPtr,
-    /// `qkv_b`'s tensor, for the prefill.
-    qkv_bias: Tensor,
     o: Q8Mat,
-    o_bias: Tensor,
     o_b: DevPtr,
     sinks: DevPtr,
     ffn_norm: DevPtr,
@@ -156,31 +153,45 @@ pub(crate) struct FastDecoder {
     steps: u64,
 }
 
-fn q8_of<'a>(
-    m: &'a Matrix,
-    what: &str,
-) -> CResult<&'a std::sync::Arc<candle_core::quantized::QTensor>> {
-    match m {
-        Matrix::Quant(QMatMul::QTensor(q)) if q.dtype() == GgmlDType::Q8_0 => Ok(q),
-        _ => Err(err(format!(
-            "{what} is not a Q8_0 quantized matrix (load with quantized dense matrices)"
-        ))),
+fn q8_mat(l: &Linear, what: &str) -> CResult<Q8Mat> {
+    match l {
+        Linear::Q8Split { qs, d, .. } => Ok(Q8Mat {
+            p: Q8Ptrs {
+                qs: dptr(qs)?,
+                d: dptr(d)?,
+            },
+            qs: qs.clone(),
+            d: d.clone(),
+        }),
+        _ => Err(err(format!("{what} is not in the Q8 split form"))),
     }
 }
 
-fn mx_of<'a>(e: &'a Experts, what: &str) -> CResult<(&'a Tensor, usize)> {
-    match e {
-        Experts::Mxfp4 { blocks, k } => Ok((blocks, *k)),
-        _ => Err(err(format!("{what} experts are not ggml MXFP4 blocks"))),
+fn bias_of(l: &Linear) -> Option<&Tensor> {
+    match l {
+        Linear::Q8Split { b, .. } => Some(b),
+        _ => None,
     }
+}
+
+fn mx_exp(p: &Planar) -> CResult<MxExp> {
+    Ok(MxExp {
+        p: MxPtrs {
+            qs: dptr(&p.qs)?,
+            e8: dptr(&p.e8)?,
+        },
+        qs: p.qs.clone(),
+        e8: p.e8.clone(),
+    })
 }
 
 impl FastDecoder {
-    /// Builds the decoder for `w` on `device`, or says why the fused path does not apply.
-    /// The MXFP4 experts of `w` are replaced, layer by layer, by the planar copies the decoder
-    /// reads ([`Experts::Mxfp4Planar`], shared), so the expert bytes are held once.
+    /// Builds the decoder over the fast form of `prepared` on `device` (the pointers it keeps
+    /// stay valid: the decoder holds a reference to every tensor it reads, and prepared weights
+    /// never change), or says why it does not apply.
     pub(crate) fn new(
-        w: &mut Weights,
+        prepared: &Prepared,
+        cfg: &GptOssConfig,
         device: &Device,
         rope_full: &Rope,
         rope_swa: &Rope,
@@ -189,33 +200,8 @@ impl FastDecoder {
         let Device::Cuda(dev) = device else {
             return Err(err("not a CUDA device".into()));
         };
-        let cfg = w.config.clone();
-        let (d, hq, hkv, hd) = (cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim);
-        let checks = [
-            (
-                hd == 32 || hd == DEC_ATT_D,
-                format!("head dim {hd} (32 or {DEC_ATT_D} supported)"),
-            ),
-            (
-                hkv > 0 && hq % hkv == 0 && hq / hkv <= DEC_ATT_MAX_G,
-                format!("{hq} query heads over {hkv} KV heads"),
-            ),
-            (
-                d % 32 == 0 && d <= DEC_MAX_D,
-                format!("embedding width {d}"),
-            ),
-            (
-                cfg.n_ff_exp % 32 == 0,
-                format!("expert width {}", cfg.n_ff_exp),
-            ),
-            (
-                cfg.n_expert <= 256 && cfg.n_expert_used <= 32,
-                format!("{} experts, {} used", cfg.n_expert, cfg.n_expert_used),
-            ),
-        ];
-        if let Some((_, why)) = checks.iter().find(|(ok, _)| !ok) {
-            return Err(err(format!("unsupported shape: {why}")));
-        }
+        let cfg = cfg.clone();
+        let (d, hq, hd) = (cfg.n_embd, cfg.n_head, cfg.head_dim);
         let k = DecodeKernels::new(dev)?;
         let mut keep = Vec::new();
         let mut ptr_of = |t: &Tensor| -> CResult<DevPtr> {
@@ -224,139 +210,40 @@ impl FastDecoder {
             keep.push(t);
             Ok(p)
         };
-
-        let q8 = |mats: &[(&Matrix, &str)]| -> CResult<Q8Mat> {
-            let qs_: Vec<_> = mats
-                .iter()
-                .map(|(m, what)| q8_of(m, what))
-                .collect::<CResult<_>>()?;
-            let cols = qs_[0].shape().dims2()?.1;
-            let mut rows = 0;
-            for q in &qs_ {
-                let (n, kk) = q.shape().dims2()?;
-                if kk != cols || kk % 32 != 0 {
-                    return Err(err(format!("Q8_0 matrices of {kk} and {cols} columns")));
-                }
-                rows += n;
-            }
-            let qs = Tensor::zeros((rows, cols), DType::U8, device)?; // (n, k) int8
-            let dd = Tensor::zeros((rows, cols / 32), DType::F32, device)?; // (n, k/32)
-            let p = Q8Ptrs {
-                qs: dptr(&qs)?,
-                d: dptr(&dd)?,
-            };
-            let mut r0 = 0;
-            for q in &qs_ {
-                let n = q.shape().dims2()?.0;
-                let src = q.device_ptr()? as DevPtr;
-                let dst = Q8Ptrs {
-                    qs: p.qs + (r0 * cols) as u64,
-                    d: p.d + (r0 * cols / 32 * 4) as u64,
-                };
-                k.q8_0_split(src, n * cols / 32, dst)?;
-                r0 += n;
-            }
-            Ok(Q8Mat { qs, d: dd, p })
-        };
-        let mx = |e: &Experts, what: &str| -> CResult<MxExp> {
-            let (blocks, kk) = mx_of(e, what)?;
-            let (ne, n, _) = blocks.dims3()?;
-            let qs = Tensor::zeros((ne, n, kk / 2), DType::U8, device)?; // (e, n, k/2)
-            let e8 = Tensor::zeros((ne, n, kk / 32), DType::U8, device)?; // (e, n, k/32)
-            let p = MxPtrs {
-                qs: dptr(&qs)?,
-                e8: dptr(&e8)?,
-            };
-            k.mxfp4_planar(dptr(&blocks.contiguous()?)?, ne * n * kk / 32, p)?;
-            Ok(MxExp { qs, e8, p })
-        };
-
-        // Check every layer before repacking anything, so that a model the kernels do not take
-        // is left untouched. (A later failure, e.g. out of memory, leaves the layers repacked so
-        // far in the planar layout, which the generic path also reads.)
-        for lw in &w.layers {
-            for (e, what) in [
-                (&lw.ffn_gate_exps, "ffn_gate"),
-                (&lw.ffn_up_exps, "ffn_up"),
-                (&lw.ffn_down_exps, "ffn_down"),
-            ] {
-                mx_of(e, what)?;
-            }
-            for (m, what) in [
-                (&lw.attn_q, "attn_q"),
-                (&lw.attn_k, "attn_k"),
-                (&lw.attn_v, "attn_v"),
-                (&lw.attn_output, "attn_output"),
-            ] {
-                q8_of(m, what)?;
-            }
-        }
-        q8_of(&w.output, "output")?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
-        for (il, lw) in w.layers.iter_mut().enumerate() {
-            let LayerWeights {
-                attn_norm,
-                attn_q,
-                attn_q_b,
-                attn_k,
-                attn_k_b,
-                attn_v,
-                attn_v_b,
-                attn_output,
-                attn_output_b,
-                attn_sinks,
-                post_attention_norm,
-                ffn_gate_inp,
-                ffn_gate_inp_b,
-                ffn_gate_exps,
-                ffn_gate_exps_b,
-                ffn_up_exps,
-                ffn_up_exps_b,
-                ffn_down_exps,
-                ffn_down_exps_b,
-            } = &*lw;
-            let qkv_b = Tensor::cat(&[attn_q_b, attn_k_b, attn_v_b], 0)?; // (hq*hd + 2*hkv*hd)
+        for (il, l) in prepared.layers.iter().enumerate() {
+            let Qkv::Fused(qkv) = &l.qkv else {
+                return Err(err("QKV is not one stacked Q8 split matrix".into()));
+            };
+            let (Some(qkv_b), Some(o_b)) = (bias_of(qkv), bias_of(&l.attn_out)) else {
+                return Err(err("dense matrices are not in the Q8 split form".into()));
+            };
+            let ExpertsForm::Planar { gate, up, down } = &l.moe.experts else {
+                return Err(err("experts are not planar MXFP4".into()));
+            };
             let sliding = cfg.is_sliding(il);
             layers.push(FastLayer {
-                attn_norm: ptr_of(attn_norm)?,
-                qkv: q8(&[(attn_q, "attn_q"), (attn_k, "attn_k"), (attn_v, "attn_v")])?,
-                qkv_b: ptr_of(&qkv_b)?,
-                qkv_bias: qkv_b.clone(),
-                o_bias: attn_output_b.clone(),
-                o: q8(&[(attn_output, "attn_output")])?,
-                o_b: ptr_of(attn_output_b)?,
-                sinks: ptr_of(attn_sinks)?,
-                ffn_norm: ptr_of(post_attention_norm)?,
-                router_w: ptr_of(ffn_gate_inp)?,
-                router_b: ptr_of(ffn_gate_inp_b)?,
-                gate: mx(ffn_gate_exps, "ffn_gate")?,
-                gate_b: ptr_of(ffn_gate_exps_b)?,
-                up: mx(ffn_up_exps, "ffn_up")?,
-                up_b: ptr_of(ffn_up_exps_b)?,
-                down: mx(ffn_down_exps, "ffn_down")?,
-                down_b: ptr_of(ffn_down_exps_b)?,
+                attn_norm: ptr_of(&l.attn_norm)?,
+                qkv: q8_mat(qkv, "attn_qkv")?,
+                qkv_b: ptr_of(qkv_b)?,
+                o: q8_mat(&l.attn_out, "attn_output")?,
+                o_b: ptr_of(o_b)?,
+                sinks: ptr_of(&l.sinks)?,
+                ffn_norm: ptr_of(&l.post_norm)?,
+                router_w: ptr_of(&l.moe.router_w)?,
+                router_b: ptr_of(&l.moe.router_b)?,
+                gate: mx_exp(gate)?,
+                gate_b: ptr_of(&l.moe.gate_b)?,
+                up: mx_exp(up)?,
+                up_b: ptr_of(&l.moe.up_b)?,
+                down: mx_exp(down)?,
+                down_b: ptr_of(&l.moe.down_b)?,
                 window: if sliding { cfg.sliding_window } else { 0 },
                 rope: sliding as usize,
             });
-            // The generic path (prefill) reads the planar copies from now on: the layer's ggml
-            // blocks are freed before the next layer is repacked, so loading peaks at one
-            // layer's experts above the model's size.
-            let l = &layers[il];
-            for (dst, src) in [
-                (&mut lw.ffn_gate_exps, &l.gate),
-                (&mut lw.ffn_up_exps, &l.up),
-                (&mut lw.ffn_down_exps, &l.down),
-            ] {
-                let (_, k_in) = mx_of(dst, "expert")?;
-                *dst = Experts::Mxfp4Planar {
-                    qs: src.qs.clone(),
-                    e8: src.e8.clone(),
-                    k: k_in,
-                };
-            }
         }
-        let out_norm = ptr_of(&w.output_norm)?;
-        let output = q8(&[(&w.output, "output")])?;
+        let out_norm = ptr_of(&prepared.output_norm)?;
+        let output = q8_mat(&prepared.output, "output")?;
         let mut rope = Vec::new();
         for r in [rope_full, rope_swa] {
             let f: Vec<f32> = r.inv_freq.iter().map(|&x| x as f32).collect();
@@ -364,8 +251,10 @@ impl FastDecoder {
             let p = dptr(&t)?;
             rope.push((t, p, r.mscale as f32));
         }
-        let vocab = w.token_embd.vocab();
+        let vocab = prepared.embd.vocab();
         let (topk, nff) = (cfg.n_expert_used, cfg.n_ff_exp);
+        let hkv = cfg.n_head_kv;
+        let _ = hkv;
         let s = Self {
             h: dev.alloc_zeros::<f32>(d)?,
             params: dev.alloc_zeros::<i32>(1 + 3 * cfg.n_layer)?,
@@ -398,28 +287,6 @@ impl FastDecoder {
         };
         device.synchronize()?;
         Ok(s)
-    }
-
-    /// The tensor-core prefill's weights: this decoder's repacked dense matrices (shared, not
-    /// copied) and a zero bias for the output matrix.
-    pub(crate) fn prefill_weights(&self) -> CResult<CudaPrefill> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| DenseSplit {
-                qkv: (l.qkv.qs.clone(), l.qkv.d.clone()),
-                qkv_b: l.qkv_bias.clone(),
-                o: (l.o.qs.clone(), l.o.d.clone()),
-                o_b: l.o_bias.clone(),
-            })
-            .collect();
-        let output = (self.output.qs.clone(), self.output.d.clone());
-        let output_b = Tensor::zeros(output.0.dim(0)?, DType::F32, output.0.device())?;
-        Ok(CudaPrefill {
-            layers,
-            output,
-            output_b,
-        })
     }
 
     /// Splits of the keys of a layer whose query sees up to `rows` rows: bucketed by powers of
@@ -515,15 +382,15 @@ impl FastDecoder {
     /// `(1, vocab)`. The pool counts the row when the caller commits the step.
     pub(crate) fn step(
         &mut self,
-        w: &Weights,
+        prepared: &Prepared,
         token: u32,
         chunk: &ChunkKv,
         pool: &KvPool,
     ) -> CResult<Tensor> {
         let _span = tracing::trace_span!("fast_decode", pos = chunk.pos).entered();
         let c = &self.cfg;
-        let emb = w
-            .token_embd
+        let emb = prepared
+            .embd
             .lookup_host(&[token])
             .map_err(|e| err(e.to_string()))?;
         let bs = pool.block_size();

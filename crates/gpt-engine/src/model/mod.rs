@@ -1,25 +1,35 @@
 //! The GPT-OSS transformer (spec §6), in the shape of llama.cpp's `openai-moe.cpp`:
 //! embedding → per block { RMSNorm → attention with sinks (sliding on even layers) → residual →
 //! RMSNorm → MoE (router top-k, softmax over k, SwiGLU-OAI experts) → residual } → RMSNorm →
-//! unembedding.
+//! unembedding — over a [`Batch`] of rows from several sequences, each reading its own KV
+//! blocks. The weights' device form is chosen once ([`prepare`]); dispatch lives in their
+//! types ([`linear`], [`experts`], [`attend`]), so the layer loop below is the only one.
 
+mod attend;
+mod experts;
 #[cfg(feature = "cuda")]
 mod fast_decode;
+mod fused;
+mod linear;
 mod moe;
 #[cfg(feature = "cuda")]
 mod prefill;
+mod prepare;
 pub mod profile;
+#[cfg(feature = "cuda")]
+mod repack;
 pub mod rope;
 
-use candle_core::{DType, Device, Tensor, D};
-use gpt_kernels as k;
-use gpt_weights::load::{Experts, LayerWeights};
+use candle_core::{DType, Device, Tensor};
 use gpt_weights::{GptOssConfig, Weights};
-use moe::{experts_forward, ExpertGroups};
 
 use crate::batch::Batch;
 use crate::error::{EngineError, Result};
 use crate::kv::{KvCache, KvPool, Step};
+use attend::{AttnInput, AttnKernel};
+use fused::FusedStep;
+use linear::RowPlan;
+use prepare::{Layer, Prepared};
 use profile::{Profiler, Stage};
 use rope::{Rope, YarnRounding};
 
@@ -49,27 +59,15 @@ pub struct ModelOptions {
 
 /// A loaded GPT-OSS model on one device.
 pub struct GptOss {
-    w: Weights,
+    cfg: GptOssConfig,
+    p: Prepared,
     rope_full: Rope,
     rope_swa: Rope,
+    attn: AttnKernel,
     device: Device,
     profiler: Profiler,
-    grouped_min_slots: usize,
-    #[cfg(feature = "cuda")]
-    fast: Option<std::sync::Mutex<fast_decode::FastDecoder>>,
-    /// The tensor-core prefill matmuls (present with `fast`, whose repacked weights they read).
-    #[cfg(feature = "cuda")]
-    prefill: Option<prefill::CudaPrefill>,
+    fused: FusedStep,
 }
-
-/// The prefill matmuls of one forward and the plan of its dense GEMMs (all rows, one group).
-#[cfg(feature = "cuda")]
-type PrefillCtx<'a> = Option<(
-    &'a prefill::CudaPrefill,
-    gpt_kernels::cuda::prefill::GroupPlan,
-)>;
-#[cfg(not(feature = "cuda"))]
-type PrefillCtx<'a> = Option<(&'a (), ())>;
 
 pub use crate::batch::Logits;
 
@@ -78,70 +76,35 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
 }
 
 impl GptOss {
-    /// Wraps loaded weights.
-    pub fn new(w: Weights, device: Device, opts: ModelOptions) -> Self {
-        #[cfg(feature = "cuda")]
-        let mut w = w;
-        let cuda = device.is_cuda();
-        let cfg = &w.config;
-        let rope_full = Rope::new(cfg, cfg.rope_freq_base, opts.yarn);
-        let rope_swa = Rope::new(cfg, cfg.rope_freq_base_swa, opts.yarn);
-        #[cfg(feature = "cuda")]
-        if cuda {
-            // Candle's CUDA QMatMul otherwise quantizes activations to 8 bits (q8_1) for
-            // batched inputs, which costs ~1e-2 of relative error on the logits; this makes it
-            // dequantize the weights and multiply in f32 (a process-wide switch).
-            candle_core::quantized::cuda::set_force_dmmv(true);
-        }
-        #[cfg(feature = "cuda")]
-        let fast = if cuda && !opts.no_fast_decode {
-            match fast_decode::FastDecoder::new(
-                &mut w,
-                &device,
-                &rope_full,
-                &rope_swa,
-                !opts.no_cuda_graph,
-            ) {
-                Ok(f) => Some(std::sync::Mutex::new(f)),
-                Err(e) => {
-                    tracing::warn!("single-token decode uses the generic path: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        #[cfg(feature = "cuda")]
-        let prefill = fast.as_ref().and_then(|f| {
-            let built = f
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))
-                .and_then(|f| f.prefill_weights());
-            built
-                .inspect_err(|e| tracing::warn!("prefill uses the generic path: {e}"))
-                .ok()
-        });
-        Self {
-            #[cfg(feature = "cuda")]
-            fast,
-            #[cfg(feature = "cuda")]
-            prefill,
-            w,
+    /// Builds the model from loaded weights: their device form is chosen here, once.
+    pub fn new(w: Weights, device: Device, opts: ModelOptions) -> Result<Self> {
+        let cfg = w.config.clone();
+        let rope_full = Rope::new(&cfg, cfg.rope_freq_base, opts.yarn);
+        let rope_swa = Rope::new(&cfg, cfg.rope_freq_base_swa, opts.yarn);
+        let p = Prepared::new(w, &device, &opts)?;
+        let attn = AttnKernel::choose(p.tensor_cores(), (cfg.n_head, cfg.n_head_kv, cfg.head_dim));
+        let fused = FusedStep::new(&p, &cfg, &device, (&rope_full, &rope_swa), &opts);
+        Ok(Self {
+            cfg,
+            p,
             rope_full,
             rope_swa,
+            attn,
             device,
             profiler: Profiler::new(opts.profile),
-            grouped_min_slots: opts.moe_grouped_min_slots.unwrap_or(if cuda {
-                64
-            } else {
-                usize::MAX
-            }),
-        }
+            fused,
+        })
+    }
+
+    /// Bytes the weights hold on the device in their prepared form (the embedding, kept in
+    /// host memory, excluded).
+    pub fn weight_bytes(&self) -> u64 {
+        self.p.device_bytes()
     }
 
     /// The model's config.
     pub fn config(&self) -> &GptOssConfig {
-        &self.w.config
+        &self.cfg
     }
 
     /// Stage times recorded since the last call (empty unless profiling is on).
@@ -149,12 +112,14 @@ impl GptOss {
         self.profiler.take()
     }
 
-    /// Whether single tokens decode through the fused CUDA kernels (else the generic path).
+    /// Whether a single decoding sequence runs the fused CUDA step (else the batched path).
     pub fn fast_decode(&self) -> bool {
-        #[cfg(feature = "cuda")]
-        return self.fast.is_some();
-        #[cfg(not(feature = "cuda"))]
-        false
+        self.fused.available()
+    }
+
+    /// Whether the matmuls run on the CUDA tensor-core form of the weights.
+    pub fn tensor_cores(&self) -> bool {
+        self.p.tensor_cores()
     }
 
     /// The device the model runs on.
@@ -164,7 +129,7 @@ impl GptOss {
 
     /// Vocabulary size (rows of the embedding).
     pub fn vocab_size(&self) -> usize {
-        self.w.token_embd.vocab()
+        self.p.embd.vocab()
     }
 
     /// A fresh single-sequence KV cache for `ctx` positions and prefill chunks of at most
@@ -174,7 +139,12 @@ impl GptOss {
     }
 
     /// Runs `tokens` after what `cache` holds: [`Self::forward`] on a batch of one sequence.
-    pub fn forward_seq(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Tensor> {
+    pub fn forward_seq(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Tensor> {
         let (pool, seq) = cache.parts();
         self.forward(&Batch::single(seq, tokens, which)?, pool)
     }
@@ -201,89 +171,65 @@ impl GptOss {
 
     /// The forward of a begun step.
     fn run(&self, batch: &Batch, step: &Step, pool: &KvPool) -> Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if let (Some(fast), [c], false) = (&self.fast, step.chunks(), self.profiler.enabled()) {
-            if c.t == 1 && batch.chunks()[0].logits != Logits::None {
-                let mut f = fast
-                    .lock()
-                    .map_err(|_| candle_core::Error::Msg("fast decoder lock poisoned".into()))?;
-                return Ok(f.step(&self.w, batch.chunks()[0].tokens[0], c, pool)?);
+        if let ([c], [chunk]) = (step.chunks(), batch.chunks()) {
+            if c.t == 1
+                && chunk.logits != Logits::None
+                && self.fused.available()
+                && !self.profiler.enabled()
+            {
+                return self.fused.step(&self.p, chunk.tokens[0], c, pool);
             }
         }
         let tokens = batch.tokens();
-        let _span = tracing::debug_span!("forward", seqs = step.chunks().len(), t = tokens.len())
-            .entered();
+        let _span =
+            tracing::debug_span!("forward", seqs = step.chunks().len(), t = tokens.len()).entered();
         let p = &self.profiler;
         p.start(&self.device);
-        let mut h = self.w.token_embd.lookup(&tokens, &self.device)?; // (t, d)
-        #[cfg(feature = "cuda")]
-        let pf: PrefillCtx = match &self.prefill {
-            Some(pf) => Some((
-                pf,
-                gpt_kernels::cuda::prefill::GroupPlan::dense(tokens.len(), &self.device)?,
-            )),
-            None => None,
-        };
-        #[cfg(not(feature = "cuda"))]
-        let pf: PrefillCtx = None;
+        let eps = self.cfg.rms_eps;
+        let mut h = self.p.embd.lookup(&tokens, &self.device)?; // (t, d)
+        let rows = RowPlan::new(tokens.len(), &self.device, self.p.tensor_cores())?;
         p.mark(&self.device, Stage::Embed);
-        for (il, lw) in self.w.layers.iter().enumerate() {
+        for (il, l) in self.p.layers.iter().enumerate() {
             let _l = tracing::trace_span!("layer", il).entered();
-            let a = rms_norm(&h, &lw.attn_norm, self.config().rms_eps)?;
-            let attn = self.attention(il, lw, &a, step, pool, &pf)?;
-            h = (h + attn)?;
-            let m = rms_norm(&h, &lw.post_attention_norm, self.config().rms_eps)?;
-            h = (&h + self.moe(lw, &m)?)?;
+            let a = rms_norm(&h, &l.attn_norm, eps)?;
+            h = (h + self.attention(il, l, &a, step, pool, &rows)?)?;
+            let m = rms_norm(&h, &l.post_norm, eps)?;
+            h = (&h + l.moe.forward(&m, p, &self.device)?)?;
         }
-        let rows = batch.logit_rows();
-        let vocab = self.vocab_size();
-        if rows.is_empty() {
-            return Ok(Tensor::zeros((0, vocab), DType::F32, &self.device)?);
+        let want = batch.logit_rows();
+        if want.is_empty() {
+            return Ok(Tensor::zeros(
+                (0, self.vocab_size()),
+                DType::F32,
+                &self.device,
+            )?);
         }
-        let h = if rows.len() == tokens.len() {
+        let h = if want.len() == tokens.len() {
             h
         } else {
-            h.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)? // (rows, d)
+            h.index_select(&Tensor::new(want.as_slice(), &self.device)?, 0)? // (rows, d)
         };
-        let h = rms_norm(&h, &self.w.output_norm, self.config().rms_eps)?;
-        let logits = match &pf {
-            #[cfg(feature = "cuda")]
-            Some((pf, _)) => pf.logits(&h)?,
-            _ => self.w.output.forward(&h)?.to_dtype(DType::F32)?,
-        };
+        let h = rms_norm(&h, &self.p.output_norm, eps)?;
+        let out_rows = RowPlan::new(want.len(), &self.device, self.p.tensor_cores())?;
+        let logits = self.p.output.forward(&h, &out_rows)?.to_dtype(DType::F32)?;
         p.mark(&self.device, Stage::Output);
         Ok(logits)
     }
 
-    /// Attention of layer `il` on `a (t, d)`; returns `(t, d)`.
+    /// Attention of layer `il` on `a (t, d)`, each chunk of `step` against its own sequence's
+    /// keys and values; returns `(t, d)`.
     fn attention(
         &self,
         il: usize,
-        lw: &LayerWeights,
+        l: &Layer,
         a: &Tensor,
         step: &Step,
         pool: &KvPool,
-        pf: &PrefillCtx,
+        rows: &RowPlan,
     ) -> Result<Tensor> {
-        let cfg = self.config();
+        let cfg = &self.cfg;
         let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
-        let (q, kx, v) = match pf {
-            #[cfg(feature = "cuda")]
-            Some((pf, plan)) => {
-                let qkv = pf.qkv(il, a, plan)?; // (t, (hq + 2 hkv) hd)
-                let (nq, nkv) = (hq * hd, hkv * hd);
-                (
-                    qkv.narrow(1, 0, nq)?.contiguous()?,
-                    qkv.narrow(1, nq, nkv)?.contiguous()?,
-                    qkv.narrow(1, nq + nkv, nkv)?,
-                )
-            }
-            _ => (
-                lw.attn_q.forward(a)?.broadcast_add(&lw.attn_q_b)?,
-                lw.attn_k.forward(a)?.broadcast_add(&lw.attn_k_b)?,
-                lw.attn_v.forward(a)?.broadcast_add(&lw.attn_v_b)?,
-            ),
-        };
+        let (q, kx, v) = l.qkv.forward(a, rows, (hq * hd, hkv * hd))?; // (t, hq hd), (t, hkv hd) x2
         let sliding = cfg.is_sliding(il);
         let rope = if sliding {
             &self.rope_swa
@@ -305,89 +251,22 @@ impl GptOss {
             pool.write(il, c, &kx.squeeze(0)?, &v)?;
             let (k_all, v_all, kv_offset) = pool.gather(il, c)?; // (1, s, hkv, d)
             self.profiler.mark(&self.device, Stage::KvAppend);
-            let o = match pf {
-                #[cfg(feature = "cuda")]
-                Some(_) if c.t >= 2 && k::cuda::attention::tf32_prefill_fits(hq, hkv, hd) => {
-                    let params = k::cuda::AttentionParams {
-                        scale,
-                        window: window.unwrap_or(0),
-                        q_offset: c.pos,
-                        kv_offset,
-                    };
-                    k::cuda::attention::attention_prefill_tf32(
-                        &q,
-                        &k_all,
-                        &v_all,
-                        &lw.attn_sinks,
-                        &params,
-                    )?
-                }
-                _ => k::attention_with_sinks(
-                    &q,
-                    &k_all,
-                    &v_all,
-                    &lw.attn_sinks,
-                    scale,
-                    window,
-                    c.pos,
-                    kv_offset,
-                )?,
-            }; // (1, t, hq, d)
+            let o = self.attn.run(&AttnInput {
+                q: &q,
+                k: &k_all,
+                v: &v_all,
+                sinks: &l.sinks,
+                scale,
+                window,
+                q_offset: c.pos,
+                kv_offset,
+            })?; // (1, t, hq, d)
             outs.push(o.reshape((c.t, hq * hd))?);
         }
         let o = Tensor::cat(&outs, 0)?; // (t, hq*d)
         self.profiler.mark(&self.device, Stage::Attention);
-        let out = match pf {
-            #[cfg(feature = "cuda")]
-            Some((pf, plan)) => pf.out(il, &o, plan)?,
-            _ => lw
-                .attn_output
-                .forward(&o)?
-                .broadcast_add(&lw.attn_output_b)?,
-        };
+        let out = l.attn_out.forward(&o, rows)?; // (t, d)
         self.profiler.mark(&self.device, Stage::AttnOut);
-        Ok(out)
-    }
-
-    /// The MoE block on `m (t, d)`; returns `(t, d)`.
-    fn moe(&self, lw: &LayerWeights, m: &Tensor) -> Result<Tensor> {
-        let cfg = self.config();
-        let logits = m
-            .matmul(&lw.ffn_gate_inp.t()?)?
-            .broadcast_add(&lw.ffn_gate_inp_b)?; // (t, e)
-        let (ids, weights) = k::router_topk_softmax(&logits, cfg.n_expert_used)?; // (t, k) u32, f32
-        self.profiler.mark(&self.device, Stage::Router);
-        #[cfg(feature = "cuda")]
-        if matches!(lw.ffn_gate_exps, Experts::Mxfp4Planar { .. }) {
-            let out = prefill::moe_experts(lw, m, &ids, &weights, cfg.n_expert)?; // (t, d)
-            self.profiler.mark(&self.device, Stage::Experts);
-            return Ok(out);
-        }
-        let mxfp4 = matches!(lw.ffn_gate_exps, Experts::Mxfp4 { .. });
-        let groups = if mxfp4 && ids.elem_count() >= self.grouped_min_slots {
-            Some(ExpertGroups::new(&ids, cfg.n_expert)?)
-        } else {
-            None
-        };
-        let gate = experts_forward(
-            m,
-            &lw.ffn_gate_exps,
-            &lw.ffn_gate_exps_b,
-            &ids,
-            groups.as_ref(),
-        )?; // (t, k, ff)
-        let up = experts_forward(m, &lw.ffn_up_exps, &lw.ffn_up_exps_b, &ids, groups.as_ref())?; // (t, k, ff)
-        let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
-        let down = experts_forward(
-            &act,
-            &lw.ffn_down_exps,
-            &lw.ffn_down_exps_b,
-            &ids,
-            groups.as_ref(),
-        )?; // (t, k, d)
-        self.profiler.mark(&self.device, Stage::Experts);
-        let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
-        self.profiler.mark(&self.device, Stage::Combine);
         Ok(out)
     }
 }

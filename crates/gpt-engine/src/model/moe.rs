@@ -1,6 +1,6 @@
 //! The expert matmuls of the generic (Candle) forward: the fused MXFP4 MoE kernel for a few
-//! tokens, and the grouped path for prefill (of ggml MXFP4 blocks; planar experts, on CUDA,
-//! take `prefill.rs`'s tensor-core kernels): the slots routed to each expert gathered into one
+//! tokens, and the grouped path for prefill (of ggml MXFP4 blocks; the planar experts of the
+//! CUDA fast form take `prefill.rs`'s tensor-core kernels): the slots routed to each expert gathered into one
 //! padded batch `(experts, m_max, k)`, the experts' weights dequantized once into
 //! `(experts, n, k)`, one batched GEMM, then every slot's row gathered back.
 
@@ -53,9 +53,6 @@ impl ExpertGroups {
 fn experts_f32(w: &Experts, ids: &Tensor) -> Result<Tensor> {
     match w {
         Experts::Mxfp4 { blocks, k } => k::mxfp4_dequant(&blocks.index_select(ids, 0)?, *k),
-        Experts::Mxfp4Planar { .. } => {
-            candle_core::bail!("moe: planar experts take the CUDA prefill path")
-        }
         Experts::Dense(t) => t.index_select(ids, 0),
     }
 }
@@ -115,8 +112,7 @@ fn experts_grouped(
 }
 
 /// `x (t, k) -> (t, top_k, n)` for the experts `ids (t, top_k)`, bias `(e, n)` included;
-/// with `groups`, MXFP4 experts take the grouped (prefill) path. Planar experts are an error:
-/// they go through `prefill::moe_experts`.
+/// with `groups`, MXFP4 experts take the grouped (prefill) path.
 pub(super) fn experts_forward(
     x: &Tensor,
     w: &Experts,
@@ -130,9 +126,6 @@ pub(super) fn experts_forward(
             experts_grouped(x, w, (n, *k_in), b, g, EXPERT_BATCH_BYTES)
         }
         (Experts::Mxfp4 { blocks, .. }, None) => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
-        (Experts::Mxfp4Planar { .. }, _) => {
-            candle_core::bail!("moe: planar experts take the CUDA prefill path")
-        }
         (Experts::Dense(w), _) => {
             // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
             let (t, top_k) = ids.dims2()?;

@@ -34,10 +34,9 @@ pub(crate) mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
 
-/// Bytes per MXFP4 block (1 exponent byte + 16 bytes of nibbles).
-pub(crate) const MXFP4_BLOCK_BYTES: usize = 17;
-/// Weights per MXFP4 block.
-pub(crate) const MXFP4_BLOCK_ELEMS: usize = 32;
+pub(crate) use crate::mxfp4::block::{
+    BLOCK_BYTES as MXFP4_BLOCK_BYTES, BLOCK_ELEMS as MXFP4_BLOCK_ELEMS,
+};
 
 /// A view of the contiguous elements of `storage` described by `layout`, after checking
 /// that the layout is contiguous and has the `expected` dims.

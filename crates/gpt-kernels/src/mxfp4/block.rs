@@ -135,3 +135,33 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod header_tests {
+    use super::{BLOCK_BYTES, BLOCK_ELEMS, KVALUES};
+
+    /// The CUDA header states the block shape once for the kernels; it must be this one, and
+    /// its packed E2M1 table (`mxfp4_kv`) must decode to [`KVALUES`].
+    #[test]
+    fn the_cuda_header_agrees_with_these_constants() {
+        let h = include_str!("../../kernels/mxfp4.cuh");
+        let define = |name: &str| -> usize {
+            h.lines()
+                .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no #define {name}"))
+        };
+        assert_eq!(define("MXFP4_BLOCK_ELEMS"), BLOCK_ELEMS);
+        assert_eq!(define("MXFP4_BLOCK_BYTES"), BLOCK_BYTES);
+        let packed = 0x0C08_0604_0302_0100u64;
+        assert!(
+            h.contains("0x0C08060403020100ull"),
+            "mxfp4_kv's table changed"
+        );
+        for (q, &want) in KVALUES.iter().enumerate() {
+            let v = ((packed >> ((q as u64 & 7) * 8)) & 0xff) as i8;
+            let v = if q & 8 != 0 { -v } else { v };
+            assert_eq!(v, want, "code {q}");
+        }
+    }
+}

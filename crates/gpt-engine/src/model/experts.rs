@@ -1,0 +1,125 @@
+//! The MoE block (spec §6.4): router → top-k softmax → the chosen experts' SwiGLU-OAI MLPs →
+//! routing-weighted sum, with the experts in their device form, chosen once at load: ggml
+//! MXFP4 blocks (or f32) for the generic kernels, or, on CUDA, the planar MXFP4 layout that the
+//! fused decode and the tensor-core prefill read.
+
+use candle_core::{Device, Result, Tensor, D};
+use gpt_kernels as k;
+use gpt_weights::load::Experts;
+
+use super::moe::{experts_forward, ExpertGroups};
+use super::profile::{Profiler, Stage};
+use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
+
+/// Planar MXFP4 experts: nibble bytes `U8 (e, n, k/2)`, exponent bytes `U8 (e, n, k/32)`.
+#[cfg(feature = "cuda")]
+pub(crate) struct Planar {
+    pub qs: Tensor,
+    pub e8: Tensor,
+}
+
+/// The three expert matrices of a layer with their biases `(e, n)`.
+pub(crate) enum ExpertsForm {
+    /// As loaded (the generic kernels).
+    Generic {
+        gate: Experts,
+        up: Experts,
+        down: Experts,
+    },
+    /// Planar MXFP4 on CUDA.
+    #[cfg(feature = "cuda")]
+    Planar {
+        gate: Planar,
+        up: Planar,
+        down: Planar,
+    },
+}
+
+/// One layer's MoE block.
+pub(crate) struct Moe {
+    /// Router `(e, d)` f32 and bias `(e)`.
+    pub router_w: Tensor,
+    pub router_b: Tensor,
+    pub experts: ExpertsForm,
+    /// Biases `(e, ff)`, `(e, ff)`, `(e, d)`.
+    pub gate_b: Tensor,
+    pub up_b: Tensor,
+    pub down_b: Tensor,
+    pub n_expert: usize,
+    pub top_k: usize,
+    /// Generic MXFP4 experts over at least this many slots take the grouped path.
+    pub grouped_min_slots: usize,
+}
+
+impl Moe {
+    /// `m (t, d)` → `(t, d)`.
+    pub(crate) fn forward(&self, m: &Tensor, p: &Profiler, dev: &Device) -> Result<Tensor> {
+        let logits = m
+            .matmul(&self.router_w.t()?)?
+            .broadcast_add(&self.router_b)?; // (t, e)
+        let (ids, weights) = k::router_topk_softmax(&logits, self.top_k)?; // (t, k) u32, f32
+        p.mark(dev, Stage::Router);
+        match &self.experts {
+            ExpertsForm::Generic { gate, up, down } => {
+                let mxfp4 = matches!(gate, Experts::Mxfp4 { .. });
+                let groups = if mxfp4 && ids.elem_count() >= self.grouped_min_slots {
+                    Some(ExpertGroups::new(&ids, self.n_expert)?)
+                } else {
+                    None
+                };
+                let g = groups.as_ref();
+                let gate = experts_forward(m, gate, &self.gate_b, &ids, g)?; // (t, k, ff)
+                let up = experts_forward(m, up, &self.up_b, &ids, g)?; // (t, k, ff)
+                let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
+                let down = experts_forward(&act, down, &self.down_b, &ids, g)?; // (t, k, d)
+                p.mark(dev, Stage::Experts);
+                let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
+                p.mark(dev, Stage::Combine);
+                Ok(out)
+            }
+            #[cfg(feature = "cuda")]
+            ExpertsForm::Planar { gate, up, down } => {
+                let out = super::prefill::planar_experts(
+                    (gate, up, down),
+                    (&self.gate_b, &self.up_b, &self.down_b),
+                    m,
+                    &ids,
+                    &weights,
+                    self.n_expert,
+                )?; // (t, d)
+                p.mark(dev, Stage::Experts);
+                Ok(out)
+            }
+        }
+    }
+
+    /// Bytes its tensors hold.
+    pub(crate) fn bytes(&self) -> u64 {
+        use super::prepare::tensor_bytes;
+        let experts: u64 = match &self.experts {
+            ExpertsForm::Generic { gate, up, down } => [gate, up, down]
+                .into_iter()
+                .map(|e| match e {
+                    Experts::Mxfp4 { blocks, .. } => tensor_bytes(blocks),
+                    Experts::Dense(t) => tensor_bytes(t),
+                })
+                .sum(),
+            #[cfg(feature = "cuda")]
+            ExpertsForm::Planar { gate, up, down } => [gate, up, down]
+                .into_iter()
+                .map(|p| tensor_bytes(&p.qs) + tensor_bytes(&p.e8))
+                .sum(),
+        };
+        experts
+            + [
+                &self.router_w,
+                &self.router_b,
+                &self.gate_b,
+                &self.up_b,
+                &self.down_b,
+            ]
+            .into_iter()
+            .map(tensor_bytes)
+            .sum::<u64>()
+    }
+}

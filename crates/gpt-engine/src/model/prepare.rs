@@ -1,0 +1,142 @@
+//! The weights in their form for one device, chosen once when the model is built and never
+//! changed afterwards (as llama.cpp repacks behind a buffer type at load): on the CPU, and on
+//! CUDA when the fast kernels do not apply, the tensors as loaded; on CUDA with Q8_0 dense
+//! matrices and MXFP4 experts, the Q8 split matrices (Q, K, V stacked) and planar experts that
+//! the fused decode and the tensor-core prefill read — built layer by layer from the loaded
+//! tensors, which are dropped as they are replaced, so no matrix is held twice.
+
+use candle_core::{Device, Result, Tensor};
+use gpt_weights::load::{Embedding, LayerWeights};
+use gpt_weights::{GptOssConfig, Weights};
+
+use super::experts::{ExpertsForm, Moe};
+use super::linear::{Linear, Qkv};
+use super::ModelOptions;
+
+/// Bytes `t` holds.
+pub(crate) fn tensor_bytes(t: &Tensor) -> u64 {
+    (t.elem_count() * t.dtype().size_in_bytes()) as u64
+}
+
+/// One transformer block.
+pub(crate) struct Layer {
+    pub attn_norm: Tensor,
+    pub qkv: Qkv,
+    pub attn_out: Linear,
+    /// `(hq)`.
+    pub sinks: Tensor,
+    pub post_norm: Tensor,
+    pub moe: Moe,
+}
+
+/// The whole model's weights in their device form.
+pub(crate) struct Prepared {
+    pub embd: Embedding,
+    pub layers: Vec<Layer>,
+    pub output_norm: Tensor,
+    /// `(vocab, d)`, no bias.
+    pub output: Linear,
+}
+
+impl Prepared {
+    /// Builds the device form of `w` on `device`.
+    pub(crate) fn new(w: Weights, device: &Device, opts: &ModelOptions) -> Result<Self> {
+        let grouped_min_slots =
+            opts.moe_grouped_min_slots
+                .unwrap_or(if device.is_cuda() { 64 } else { usize::MAX });
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() && !opts.no_fast_decode {
+            match super::repack::fast_form_supported(&w) {
+                Ok(()) => return super::repack::prepare_fast(w, device, grouped_min_slots),
+                Err(why) => tracing::warn!("the fast CUDA kernels do not apply: {why}"),
+            }
+        }
+        let _ = device;
+        let cfg = w.config.clone();
+        let layers = w
+            .layers
+            .into_iter()
+            .map(|lw| generic_layer(lw, &cfg, grouped_min_slots))
+            .collect();
+        Ok(Self {
+            embd: w.token_embd,
+            layers,
+            output_norm: w.output_norm,
+            output: Linear::Generic {
+                w: w.output,
+                b: None,
+            },
+        })
+    }
+
+    /// Whether the matmuls run on the tensor-core form (CUDA fast path).
+    pub(crate) fn tensor_cores(&self) -> bool {
+        self.output.tensor_cores()
+    }
+
+    /// Bytes the device tensors hold (the embedding stays in host memory and is not counted).
+    pub(crate) fn device_bytes(&self) -> u64 {
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                tensor_bytes(&l.attn_norm)
+                    + l.qkv.bytes()
+                    + l.attn_out.bytes()
+                    + tensor_bytes(&l.sinks)
+                    + tensor_bytes(&l.post_norm)
+                    + l.moe.bytes()
+            })
+            .sum();
+        layers + tensor_bytes(&self.output_norm) + self.output.bytes()
+    }
+}
+
+/// The MoE block of `lw` around `experts`.
+pub(crate) fn moe(
+    lw: &LayerWeights,
+    cfg: &GptOssConfig,
+    experts: ExpertsForm,
+    grouped_min_slots: usize,
+) -> Moe {
+    Moe {
+        router_w: lw.ffn_gate_inp.clone(),
+        router_b: lw.ffn_gate_inp_b.clone(),
+        experts,
+        gate_b: lw.ffn_gate_exps_b.clone(),
+        up_b: lw.ffn_up_exps_b.clone(),
+        down_b: lw.ffn_down_exps_b.clone(),
+        n_expert: cfg.n_expert,
+        top_k: cfg.n_expert_used,
+        grouped_min_slots,
+    }
+}
+
+fn generic_layer(lw: LayerWeights, cfg: &GptOssConfig, grouped_min_slots: usize) -> Layer {
+    let lin = |w: gpt_weights::load::Matrix, b: &Tensor| Linear::Generic {
+        w,
+        b: Some(b.clone()),
+    };
+    let m = moe(
+        &lw,
+        cfg,
+        ExpertsForm::Generic {
+            gate: lw.ffn_gate_exps.clone(),
+            up: lw.ffn_up_exps.clone(),
+            down: lw.ffn_down_exps.clone(),
+        },
+        grouped_min_slots,
+    );
+    Layer {
+        qkv: Qkv::Separate(
+            lin(lw.attn_q, &lw.attn_q_b),
+            lin(lw.attn_k, &lw.attn_k_b),
+            lin(lw.attn_v, &lw.attn_v_b),
+        ),
+        attn_out: lin(lw.attn_output, &lw.attn_output_b),
+        attn_norm: lw.attn_norm,
+        sinks: lw.attn_sinks,
+        post_norm: lw.post_attention_norm,
+        moe: m,
+    }
+}
