@@ -1,12 +1,14 @@
 //! `gptoss`: run GPT-OSS models from GGUF files.
 
 mod bench;
+mod bench_batch;
 mod chat;
 mod check;
 mod compare;
 mod inspect;
 mod model_source;
 mod npy;
+mod parse;
 mod tools;
 
 use std::path::PathBuf;
@@ -42,6 +44,8 @@ enum Cmd {
     CompareDevices(compare::CompareArgs),
     /// Write a synthetic random-weight GPT-OSS GGUF (tiny, 20b or 120b shapes).
     GenModel(tools::GenModelArgs),
+    /// Parse completion token ids into harmony messages and the OpenAI answer.
+    Parse(parse::ParseArgs),
 }
 
 /// `gptoss inspect`.
@@ -91,6 +95,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bench(a) => bench::bench(&a),
         Cmd::Logits(a) => tools::logits(&a),
         Cmd::GenModel(a) => tools::gen_model(&a),
+        Cmd::Parse(a) => parse::parse(&a),
         Cmd::CompareDevices(a) => compare::compare_devices(&a),
     }
 }

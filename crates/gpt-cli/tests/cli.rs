@@ -306,3 +306,40 @@ fn compare_devices_runs_its_three_checks() {
     assert!(v["decode_worst_rel_l2"].as_f64().unwrap() <= 1e-5, "{v}");
     assert!(err.contains("6/6 greedy tokens equal"), "{err}");
 }
+
+#[test]
+fn bench_concurrency_prints_one_object_per_level() {
+    let (out, _) = ok(&[
+        "bench",
+        "--model",
+        m(),
+        "--device",
+        "cpu",
+        "--prompt-tokens",
+        "8",
+        "--gen-tokens",
+        "6",
+        "--reps",
+        "1",
+        "--concurrency",
+        "1,3",
+        "--json",
+    ]);
+    let levels: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(levels.len(), 2, "{out}");
+    for (v, n) in levels.iter().zip([1, 3]) {
+        assert_eq!(v["concurrency"], n);
+        for key in [
+            "prefill_tok_s",
+            "decode_tok_s",
+            "decode_tok_s_per_seq",
+            "ttft_ms",
+        ] {
+            let x = v[key].as_f64().unwrap_or(-1.0);
+            assert!(x > 0.0, "{key} = {x} at concurrency {n}");
+        }
+    }
+}

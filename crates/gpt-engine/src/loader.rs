@@ -51,7 +51,7 @@ pub fn load_model(
         chunk: cfg.chunk,
         dense: cfg.dense,
         kv_elem_bytes: 4,
-        fused_decode: device.is_cuda() && !cfg.model.no_fast_decode && !cfg.model.profile,
+        fused_decode: device.is_cuda() && !cfg.model.no_fast_decode,
     };
     let p = plan::plan(&file, &config, &req)?;
     if device.is_cpu() {

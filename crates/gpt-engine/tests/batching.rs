@@ -59,7 +59,7 @@ fn batched_rows_equal_each_sequence_alone() {
         .collect();
     let mut p = pool(&m, 200, false);
     let ids: Vec<SeqId> = seqs.iter().map(|_| p.add_sequence(&[])).collect();
-    let mut done = vec![0usize; 16];
+    let mut done = [0usize; 16];
     let mut steps = 0;
     while done.iter().zip(&seqs).any(|(d, s)| d < &s.len()) {
         let mut b = Batch::new();

@@ -195,14 +195,20 @@ fn parser_rejects_malformed_streams() {
     assert!(p.messages().is_empty());
     assert!(matches!(p.finish(), Err(HarmonyError::TruncatedHeader)));
     let mut p = HarmonyParser::for_completion(t).unwrap();
-    for id in t.encode("<|channel|>final<|end|><|message|>", true).unwrap() {
-        let r = p.push(id);
-        if id == t.token_to_id("<|message|>").unwrap() {
-            assert!(matches!(r, Err(HarmonyError::BadHeader { .. })), "{r:?}");
-        } else {
-            r.unwrap();
-        }
+    let mut results = Vec::new();
+    for id in t
+        .encode("<|channel|>final<|end|> a b<|message|>", true)
+        .unwrap()
+    {
+        results.push(p.push(id).is_ok());
     }
+    let last = results.pop();
+    assert!(results.iter().all(|&ok| ok));
+    assert_eq!(
+        last,
+        Some(false),
+        "three words after the channel do not parse"
+    );
 }
 
 #[test]

@@ -76,8 +76,8 @@ impl CustomOp1 for RouterTopK {
 /// * `k`: experts per token, `1..=e`.
 ///
 /// Returns `(ids, weights)`: `ids` U32 `(t, k)` sorted by descending logit (ties → lower index
-/// first) and `weights` `(t, k)`, the softmax over the k selected logits. The selection is the
-/// custom op; the k-wide softmax uses candle ops so that it runs on any device.
+/// first) and `weights` `(t, k)`, the softmax over the k selected logits. On CUDA one kernel
+/// computes both; elsewhere the selection is the custom op and the k-wide softmax candle ops.
 pub fn router_topk_softmax(logits: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
     let &[_, e] = logits.dims() else {
         bail!("{OP}: expected logits [t, e], got {:?}", logits.dims());
@@ -92,6 +92,11 @@ pub fn router_topk_softmax(logits: &Tensor, k: usize) -> Result<(Tensor, Tensor)
         );
     }
     let logits = logits.contiguous()?;
+    // On CUDA the kernel computes the weights with the ids: both are used.
+    #[cfg(feature = "cuda")]
+    if logits.device().is_cuda() && logits.dtype() == DType::F32 {
+        return crate::cuda::ops::router_topk_softmax_tensors(&logits, k);
+    }
     let ids = logits.apply_op1_no_bwd(&RouterTopK { k })?; // (t, k) u32
     debug_assert_eq!(ids.dtype(), DType::U32);
     let sel = logits.gather(&ids, 1)?; // (t, k), sorted descending

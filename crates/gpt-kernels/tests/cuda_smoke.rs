@@ -401,5 +401,14 @@ fn router_topk_softmax_matches_cpu() -> R<()> {
             );
         }
     }
+    // The public op on CUDA returns the kernel's ids and weights: the same as its CPU path.
+    let (gi, gw) = gpt_kernels::router_topk_softmax(&lt, k)?;
+    let (ci, cw) = gpt_kernels::router_topk_softmax(&lt.to_device(&candle_core::Device::Cpu)?, k)?;
+    let v32 = |t: &Tensor| t.flatten_all()?.to_vec1::<u32>();
+    let vf = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+    assert_eq!(v32(&gi)?, v32(&ci)?, "public op: ids");
+    for (g, c) in vf(&gw)?.iter().zip(vf(&cw)?) {
+        assert!((g - c).abs() <= 1e-5 * c.abs().max(1e-6), "public op: {g} vs {c}");
+    }
     Ok(())
 }

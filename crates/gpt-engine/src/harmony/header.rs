@@ -201,8 +201,11 @@ mod tests {
         assert_eq!(h.recipient.as_deref(), Some("functions.f"));
         assert_eq!(h.content_type.as_deref(), Some("<|constrain|>json"));
         // Adjacent constrain marker, recipient before the channel.
-        let h = parse_header(" to=functions.g<|channel|>analysis<|constrain|>json", Some(Role::Assistant))
-            .unwrap();
+        let h = parse_header(
+            " to=functions.g<|channel|>analysis<|constrain|>json",
+            Some(Role::Assistant),
+        )
+        .unwrap();
         assert_eq!(h.recipient.as_deref(), Some("functions.g"));
         assert_eq!(h.channel.as_deref(), Some("analysis"));
         assert_eq!(h.content_type.as_deref(), Some("<|constrain|>json"));
@@ -227,7 +230,10 @@ mod tests {
             ("<|channel|>final one two three", Some(Role::Assistant)),
         ] {
             assert!(
-                matches!(parse_header(text, role), Err(HarmonyError::BadHeader { .. })),
+                matches!(
+                    parse_header(text, role),
+                    Err(HarmonyError::BadHeader { .. })
+                ),
                 "{text:?}"
             );
         }

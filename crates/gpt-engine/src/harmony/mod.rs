@@ -23,12 +23,10 @@ mod request;
 mod schema;
 
 pub use convert::{chat_to_harmony, PromptOptions};
-pub use message::{Content, DeveloperContent, Message, Role, SystemContent, ToolDescription};
 pub use header::{parse_header, Header};
 pub use lenient::LenientParser;
-pub use parser::{
-    HarmonyEvent, HarmonyParser, ParseMode, ParsedMessage, ParsedToolCall, Recovery,
-};
+pub use message::{Content, DeveloperContent, Message, Role, SystemContent, ToolDescription};
+pub use parser::{HarmonyEvent, HarmonyParser, ParseMode, ParsedMessage, ParsedToolCall, Recovery};
 pub use render::{developer_text, system_text, Renderer};
 pub use request::{
     ChatMessage, ChatRequest, ChatRole, ContentPart, FunctionCall, FunctionDef, MessageContent,

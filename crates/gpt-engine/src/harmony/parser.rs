@@ -8,7 +8,8 @@
 //! * [`ParseMode::Strict`] is openai-harmony's default: a token other than `<|start|>` between
 //!   messages, a header that does not parse and the end of the stream inside a header are
 //!   errors; a stop token inside a header is kept as header text (and so usually makes the
-//!   header fail at `<|message|>`); special tokens inside content decode as their text.
+//!   header fail at `<|message|>`); special tokens inside content decode as their text; an id
+//!   outside the vocabulary inside content swallows the rest of it, which ends in U+FFFD.
 //! * [`ParseMode::NonStrict`] is openai-harmony's `strict=False`: additionally, a stop token
 //!   that closes the *first* header (role known) before any `<|message|>` ends a message whose
 //!   channel is read from the header and whose content is the header's other words.

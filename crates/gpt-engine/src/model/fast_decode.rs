@@ -45,17 +45,16 @@ fn sptr<T>(s: &CudaSlice<T>) -> DevPtr {
     s.device_ptr(s.stream()).0
 }
 
-/// A Q8 split matrix and its addresses.
+/// A Q8 split matrix's addresses, and its tensors (shared with the prepared weights), held so
+/// the addresses stay valid.
 struct Q8Mat {
-    qs: Tensor,
-    d: Tensor,
+    _tensors: [Tensor; 2],
     p: Q8Ptrs,
 }
 
-/// Planar MXFP4 experts (shared with the model's weights) and their addresses.
+/// Planar MXFP4 experts' addresses, and their tensors (shared with the prepared weights).
 struct MxExp {
-    qs: Tensor,
-    e8: Tensor,
+    _tensors: [Tensor; 2],
     p: MxPtrs,
 }
 
@@ -160,8 +159,7 @@ fn q8_mat(l: &Linear, what: &str) -> CResult<Q8Mat> {
                 qs: dptr(qs)?,
                 d: dptr(d)?,
             },
-            qs: qs.clone(),
-            d: d.clone(),
+            _tensors: [qs.clone(), d.clone()],
         }),
         _ => Err(err(format!("{what} is not in the Q8 split form"))),
     }
@@ -180,8 +178,7 @@ fn mx_exp(p: &Planar) -> CResult<MxExp> {
             qs: dptr(&p.qs)?,
             e8: dptr(&p.e8)?,
         },
-        qs: p.qs.clone(),
-        e8: p.e8.clone(),
+        _tensors: [p.qs.clone(), p.e8.clone()],
     })
 }
 

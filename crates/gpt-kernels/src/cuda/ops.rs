@@ -121,6 +121,26 @@ pub(crate) fn attention(
     Ok((out, Shape::from((op.b, op.t, op.hq, op.d))))
 }
 
+/// Top-k ids `(t, k)` u32 and their softmax weights `(t, k)` f32 of CUDA `logits (t, e)`, both
+/// from the router kernel (one launch).
+pub(crate) fn router_topk_softmax_tensors(
+    logits: &candle_core::Tensor,
+    k: usize,
+) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    use candle_core::op::BackpropOp;
+    use candle_core::{Storage, Tensor};
+    let (t, _) = logits.dims2()?;
+    let (weights, ids) = {
+        let (s, l) = logits.storage_and_layout();
+        let Storage::Cuda(cs) = &*s else {
+            candle_core::bail!("router_topk_softmax: logits are not on a CUDA device");
+        };
+        router_topk_softmax_cuda(cs, l, k)?
+    };
+    let wrap = |st| Tensor::from_storage(Storage::Cuda(st), (t, k), BackpropOp::none(), false);
+    Ok((wrap(ids), wrap(weights)))
+}
+
 pub(crate) fn router_ids(
     op: &RouterTopK,
     s: &CudaStorage,
