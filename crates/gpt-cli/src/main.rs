@@ -9,6 +9,7 @@ mod inspect;
 mod model_source;
 mod npy;
 mod parse;
+mod serve;
 mod tools;
 
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ enum Cmd {
     GenModel(tools::GenModelArgs),
     /// Parse completion token ids into harmony messages and the OpenAI answer.
     Parse(parse::ParseArgs),
+    /// Serve the OpenAI-compatible HTTP API (chat completions, completions, responses).
+    Serve(serve::ServeArgs),
 }
 
 /// `gptoss inspect`.
@@ -96,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Logits(a) => tools::logits(&a),
         Cmd::GenModel(a) => tools::gen_model(&a),
         Cmd::Parse(a) => parse::parse(&a),
+        Cmd::Serve(a) => serve::serve(&a),
         Cmd::CompareDevices(a) => compare::compare_devices(&a),
     }
 }

@@ -68,7 +68,7 @@ pub fn load_model(
             p.check_fits("cuda", free as u64, false)?;
         }
     }
-    let w = Weights::load(
+    let w = Weights::load_validated(
         &file,
         &config,
         device,

@@ -408,7 +408,10 @@ fn router_topk_softmax_matches_cpu() -> R<()> {
     let vf = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     assert_eq!(v32(&gi)?, v32(&ci)?, "public op: ids");
     for (g, c) in vf(&gw)?.iter().zip(vf(&cw)?) {
-        assert!((g - c).abs() <= 1e-5 * c.abs().max(1e-6), "public op: {g} vs {c}");
+        assert!(
+            (g - c).abs() <= 1e-5 * c.abs().max(1e-6),
+            "public op: {g} vs {c}"
+        );
     }
     Ok(())
 }

@@ -326,6 +326,17 @@ impl Weights {
         opts: LoadOptions<'_>,
     ) -> Result<Self> {
         crate::spec::validate(model, config)?;
+        Self::load_validated(model, config, device, opts)
+    }
+
+    /// [`Weights::load`] of a model already checked with [`crate::spec::validate`] (a loader
+    /// that validates first, to report problems before planning memory, validates once).
+    pub fn load_validated(
+        model: &GgufModel,
+        config: &GptOssConfig,
+        device: &Device,
+        opts: LoadOptions<'_>,
+    ) -> Result<Self> {
         let total = model.tensors().filter_map(|t| t.n_bytes()).sum();
         let mut l = Loader {
             model,

@@ -192,6 +192,7 @@ pub fn plan_from_infos<'a>(
     let mut weights_host = 0u64;
     let mut q8_dense = 0u64; // Q8_0 dense bytes on the device
     let mut q8_largest = 0u64; // the largest Q8_0 dense matrix
+    let mut output_rows = 0u64; // rows of the output head (the vocabulary)
     for name in crate::names::all(cfg.n_layer) {
         let s = name.to_string();
         let info = lookup(&s).ok_or_else(|| Error::Validation {
@@ -207,11 +208,14 @@ pub fn plan_from_infos<'a>(
             q8_dense += file_bytes;
             q8_largest = q8_largest.max(file_bytes);
         }
+        if name == TensorName::Output {
+            // ggml dims are (in, out): the output head has `out` = vocab rows.
+            output_rows = info.dims.get(1).copied().unwrap_or(0);
+        }
     }
     let fast = req.fused_decode && req.dense == DenseMode::Quantized;
-    let vocab = cfg.vocab_size.unwrap_or(0) as u64;
     let (fast_form_extra, load_transient) = if fast {
-        (q8_dense / 34 * 2 + vocab * 4, q8_largest)
+        (q8_dense / 34 * 2 + output_rows * 4, q8_largest)
     } else {
         (0, 0)
     };
@@ -219,6 +223,7 @@ pub fn plan_from_infos<'a>(
     let n_sliding = (0..cfg.n_layer).filter(|&il| cfg.is_sliding(il)).count() as u64;
     let n_full = cfg.n_layer as u64 - n_sliding;
     let slide_len = (cfg.sliding_window + req.chunk).min(req.ctx.max(1)) as u64;
+    let vocab = cfg.vocab_size.unwrap_or(0) as u64;
     let chunk = req.chunk as u64;
     let widest = (cfg.q_dim() + 2 * cfg.kv_dim())
         .max(cfg.n_ff_exp * cfg.n_expert_used * 3)

@@ -20,6 +20,7 @@
 //! freed) or [`KvPool::abort`]s it.
 
 mod blocks;
+mod chunk;
 mod single;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,8 @@ use gpt_weights::GptOssConfig;
 use crate::batch::Batch;
 use crate::error::{EngineError, Result};
 use blocks::{BlockGroup, BlockKey};
+pub(crate) use chunk::ChunkKv;
+use chunk::GroupView;
 pub use single::KvCache;
 
 /// A sequence in a [`KvPool`].
@@ -148,20 +151,6 @@ struct SeqKv {
     cached: usize,
 }
 
-/// Where one chunk of a step reads and writes.
-#[derive(Debug)]
-pub(crate) struct ChunkKv {
-    /// The sequence.
-    pub seq: SeqId,
-    /// Position of the chunk's first token.
-    pub pos: usize,
-    /// Tokens of the chunk.
-    pub t: usize,
-    /// Per group: the blocks to gather (u32 on the pool's device) and the position of the
-    /// first gathered row.
-    gather: [Option<(Tensor, usize)>; 2],
-}
-
 /// A step begun on the pool: the blocks reserved for its new tokens.
 #[derive(Debug)]
 pub struct Step {
@@ -182,8 +171,6 @@ impl Step {
 pub struct KvPool {
     cfg: KvPoolConfig,
     window: usize,
-    hkv: usize,
-    hd: usize,
     groups: [BlockGroup; 2],
     /// Group of each layer.
     layer_group: Vec<usize>,
@@ -195,6 +182,8 @@ pub struct KvPool {
     seqs: HashMap<SeqId, SeqKv>,
     next_id: u64,
     device: Device,
+    /// Unique among the pools of this process.
+    uid: u64,
 }
 
 impl KvPool {
@@ -226,8 +215,6 @@ impl KvPool {
         Ok(Self {
             cfg,
             window: model.sliding_window.max(1),
-            hkv,
-            hd,
             groups: [
                 BlockGroup::new(if used[FULL] { n[FULL] } else { 0 }),
                 BlockGroup::new(if used[SLIDING] { n[SLIDING] } else { 0 }),
@@ -239,6 +226,10 @@ impl KvPool {
             seqs: HashMap::new(),
             next_id: 0,
             device: device.clone(),
+            uid: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -441,7 +432,7 @@ impl KvPool {
         for &(seq, t) in &appends {
             let pos = self.len(seq)?;
             let end = (pos + t).div_ceil(bs);
-            let mut gather: [Option<(Tensor, usize)>; 2] = [None, None];
+            let mut groups: [Option<GroupView>; 2] = [None, None];
             for g in [FULL, SLIDING] {
                 if !self.used[g] {
                     continue;
@@ -466,15 +457,14 @@ impl KvPool {
                     table.blocks.push_back(b);
                     step.allocated.push((seq, g));
                 }
-                let ids: Vec<u32> = table.blocks.iter().copied().collect();
-                let n = ids.len();
-                gather[g] = Some((Tensor::from_vec(ids, n, &self.device)?, table.first * bs));
+                let blocks: Vec<u32> = table.blocks.iter().copied().collect();
+                groups[g] = Some(GroupView::new(blocks, table.first, bs, pos, t));
             }
             step.chunks.push(ChunkKv {
                 seq,
                 pos,
                 t,
-                gather,
+                groups,
             });
         }
         Ok(step)
@@ -529,61 +519,30 @@ impl KvPool {
         }
     }
 
+    fn view<'c>(&self, il: usize, chunk: &'c ChunkKv) -> Result<&'c GroupView> {
+        chunk.groups[self.layer_group[il]]
+            .as_ref()
+            .ok_or_else(|| EngineError::Other("kv pool: layer group not reserved".into()))
+    }
+
     /// Writes `k`, `v` `(t, hkv, hd)` of `chunk` into layer `il`.
     pub(crate) fn write(&self, il: usize, chunk: &ChunkKv, k: &Tensor, v: &Tensor) -> Result<()> {
-        let g = self.layer_group[il];
-        let s = self.seq(chunk.seq)?;
-        let table = &s.tables[g];
-        let bs = self.cfg.block_size;
-        let (k, v) = (k.contiguous()?, v.contiguous()?);
-        let mut p = chunk.pos;
-        let end = chunk.pos + chunk.t;
-        while p < end {
-            let j = p / bs;
-            let run = ((j + 1) * bs).min(end) - p;
-            let b = table
-                .blocks
-                .get(j.wrapping_sub(table.first))
-                .copied()
-                .ok_or_else(|| {
-                    EngineError::Other(format!(
-                        "kv pool: position {p} of sequence {} has no block",
-                        chunk.seq.0
-                    ))
-                })?;
-            let row = b as usize * bs + p % bs;
-            let from = p - chunk.pos;
-            self.k[il].slice_set(&k.narrow(0, from, run)?, 0, row)?;
-            self.v[il].slice_set(&v.narrow(0, from, run)?, 0, row)?;
-            p += run;
-        }
-        Ok(())
+        let view = self.view(il, chunk)?;
+        view.write(&self.k[il], &k.contiguous()?)?;
+        view.write(&self.v[il], &v.contiguous()?)
     }
 
     /// Keys and values of layer `il` a query of `chunk` may need, `(1, s, hkv, hd)`, through
     /// the chunk's last position, and the absolute position of their first row.
     pub(crate) fn gather(&self, il: usize, chunk: &ChunkKv) -> Result<(Tensor, Tensor, usize)> {
-        let g = self.layer_group[il];
-        let Some((ids, offset)) = &chunk.gather[g] else {
-            return Err(EngineError::Other(
-                "kv pool: layer group not reserved".into(),
-            ));
-        };
+        let view = self.view(il, chunk)?;
         let bs = self.cfg.block_size;
-        let (hkv, hd) = (self.hkv, self.hd);
-        let s = chunk.pos + chunk.t - offset;
-        let one = |buf: &Tensor| -> Result<Tensor> {
-            let n = buf.dim(0)? / bs;
-            let rows = buf
-                .reshape((n, bs * hkv * hd))? // (blocks, bs * hkv * hd)
-                .index_select(ids, 0)?; // (held, bs * hkv * hd)
-            let held = rows.dim(0)?;
-            Ok(rows
-                .reshape((held * bs, hkv, hd))?
-                .narrow(0, 0, s)?
-                .reshape((1, s, hkv, hd))?) // (1, s, hkv, hd)
-        };
-        Ok((one(&self.k[il])?, one(&self.v[il])?, *offset))
+        let s = chunk.pos + chunk.t - view.offset;
+        Ok((
+            view.gather(&self.k[il], bs, s, &self.device)?,
+            view.gather(&self.v[il], bs, s, &self.device)?,
+            view.offset,
+        ))
     }
 
     /// Layer `il`'s key and value buffers `(blocks * bs, hkv, hd)` (for the fused CUDA decode).
@@ -597,6 +556,12 @@ impl KvPool {
     pub(crate) fn table(&self, seq: SeqId, il: usize) -> Result<(usize, Vec<u32>)> {
         let t = &self.seq(seq)?.tables[self.layer_group[il]];
         Ok((t.first, t.blocks.iter().copied().collect()))
+    }
+
+    /// An id no other pool of this process has (what a device-side copy of a block table is
+    /// keyed by).
+    pub fn uid(&self) -> u64 {
+        self.uid
     }
 
     /// Whether layer `il` is in the sliding group.

@@ -36,6 +36,8 @@ type CResult<T> = candle_core::Result<T>;
 const MAX_SPLIT: usize = DEC_MAX_SPLIT;
 /// Keys per split the split count aims for.
 const KEYS_PER_SPLIT: usize = 128;
+/// Keys a full layer's split count assumes at least.
+const MIN_FULL_KEYS: usize = 512;
 
 fn err(msg: String) -> candle_core::Error {
     candle_core::Error::Msg(format!("fast decode: {msg}"))
@@ -147,6 +149,8 @@ pub(crate) struct FastDecoder {
     /// The block tables of the sequence being decoded, i32, full group then sliding group
     /// (each as long as the larger group), uploaded before each step.
     tables: Option<CudaSlice<i32>>,
+    /// What each half of `tables` holds: (pool, sequence, first block, blocks, half length).
+    uploaded: [Option<(u64, crate::kv::SeqId, usize, usize, usize)>; 2],
     /// Steps run so far. The first runs eagerly: with CUDA's lazy module loading a kernel's code
     /// is loaded at its first launch, which must not happen during a capture.
     steps: u64,
@@ -280,6 +284,7 @@ impl FastDecoder {
             use_graph,
             graph: None,
             tables: None,
+            uploaded: [None, None],
             steps: 0,
         };
         device.synchronize()?;
@@ -289,7 +294,13 @@ impl FastDecoder {
     /// Splits of the keys of a layer whose query sees up to `rows` rows: bucketed by powers of
     /// two, so the captured graph changes only when a sequence doubles.
     fn nsplit(&self, window: usize, rows: usize) -> usize {
-        let keys = if window > 0 { window.min(rows) } else { rows };
+        // Full layers split at least 512 keys' worth, so that short sequences still spread
+        // their heads over several blocks.
+        let keys = if window > 0 {
+            window.min(rows)
+        } else {
+            rows.max(MIN_FULL_KEYS)
+        };
         keys.next_power_of_two()
             .div_ceil(KEYS_PER_SPLIT)
             .clamp(1, MAX_SPLIT)
@@ -410,6 +421,7 @@ impl FastDecoder {
                 _ => return Err(err("logits not on a CUDA device".into())),
             };
             self.tables = Some(dev.alloc_zeros::<i32>(2 * cap)?);
+            self.uploaded = [None, None];
         }
         let table_base = match &self.tables {
             Some(t) => sptr(t),
@@ -440,14 +452,6 @@ impl FastDecoder {
                 nsplit: self.nsplit(l.window, rel + 1),
             });
         }
-        let mut host_tables = vec![0i32; 2 * cap];
-        for (g, t) in tables.iter().enumerate() {
-            if let Some((_, blocks)) = t {
-                for (i, &b) in blocks.iter().enumerate().take(cap) {
-                    host_tables[g * cap + i] = b as i32;
-                }
-            }
-        }
         let stream = self.k.stream().clone();
         stream
             .memcpy_htod(&emb, &mut self.h)
@@ -455,10 +459,22 @@ impl FastDecoder {
         stream
             .memcpy_htod(&params, &mut self.params)
             .map_err(|e| err(e.to_string()))?;
-        if let Some(t) = self.tables.as_mut() {
-            stream
-                .memcpy_htod(&host_tables, t)
-                .map_err(|e| err(e.to_string()))?;
+        // Each group's table into its half of the buffer, when it changed since the last step
+        // (a sequence's table only grows at the end or drops blocks at the front).
+        if let Some(buf) = self.tables.as_mut() {
+            for (g, t) in tables.iter().enumerate() {
+                if let Some((first, blocks)) = t {
+                    let n = blocks.len().min(cap);
+                    let key = (pool.uid(), chunk.seq, *first, n, cap);
+                    if n > 0 && self.uploaded[g] != Some(key) {
+                        let host: Vec<i32> = blocks[..n].iter().map(|&b| b as i32).collect();
+                        stream
+                            .memcpy_htod(&host, &mut buf.slice_mut(g * cap..g * cap + n))
+                            .map_err(|e| err(e.to_string()))?;
+                        self.uploaded[g] = Some(key);
+                    }
+                }
+            }
         }
         let key: Vec<u64> = kv
             .iter()
