@@ -148,14 +148,7 @@ struct Session {
 }
 
 fn user(text: &str) -> ChatMessage {
-    ChatMessage {
-        role: ChatRole::User,
-        content: Some(MessageContent::Text(text.to_string())),
-        tool_calls: vec![],
-        tool_call_id: None,
-        name: None,
-        reasoning_content: None,
-    }
+    ChatMessage::text(ChatRole::User, text)
 }
 
 /// Timings of one answer.

@@ -11,20 +11,11 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use gpt_engine::engine::{Engine, EngineOptions, Event, Request};
-use gpt_engine::harmony::{
-    render_chat_prompt, ChatMessage, ChatRequest, ChatRole, MessageContent, PromptOptions,
-};
+use gpt_engine::harmony::{render_chat_prompt, ChatMessage, ChatRequest, ChatRole, PromptOptions};
 use gpt_engine::sampling::SamplingParams;
 
 fn user(text: &str) -> ChatMessage {
-    ChatMessage {
-        role: ChatRole::User,
-        content: Some(MessageContent::Text(text.to_string())),
-        tool_calls: vec![],
-        tool_call_id: None,
-        name: None,
-        reasoning_content: None,
-    }
+    ChatMessage::text(ChatRole::User, text)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
 use crate::guide::{GuidePlan, HarmonyGuide};
-use crate::stop::StopFilter;
+use gpt_engine::engine::StopText;
 
 /// How the completion is read.
 pub enum Mode {
@@ -142,7 +142,7 @@ pub fn start(engine: &Engine, tok: Arc<Tokenizer>, job: Job) -> ApiResult<mpsc::
         let mut run = Run {
             tx,
             tok: tok.clone(),
-            stop: StopFilter::new(stops),
+            stop: StopText::new(stops),
             outcome: Outcome {
                 prompt_tokens,
                 ..Outcome::default()
@@ -162,7 +162,7 @@ pub fn start(engine: &Engine, tok: Arc<Tokenizer>, job: Job) -> ApiResult<mpsc::
 struct Run {
     tx: mpsc::Sender<Piece>,
     tok: Arc<Tokenizer>,
-    stop: StopFilter,
+    stop: StopText,
     outcome: Outcome,
     want_lp: bool,
 }
@@ -178,7 +178,7 @@ impl Run {
         for d in deltas {
             let d = match d {
                 Delta::Content(t) => {
-                    let t = self.stop.push(&t);
+                    let (t, _) = self.stop.push(&t);
                     if t.is_empty() {
                         continue;
                     }
@@ -278,7 +278,7 @@ impl Run {
             self.outcome.reasoning_tokens = c.reasoning_tokens;
             calls = !c.tool_calls.is_empty();
         }
-        let tail = self.stop.finish();
+        let tail = self.stop.finish("");
         if !tail.is_empty() && !self.send(Piece::Delta(Delta::Content(tail))).await {
             return;
         }

@@ -22,7 +22,6 @@ pub mod guide;
 pub mod params;
 pub mod routes;
 pub mod state;
-pub mod stop;
 pub mod store;
 
 use std::sync::Arc;

@@ -44,6 +44,7 @@ use crate::tokenizer::Tokenizer;
 pub use request::{
     Event, FinishReason, Request, TokenEvent, TokenGuide, Usage, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS,
 };
+pub use stop::StopText;
 use worker::{Command, Counters, Limits};
 
 /// How to run an engine.

@@ -1,9 +1,9 @@
 //! Stop strings over streamed text: text is released as soon as no stop string can begin in
 //! it, and generation ends at the first stop string (which is not part of the text).
 
-/// Streamed text checked against stop strings.
+/// Streamed text checked against stop strings (empty ones are ignored).
 #[derive(Debug)]
-pub(crate) struct StopText {
+pub struct StopText {
     stops: Vec<String>,
     /// Text not yet released.
     held: String,
@@ -12,16 +12,21 @@ pub(crate) struct StopText {
 
 impl StopText {
     /// A checker for `stops` (none: every piece is released at once).
-    pub(crate) fn new(stops: Vec<String>) -> Self {
+    pub fn new(stops: Vec<String>) -> Self {
         Self {
-            stops,
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             held: String::new(),
             stopped: false,
         }
     }
 
+    /// Whether a stop string was reached.
+    pub fn hit(&self) -> bool {
+        self.stopped
+    }
+
     /// Adds `piece`; returns the text released and whether a stop string was reached.
-    pub(crate) fn push(&mut self, piece: &str) -> (String, bool) {
+    pub fn push(&mut self, piece: &str) -> (String, bool) {
         if self.stopped {
             return (String::new(), true);
         }
@@ -53,7 +58,7 @@ impl StopText {
     }
 
     /// End of generation: what is still held (plus `rest`), unless a stop string was reached.
-    pub(crate) fn finish(&mut self, rest: &str) -> String {
+    pub fn finish(&mut self, rest: &str) -> String {
         if self.stopped {
             return String::new();
         }

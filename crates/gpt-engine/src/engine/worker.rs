@@ -100,16 +100,8 @@ pub(crate) fn run(
                     live.insert(id, l);
                 }
                 Ok(Command::Cancel(id)) => {
-                    if let Some(l) = live.remove(&id) {
-                        end(
-                            &mut sched,
-                            &mut pool,
-                            &counters,
-                            id,
-                            l,
-                            FinishReason::Cancelled,
-                        );
-                    }
+                    let reason = FinishReason::Cancelled;
+                    end_ids(&mut sched, &mut pool, &mut live, &counters, &[id], &reason);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -124,18 +116,8 @@ pub(crate) fn run(
             .filter(|(_, l)| l.events.is_closed())
             .map(|(id, _)| *id)
             .collect();
-        for id in gone {
-            if let Some(l) = live.remove(&id) {
-                end(
-                    &mut sched,
-                    &mut pool,
-                    &counters,
-                    id,
-                    l,
-                    FinishReason::Cancelled,
-                );
-            }
-        }
+        let reason = FinishReason::Cancelled;
+        end_ids(&mut sched, &mut pool, &mut live, &counters, &gone, &reason);
         if sched.is_idle() {
             if disconnected {
                 return;
@@ -147,7 +129,8 @@ pub(crate) fn run(
             Err(e) => {
                 tracing::error!("engine: scheduling failed: {e}");
                 let ids: Vec<u64> = live.keys().copied().collect();
-                fail(&mut sched, &mut pool, &mut live, &counters, &ids, &e);
+                let reason = failure(&e);
+                end_ids(&mut sched, &mut pool, &mut live, &counters, &ids, &reason);
                 continue;
             }
         };
@@ -155,32 +138,30 @@ pub(crate) fn run(
         if let Err(e) = step(&model, &mut pool, &mut sched, &mut live, &counters, plan) {
             // The step's requests cannot go on: each ends with the error; the others stay.
             tracing::error!("engine step failed: {e}");
-            fail(&mut sched, &mut pool, &mut live, &counters, &ids, &e);
+            let reason = failure(&e);
+            end_ids(&mut sched, &mut pool, &mut live, &counters, &ids, &reason);
         }
     }
 }
 
-/// Ends requests `ids` with error `e`.
-fn fail(
+/// The finish reason of requests that an engine error ends (the message without a backtrace).
+fn failure(e: &crate::error::EngineError) -> FinishReason {
+    let msg = e.to_string();
+    FinishReason::Error(msg.split("\n   0:").next().unwrap_or(&msg).to_string())
+}
+
+/// Ends requests `ids` (those still live) with `reason`.
+fn end_ids(
     sched: &mut Scheduler,
     pool: &mut KvPool,
     live: &mut HashMap<u64, Live<'_>>,
     counters: &Counters,
     ids: &[u64],
-    e: &crate::error::EngineError,
+    reason: &FinishReason,
 ) {
-    let msg = e.to_string();
-    let msg = msg.split("\n   0:").next().unwrap_or(&msg).to_string();
     for id in ids {
         if let Some(l) = live.remove(id) {
-            end(
-                sched,
-                pool,
-                counters,
-                *id,
-                l,
-                FinishReason::Error(msg.clone()),
-            );
+            end(sched, pool, counters, *id, l, reason.clone());
         }
     }
 }

@@ -119,6 +119,20 @@ pub struct ChatMessage {
     pub reasoning_content: Option<String>,
 }
 
+impl ChatMessage {
+    /// A message of `role` with plain `text` and nothing else.
+    pub fn text(role: ChatRole, text: &str) -> Self {
+        Self {
+            role,
+            content: Some(MessageContent::Text(text.to_string())),
+            tool_calls: vec![],
+            tool_call_id: None,
+            name: None,
+            reasoning_content: None,
+        }
+    }
+}
+
 /// Function definition of a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FunctionDef {
