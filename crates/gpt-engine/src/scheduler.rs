@@ -86,14 +86,6 @@ impl Scheduler {
         self.waiting.push_back(id);
     }
 
-    /// Requests never admitted yet (the bounded queue's length).
-    pub fn waiting_new(&self) -> usize {
-        self.waiting
-            .iter()
-            .filter(|id| self.seqs.get(id).is_some_and(|s| !s.admitted))
-            .count()
-    }
-
     /// Requests waiting (new or preempted).
     pub fn waiting(&self) -> usize {
         self.waiting.len()

@@ -12,24 +12,32 @@ use crate::api::common::{AnswerFormat, ChatTool, ToolChoice};
 use crate::error::{ApiError, ApiResult};
 use crate::guide::{CallSpec, GuideEnv, GuidePlan};
 
-/// Sampling knobs as requests give them.
-#[derive(Debug, Clone, Default)]
+/// Sampling knobs as requests give them (flattened into the request bodies).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct SamplingKnobs {
     /// `temperature` (default 1).
+    #[serde(default)]
     pub temperature: Option<f32>,
     /// `top_p`.
+    #[serde(default)]
     pub top_p: Option<f32>,
     /// `top_k`.
+    #[serde(default)]
     pub top_k: Option<i64>,
     /// `min_p`.
+    #[serde(default)]
     pub min_p: Option<f32>,
     /// `repetition_penalty`.
+    #[serde(default)]
     pub repetition_penalty: Option<f32>,
     /// `presence_penalty`.
+    #[serde(default)]
     pub presence_penalty: Option<f32>,
     /// `frequency_penalty`.
+    #[serde(default)]
     pub frequency_penalty: Option<f32>,
     /// `seed`.
+    #[serde(default)]
     pub seed: Option<i64>,
 }
 

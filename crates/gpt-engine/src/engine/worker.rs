@@ -261,7 +261,7 @@ fn step(
     let rows = rows_for(&logits, &sampled, live)?;
     for (i, id) in sampled.iter().enumerate() {
         let Some(l) = live.get_mut(id) else { continue };
-        let token = sample(l, &rows, i, &logits)?;
+        let token = sample(l, &rows, i)?;
         if let Some(reason) = emit(l, token) {
             if let Some(l) = live.remove(id) {
                 end(sched, pool, counters, *id, l, reason);
@@ -300,7 +300,7 @@ fn rows_for(logits: &Tensor, ids: &[u64], live: &HashMap<u64, Live<'_>>) -> Resu
     })
 }
 
-fn sample(l: &mut Live<'_>, rows: &Rows, i: usize, _logits: &Tensor) -> Result<u32> {
+fn sample(l: &mut Live<'_>, rows: &Rows, i: usize) -> Result<u32> {
     let token = match rows {
         Rows::Argmax(a) => a[i],
         Rows::Host(h) => {

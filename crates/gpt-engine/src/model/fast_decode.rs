@@ -254,8 +254,6 @@ impl FastDecoder {
         }
         let vocab = prepared.embd.vocab();
         let (topk, nff) = (cfg.n_expert_used, cfg.n_ff_exp);
-        let hkv = cfg.n_head_kv;
-        let _ = hkv;
         let s = Self {
             h: dev.alloc_zeros::<f32>(d)?,
             params: dev.alloc_zeros::<i32>(1 + 3 * cfg.n_layer)?,

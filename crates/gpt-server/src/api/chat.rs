@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 
 use super::common::{ChatTool, ResponseFormatWire, Stop, StreamOptions, ToolChoiceWire};
 use crate::error::ApiError;
+use crate::params::SamplingKnobs;
 
 /// The request body.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,30 +34,10 @@ pub struct ChatCompletionRequest {
     /// Most analysis-channel tokens (then the final answer is forced).
     #[serde(default)]
     pub max_reasoning_tokens: Option<u64>,
-    /// Sampling temperature.
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    /// Nucleus mass.
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    /// Top-k (llama.cpp/vLLM extension).
-    #[serde(default)]
-    pub top_k: Option<i64>,
-    /// Min-p (extension).
-    #[serde(default)]
-    pub min_p: Option<f32>,
-    /// Repetition penalty (extension).
-    #[serde(default)]
-    pub repetition_penalty: Option<f32>,
-    /// Presence penalty.
-    #[serde(default)]
-    pub presence_penalty: Option<f32>,
-    /// Frequency penalty.
-    #[serde(default)]
-    pub frequency_penalty: Option<f32>,
-    /// Seed.
-    #[serde(default)]
-    pub seed: Option<i64>,
+    /// Sampling knobs (`temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, the
+    /// penalties, `seed`).
+    #[serde(flatten)]
+    pub sampling: SamplingKnobs,
     /// Stop sequences.
     #[serde(default)]
     pub stop: Option<Stop>,

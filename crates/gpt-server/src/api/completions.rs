@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::common::{Stop, StreamOptions};
+use crate::params::SamplingKnobs;
 
 /// The prompt: a string, one string in an array, or token ids.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -34,30 +35,10 @@ pub struct CompletionRequest {
     /// Most new tokens (OpenAI's default is 16).
     #[serde(default)]
     pub max_tokens: Option<u64>,
-    /// Temperature.
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    /// Nucleus mass.
-    #[serde(default)]
-    pub top_p: Option<f32>,
-    /// Top-k.
-    #[serde(default)]
-    pub top_k: Option<i64>,
-    /// Min-p.
-    #[serde(default)]
-    pub min_p: Option<f32>,
-    /// Repetition penalty.
-    #[serde(default)]
-    pub repetition_penalty: Option<f32>,
-    /// Presence penalty.
-    #[serde(default)]
-    pub presence_penalty: Option<f32>,
-    /// Frequency penalty.
-    #[serde(default)]
-    pub frequency_penalty: Option<f32>,
-    /// Seed.
-    #[serde(default)]
-    pub seed: Option<i64>,
+    /// Sampling knobs (`temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`, the
+    /// penalties, `seed`).
+    #[serde(flatten)]
+    pub sampling: SamplingKnobs,
     /// Stop sequences.
     #[serde(default)]
     pub stop: Option<Stop>,

@@ -20,7 +20,7 @@ use crate::api::ApiJson;
 use crate::collect::{collect, logprobs_json, merge, Collected};
 use crate::error::{ApiError, ApiResult};
 use crate::gen::{self, Job, Mode, Piece};
-use crate::params::{self, Constraints, SamplingKnobs};
+use crate::params::{self, Constraints};
 use crate::state::{new_id, today, unix_now, AppState, Ready};
 
 /// The jobs of a chat request (one per choice), and what the answer needs to know.
@@ -83,23 +83,13 @@ pub fn prepare(st: &AppState, ready: &Ready, req: &ChatCompletionRequest) -> Api
         Vec::new()
     };
     let max_tokens = params::max_tokens(Some(max_tokens as u64), param, prompt.len(), ctx)?;
-    let knobs = SamplingKnobs {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        repetition_penalty: req.repetition_penalty,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        seed: req.seed,
-    };
     let stop = req.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
     let jobs = (0..n)
         .map(|i| {
             Ok(Job {
                 prompt: prompt.clone(),
                 max_tokens,
-                sampling: knobs.params(i)?,
+                sampling: req.sampling.params(i)?,
                 stop: stop.clone(),
                 logprobs,
                 mode: Mode::Harmony {

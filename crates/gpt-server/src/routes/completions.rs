@@ -18,7 +18,7 @@ use crate::api::ApiJson;
 use crate::collect::{collect, merge};
 use crate::error::{ApiError, ApiResult};
 use crate::gen::{Job, Mode, Piece, TokenLogprob};
-use crate::params::{self, SamplingKnobs};
+use crate::params;
 use crate::routes::chat::submit_all;
 use crate::state::{new_id, unix_now, AppState};
 
@@ -82,23 +82,13 @@ pub async fn completions(
         Some(k) => params::logprobs(Some(true), Some(k))?,
         None => None,
     };
-    let knobs = SamplingKnobs {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        repetition_penalty: req.repetition_penalty,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        seed: req.seed,
-    };
     let stop = req.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
     let jobs = (0..n)
         .map(|i| {
             Ok(Job {
                 prompt: ids.clone(),
                 max_tokens,
-                sampling: knobs.params(i)?,
+                sampling: req.sampling.params(i)?,
                 stop: stop.clone(),
                 logprobs,
                 mode: Mode::Raw,
