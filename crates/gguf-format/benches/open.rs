@@ -31,7 +31,7 @@ impl Rng {
         ];
         let len = 1 + (self.next() % 12) as usize;
         let mut s = String::new();
-        if self.next() % 2 == 0 {
+        if self.next().is_multiple_of(2) {
             s.push('Ġ');
         }
         for _ in 0..len {

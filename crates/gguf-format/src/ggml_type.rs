@@ -122,7 +122,7 @@ impl GgmlType {
     /// size overflows `u64`.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let (blck, size) = self.block_layout()?;
-        if n_elements % blck != 0 {
+        if !n_elements.is_multiple_of(blck) {
             return None;
         }
         (n_elements / blck).checked_mul(size)

@@ -42,7 +42,7 @@ impl Raw {
     }
     /// Pads to `align` and appends `n` bytes of (nonzero) data.
     fn data(&mut self, align: usize, n: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self.0.extend((0..n).map(|i| (i * 7 + 1) as u8));

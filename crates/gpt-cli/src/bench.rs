@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// CPU matmul precision: exact (f32 activations) or fast (int8 activations, as llama.cpp).
+    #[arg(long, value_enum, default_value_t)]
+    pub cpu_precision: crate::tools::CpuPrecision,
     /// Keep dense matrices quantized (Candle QMatMul) instead of f32 (the default on CUDA).
     #[arg(long)]
     pub quantized_dense: bool,
@@ -154,6 +157,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             profile: a.profile,
             no_fast_decode: a.no_fast_decode,
             no_cuda_graph: a.no_cuda_graph,
+            cpu_precision: a.cpu_precision.into(),
             ..Default::default()
         },
     };

@@ -114,6 +114,7 @@ pub fn bench_concurrency(a: &BenchArgs) -> Result<()> {
         model: ModelOptions {
             no_fast_decode: a.no_fast_decode,
             no_cuda_graph: a.no_cuda_graph,
+            cpu_precision: a.cpu_precision.into(),
             ..Default::default()
         },
         ..Default::default()

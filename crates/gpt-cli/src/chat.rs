@@ -90,6 +90,9 @@ pub struct ChatArgs {
     /// Device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// CPU matmul precision: exact (f32 activations) or fast (int8 activations, as llama.cpp).
+    #[arg(long, value_enum, default_value_t)]
+    pub cpu_precision: crate::tools::CpuPrecision,
     /// Prefill chunk size.
     #[arg(long, default_value_t = 2048)]
     pub chunk: usize,
@@ -169,6 +172,10 @@ impl Session {
             ctx: Some(args.ctx),
             max_seqs: 1,
             max_batch_tokens: args.chunk,
+            model: gpt_engine::model::ModelOptions {
+                cpu_precision: args.cpu_precision.into(),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let engine =

@@ -28,13 +28,25 @@ pub fn check(file: &Path, ctx: usize) -> Result<()> {
         "tensors: {} checked, all as GPT-OSS expects (vocab {})",
         report.tensors, report.vocab_size
     );
-    for (name, dense, fused_decode) in [
-        ("f32 dense (CPU reference)", DenseMode::F32, false),
-        ("quantized dense", DenseMode::Quantized, false),
+    for (name, dense, fused_decode, cpu_blocks) in [
+        ("f32 dense", DenseMode::F32, false, false),
         (
-            "quantized dense, CUDA fast form (fused decode, tensor-core prefill)",
+            "CPU (Q8_0 blocks, other types f32)",
+            DenseMode::Quantized,
+            false,
+            true,
+        ),
+        (
+            "CUDA, quantized dense (generic)",
+            DenseMode::Quantized,
+            false,
+            false,
+        ),
+        (
+            "CUDA fast form (fused decode, tensor-core prefill)",
             DenseMode::Quantized,
             true,
+            false,
         ),
     ] {
         let p = plan::plan(
@@ -46,6 +58,7 @@ pub fn check(file: &Path, ctx: usize) -> Result<()> {
                 dense,
                 kv_elem_bytes: 4,
                 fused_decode,
+                cpu_blocks,
             },
         )?;
         println!("memory plan at ctx {ctx}, {name}:\n{p}");

@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// CPU matmul precision: exact (f32 activations) or fast (int8 activations, as llama.cpp).
+    #[arg(long, value_enum, default_value_t)]
+    pub cpu_precision: crate::tools::CpuPrecision,
     /// Most analysis tokens per answer (then the final answer is forced).
     #[arg(long)]
     pub reasoning_budget: Option<usize>,
@@ -67,6 +70,10 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         kv_memory,
         max_seqs: args.max_seqs,
         max_queue: args.max_queue,
+        model: gpt_engine::model::ModelOptions {
+            cpu_precision: args.cpu_precision.into(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let config = ServerConfig {

@@ -38,8 +38,27 @@ pub fn device(spec: &str) -> Result<Device> {
     }
 }
 
+/// `--cpu-precision`: how the CPU's quantized matmuls treat activations.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CpuPrecision {
+    /// f32 activations, weights dequantized exactly in registers (the reference).
+    #[default]
+    Exact,
+    /// Activations quantized per 32-block to int8 in the decode products (llama.cpp's numerics).
+    Fast,
+}
+
+impl From<CpuPrecision> for gpt_engine::model::Precision {
+    fn from(p: CpuPrecision) -> Self {
+        match p {
+            CpuPrecision::Exact => Self::Exact,
+            CpuPrecision::Fast => Self::Fast,
+        }
+    }
+}
+
 /// How dense matrices are held on `dev`: what [`gpt_engine::engine::Engine::load`] picks
-/// (the file's quantized types on CUDA, exact f32 on the CPU).
+/// (the file's quantized types).
 pub fn dense_mode(dev: &Device) -> gpt_weights::plan::DenseMode {
     gpt_engine::engine::default_dense_mode(dev)
 }

@@ -27,7 +27,7 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> Self {
         Self {
-            dense: DenseMode::F32,
+            dense: DenseMode::Quantized,
             model: ModelOptions::default(),
             ctx: 4096,
             chunk: 512,
@@ -52,6 +52,7 @@ pub fn load_model(
         dense: cfg.dense,
         kv_elem_bytes: 4,
         fused_decode: device.is_cuda() && !cfg.model.no_fast_decode,
+        cpu_blocks: device.is_cpu(),
     };
     let p = plan::plan(&file, &config, &req)?;
     if device.is_cpu() {

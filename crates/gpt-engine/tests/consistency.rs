@@ -217,6 +217,7 @@ fn the_memory_plan_equals_the_prepared_weights() {
             dense,
             kv_elem_bytes: 4,
             fused_decode: false,
+            cpu_blocks: true,
         };
         let p = plan(&file, model.config(), &req).unwrap();
         assert_eq!(p.weights_device, model.weight_bytes(), "{dense:?}");

@@ -76,6 +76,31 @@ pub fn mxfp4_matmul_slow(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Resul
     y.reshape(out_dims)
 }
 
+/// Reference of [`crate::q8_0_matmul`]: Candle's own Q8_0 dequantization (`QTensor`), then
+/// candle `matmul` in f32.
+pub fn q8_0_matmul_slow(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+    let k = x.dim(D::Minus1)?;
+    let n = w.dim(0)?;
+    let bytes = w.flatten_all()?.to_vec1::<u8>()?;
+    let storage = QStorage::from_data(
+        std::borrow::Cow::Owned(bytes),
+        &Device::Cpu,
+        GgmlDType::Q8_0,
+    )?;
+    let wd = QTensor::new(storage, (n, k))?.dequantize(&Device::Cpu)?; // (n, k)
+    let x2 = x.flatten_to(x.rank() - 2)?.contiguous()?; // (m, k)
+    let mut y = x2.matmul(&wd.t()?.contiguous()?)?; // (m, n)
+    if let Some(b) = bias {
+        y = y.broadcast_add(b)?;
+    }
+    let mut out_dims = x.dims().to_vec();
+    if let Some(last) = out_dims.last_mut() {
+        *last = n;
+    }
+    y.reshape(out_dims)
+}
+
 /// Reference of [`crate::moe_mxfp4_matmul`]: dequantize all experts, gather one weight matrix
 /// per slot, batched `matmul`.
 pub fn moe_mxfp4_matmul_slow(

@@ -163,7 +163,7 @@ impl GptOssConfig {
                 return bad(format!("{} must be > 0", key(name)));
             }
         }
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
                 "head_count {} is not a multiple of head_count_kv {}",
                 self.n_head, self.n_head_kv
@@ -187,7 +187,7 @@ impl GptOssConfig {
                 self.n_rot, self.head_dim
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("key_length {} must be even", self.head_dim));
         }
         if self.n_embd > 1 << 20 || self.n_layer > 1 << 12 || self.n_expert > 1 << 16 {

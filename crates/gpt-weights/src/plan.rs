@@ -12,12 +12,12 @@ use crate::names::{LayerTensor, TensorName};
 /// How dense matrices are held once loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DenseMode {
-    /// Dequantized to f32 (exact weights, f32 matmuls; the reference CPU path).
-    #[default]
+    /// Dequantized to f32 (exact weights, f32 matmuls).
     F32,
-    /// Kept in their ggml block type where Candle's `QMatMul` runs it (what the CUDA fused
-    /// decode path needs; Candle's CPU kernels then quantize activations to Q8: faster, less
-    /// exact).
+    /// Kept in their ggml block type where Candle's `QMatMul` runs it: what the CUDA fused
+    /// decode path needs, and on the CPU the Q8_0 blocks the vectorized kernels read in place
+    /// (the engine dequantizes other types to f32 there unless asked for fast precision).
+    #[default]
     Quantized,
 }
 
@@ -36,6 +36,9 @@ pub struct PlanRequest {
     /// matrix is replaced by its int8 + f32-scale split (36 bytes per 34-byte block), the
     /// output matrix gets a zero bias, and while a matrix is being split both forms exist.
     pub fused_decode: bool,
+    /// The weights take the CPU kernels' form: each Q8_0 dense matrix is copied into a block
+    /// tensor the kernels read (same bytes), so while one is copied both exist.
+    pub cpu_blocks: bool,
 }
 
 /// Most bytes of f32 expert weights the generic grouped prefill dequantizes at once (the
@@ -159,7 +162,7 @@ fn loaded_bytes(
     ty: GgmlType,
     n_elem: u64,
     file_bytes: u64,
-    dense: DenseMode,
+    req: &PlanRequest,
 ) -> u64 {
     let experts = matches!(
         name,
@@ -171,7 +174,9 @@ fn loaded_bytes(
     if experts && ty == GgmlType::MXFP4 {
         return file_bytes;
     }
-    if dense == DenseMode::Quantized && qmatmul_supported(ty) && ty.is_quantized() {
+    // On the CPU only Q8_0 stays in blocks at exact precision; the rest becomes f32.
+    let cpu_f32 = req.cpu_blocks && ty != GgmlType::Q8_0;
+    if req.dense == DenseMode::Quantized && qmatmul_supported(ty) && ty.is_quantized() && !cpu_f32 {
         return file_bytes;
     }
     n_elem * 4
@@ -203,7 +208,7 @@ pub fn plan_from_infos<'a>(
             weights_host += file_bytes;
             continue;
         }
-        weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req.dense);
+        weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
         if info.ty == GgmlType::Q8_0 {
             q8_dense += file_bytes;
             q8_largest = q8_largest.max(file_bytes);
@@ -216,6 +221,8 @@ pub fn plan_from_infos<'a>(
     let fast = req.fused_decode && req.dense == DenseMode::Quantized;
     let (fast_form_extra, load_transient) = if fast {
         (q8_dense / 34 * 2 + output_rows * 4, q8_largest)
+    } else if req.cpu_blocks && req.dense == DenseMode::Quantized {
+        (0, q8_largest)
     } else {
         (0, 0)
     };

@@ -170,6 +170,7 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
             dense,
             kv_elem_bytes: 4,
             fused_decode,
+            cpu_blocks: false,
         };
         plan(&model, &cfg, &req).unwrap()
     };

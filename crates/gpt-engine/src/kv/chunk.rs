@@ -3,7 +3,7 @@
 //! scatter when the blocks are scattered) and the blocks to gather, uploaded to the device
 //! only when a layer first asks.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -31,9 +31,9 @@ pub(super) struct GroupView {
     /// Where the new rows go.
     pub runs: Vec<Run>,
     /// `blocks` on the device.
-    ids: OnceCell<Tensor>,
+    ids: OnceLock<Tensor>,
     /// Pool row of every element of the new rows, `(t, width)` u32 (for a scatter).
-    scatter: OnceCell<Tensor>,
+    scatter: OnceLock<Tensor>,
 }
 
 impl GroupView {
@@ -59,8 +59,8 @@ impl GroupView {
             blocks,
             offset: first * bs,
             runs,
-            ids: OnceCell::new(),
-            scatter: OnceCell::new(),
+            ids: OnceLock::new(),
+            scatter: OnceLock::new(),
         }
     }
 

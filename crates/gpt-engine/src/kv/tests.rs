@@ -196,7 +196,10 @@ fn a_prefix_whose_window_blocks_were_evicted_is_cut_earlier() {
     fill(&mut p, f, &[7; 24]);
     let b = p.add_sequence(&prompt);
     let got = p.len(b).unwrap();
-    assert!(got % 4 == 0 && got < 40, "cut at a block boundary: {got}");
+    assert!(
+        got.is_multiple_of(4) && got < 40,
+        "cut at a block boundary: {got}"
+    );
     // Whatever was taken must be complete in both groups for the next query.
     let [full, sliding] = p.held_blocks(b).unwrap();
     assert_eq!(full, got / 4);

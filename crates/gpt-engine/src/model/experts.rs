@@ -49,6 +49,8 @@ pub(crate) struct Moe {
     pub top_k: usize,
     /// Generic MXFP4 experts over at least this many slots take the grouped path.
     pub grouped_min_slots: usize,
+    /// The CPU kernels of the MXFP4 expert matmuls.
+    pub cpu: k::CpuKernels,
 }
 
 impl Moe {
@@ -68,10 +70,11 @@ impl Moe {
                     None
                 };
                 let g = groups.as_ref();
-                let gate = experts_forward(m, gate, &self.gate_b, &ids, g)?; // (t, k, ff)
-                let up = experts_forward(m, up, &self.up_b, &ids, g)?; // (t, k, ff)
+                let c = self.cpu;
+                let gate = experts_forward(m, gate, &self.gate_b, &ids, g, c)?; // (t, k, ff)
+                let up = experts_forward(m, up, &self.up_b, &ids, g, c)?; // (t, k, ff)
                 let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
-                let down = experts_forward(&act, down, &self.down_b, &ids, g)?; // (t, k, d)
+                let down = experts_forward(&act, down, &self.down_b, &ids, g, c)?; // (t, k, d)
                 p.mark(dev, Stage::Experts);
                 let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
                 p.mark(dev, Stage::Combine);

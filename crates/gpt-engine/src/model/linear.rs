@@ -1,5 +1,6 @@
 //! Dense projections in their device form, chosen once at load ([`super::prepare`]): the
-//! loaded matrix (f32 or Candle's quantized `QMatMul`) on the generic path, or, on CUDA, the
+//! loaded matrix (f32 or Candle's quantized `QMatMul`) on the generic path; on the CPU, Q8_0
+//! matrices as their file's blocks for the vectorized kernels; or, on CUDA, the
 //! Q8 split form the fused decode and the tensor-core prefill read (int8 `(n, k)` and f32
 //! scales `(n, k/32)`; Q, K and V stacked into one matrix).
 
@@ -41,6 +42,16 @@ pub(crate) enum Linear {
         /// `(n)`.
         b: Option<Tensor>,
     },
+    /// Q8_0 blocks as in the file, `U8 (n, k/32·34)`, multiplied by the CPU kernels
+    /// (dequantized in registers).
+    Q8Blocks {
+        /// `(n, k/32·34)`.
+        w: Tensor,
+        /// `(n)`.
+        b: Option<Tensor>,
+        /// The CPU kernels.
+        cpu: gpt_kernels::CpuKernels,
+    },
     /// Q8 split on CUDA: int8 `qs (n, k)`, f32 scales `d (n, k/32)`, bias `(n)` (zeros when the
     /// matrix has none).
     #[cfg(feature = "cuda")]
@@ -66,6 +77,7 @@ impl Linear {
                     None => Ok(y),
                 }
             }
+            Linear::Q8Blocks { w, b, cpu } => gpt_kernels::q8_0_matmul_with(x, w, b.as_ref(), *cpu),
             #[cfg(feature = "cuda")]
             Linear::Q8Split { qs, d, b } => {
                 use gpt_kernels::cuda::prefill::{grouped_gemm, PgWeights, QRows};
@@ -79,7 +91,7 @@ impl Linear {
 
     /// Whether this matrix is in the tensor-core form.
     pub(crate) fn tensor_cores(&self) -> bool {
-        !matches!(self, Linear::Generic { .. })
+        !matches!(self, Linear::Generic { .. } | Linear::Q8Blocks { .. })
     }
 
     /// Bytes its tensors hold.
@@ -87,6 +99,9 @@ impl Linear {
         match self {
             Linear::Generic { w, b } => {
                 matrix_bytes(w) + b.as_ref().map_or(0, super::prepare::tensor_bytes)
+            }
+            Linear::Q8Blocks { w, b, .. } => {
+                super::prepare::tensor_bytes(w) + b.as_ref().map_or(0, super::prepare::tensor_bytes)
             }
             #[cfg(feature = "cuda")]
             Linear::Q8Split { qs, d, b } => [qs, d, b]

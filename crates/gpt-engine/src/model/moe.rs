@@ -119,13 +119,16 @@ pub(super) fn experts_forward(
     b: &Tensor,
     ids: &Tensor,
     groups: Option<&ExpertGroups>,
+    cpu: k::CpuKernels,
 ) -> Result<Tensor> {
     let n = b.dim(1)?;
     match (w, groups) {
         (Experts::Mxfp4 { k: k_in, .. }, Some(g)) => {
             experts_grouped(x, w, (n, *k_in), b, g, EXPERT_BATCH_BYTES)
         }
-        (Experts::Mxfp4 { blocks, .. }, None) => k::moe_mxfp4_matmul(x, blocks, Some(b), ids),
+        (Experts::Mxfp4 { blocks, .. }, None) => {
+            k::moe_mxfp4_matmul_with(x, blocks, Some(b), ids, cpu)
+        }
         (Experts::Dense(w), _) => {
             // (e, n, k) gathered per (token, slot): a slow path for float expert weights.
             let (t, top_k) = ids.dims2()?;
@@ -179,7 +182,7 @@ mod tests {
             Tensor::randn(0f32, 1., (t, k), &dev).unwrap(),
             Tensor::randn(0f32, 1., (t, top_k, k), &dev).unwrap(),
         ] {
-            let want = experts_forward(&x, &ws, &b, &ids, None).unwrap(); // (t, top_k, n)
+            let want = experts_forward(&x, &ws, &b, &ids, None, k::CpuKernels::default()).unwrap(); // (t, top_k, n)
             for per_batch in [1, 2, 5] {
                 let got = experts_grouped(&x, &ws, (n, k), &b, &g, per_batch * n * k * 4).unwrap();
                 let diff = max_abs(&(&got - &want).unwrap());

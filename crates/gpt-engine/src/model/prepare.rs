@@ -6,7 +6,7 @@
 //! tensors, which are dropped as they are replaced, so no matrix is held twice.
 
 use candle_core::{Device, Result, Tensor};
-use gpt_weights::load::{Embedding, LayerWeights};
+use gpt_weights::load::{Embedding, LayerWeights, Matrix};
 use gpt_weights::{GptOssConfig, Weights};
 
 use super::experts::{ExpertsForm, Moe};
@@ -51,21 +51,18 @@ impl Prepared {
                 Err(why) => tracing::warn!("the fast CUDA kernels do not apply: {why}"),
             }
         }
-        let _ = device;
         let cfg = w.config.clone();
+        let cpu = gpt_kernels::CpuKernels::detected(opts.cpu_precision);
         let layers = w
             .layers
             .into_iter()
-            .map(|lw| generic_layer(lw, &cfg, grouped_min_slots))
-            .collect();
+            .map(|lw| generic_layer(lw, &cfg, grouped_min_slots, device, cpu))
+            .collect::<Result<_>>()?;
         Ok(Self {
             embd: w.token_embd,
             layers,
             output_norm: w.output_norm,
-            output: Linear::Generic {
-                w: w.output,
-                b: None,
-            },
+            output: linear(w.output, None, device, cpu)?,
         })
     }
 
@@ -98,6 +95,7 @@ pub(crate) fn moe(
     cfg: &GptOssConfig,
     experts: ExpertsForm,
     grouped_min_slots: usize,
+    cpu: gpt_kernels::CpuKernels,
 ) -> Moe {
     Moe {
         router_w: lw.ffn_gate_inp.clone(),
@@ -109,14 +107,49 @@ pub(crate) fn moe(
         n_expert: cfg.n_expert,
         top_k: cfg.n_expert_used,
         grouped_min_slots,
+        cpu,
     }
 }
 
-fn generic_layer(lw: LayerWeights, cfg: &GptOssConfig, grouped_min_slots: usize) -> Layer {
-    let lin = |w: gpt_weights::load::Matrix, b: &Tensor| Linear::Generic {
-        w,
-        b: Some(b.clone()),
+/// A dense matrix in its device form: on the CPU, Q8_0 as the file's blocks for the
+/// vectorized kernels (copied out of Candle's `QTensor`, which is then dropped) and, at exact
+/// precision, other quantized types dequantized to f32; elsewhere as loaded.
+fn linear(
+    w: Matrix,
+    b: Option<Tensor>,
+    device: &Device,
+    cpu: gpt_kernels::CpuKernels,
+) -> Result<Linear> {
+    use candle_core::quantized::{GgmlDType, QMatMul};
+    let Matrix::Quant(QMatMul::QTensor(q)) = &w else {
+        return Ok(Linear::Generic { w, b });
     };
+    if !device.is_cpu() {
+        return Ok(Linear::Generic { w, b });
+    }
+    if q.dtype() == GgmlDType::Q8_0 {
+        let (n, k) = q.shape().dims2()?;
+        let bytes = q.data()?.into_owned();
+        let w = Tensor::from_vec(bytes, (n, gpt_kernels::q8::q8_0_row_bytes(k)), device)?;
+        return Ok(Linear::Q8Blocks { w, b, cpu });
+    }
+    if cpu.precision() == gpt_kernels::Precision::Exact {
+        return Ok(Linear::Generic {
+            w: Matrix::Dense(q.dequantize(device)?),
+            b,
+        });
+    }
+    Ok(Linear::Generic { w, b })
+}
+
+fn generic_layer(
+    lw: LayerWeights,
+    cfg: &GptOssConfig,
+    grouped_min_slots: usize,
+    device: &Device,
+    cpu: gpt_kernels::CpuKernels,
+) -> Result<Layer> {
+    let lin = |w: Matrix, b: &Tensor| linear(w, Some(b.clone()), device, cpu);
     let m = moe(
         &lw,
         cfg,
@@ -126,17 +159,18 @@ fn generic_layer(lw: LayerWeights, cfg: &GptOssConfig, grouped_min_slots: usize)
             down: lw.ffn_down_exps.clone(),
         },
         grouped_min_slots,
+        cpu,
     );
-    Layer {
+    Ok(Layer {
         qkv: Qkv::Separate(
-            lin(lw.attn_q, &lw.attn_q_b),
-            lin(lw.attn_k, &lw.attn_k_b),
-            lin(lw.attn_v, &lw.attn_v_b),
+            lin(lw.attn_q, &lw.attn_q_b)?,
+            lin(lw.attn_k, &lw.attn_k_b)?,
+            lin(lw.attn_v, &lw.attn_v_b)?,
         ),
-        attn_out: lin(lw.attn_output, &lw.attn_output_b),
+        attn_out: lin(lw.attn_output, &lw.attn_output_b)?,
         attn_norm: lw.attn_norm,
         sinks: lw.attn_sinks,
         post_norm: lw.post_attention_norm,
         moe: m,
-    }
+    })
 }

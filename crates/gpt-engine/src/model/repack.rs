@@ -157,7 +157,13 @@ pub(crate) fn prepare_fast(
             up: planar(&k, &lw.ffn_up_exps, device)?,
             down: planar(&k, &lw.ffn_down_exps, device)?,
         };
-        let m = moe(&lw, &cfg, experts, grouped_min_slots);
+        let m = moe(
+            &lw,
+            &cfg,
+            experts,
+            grouped_min_slots,
+            gpt_kernels::CpuKernels::default(),
+        );
         // The repack kernels run on the stream: finish them before this layer's loaded
         // tensors are freed at the end of the iteration.
         device.synchronize()?;

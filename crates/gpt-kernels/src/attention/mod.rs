@@ -61,7 +61,7 @@ impl CustomOp3 for AttentionWithSinks {
             || l2.dims() != kv_dims
             || l3.dims() != kv_dims
             || self.hkv == 0
-            || self.hq % self.hkv != 0
+            || !self.hq.is_multiple_of(self.hkv)
         {
             bail!(
                 "{OP}: op built for q {q_dims:?}, k/v {kv_dims:?}; got q {:?}, k {:?}, v {:?}",

@@ -4,7 +4,8 @@
 use candle_core::{bail, Result};
 
 use crate::mxfp4::block::row_bytes;
-use crate::mxfp4::cpu::matmul;
+use crate::simd::matmul::matmul;
+use crate::simd::{CpuKernels, Format};
 
 /// Shapes of one MoE call (see [`super::MoeMxfp4Matmul`]).
 pub(crate) struct MoeDims {
@@ -21,6 +22,7 @@ pub(crate) struct MoeDims {
 ///
 /// * `x`: (t, k) or (t, top_k, k); `w`: (e, n, k/32·17) bytes; `bias`: (e, n); `ids`: (t, top_k).
 pub(crate) fn moe_matmul(
+    cpu: CpuKernels,
     d: &MoeDims,
     x: &[f32],
     w: &[u8],
@@ -56,7 +58,7 @@ pub(crate) fn moe_matmul(
         }
         let we = &w[ex * expert_bytes..(ex + 1) * expert_bytes];
         let be = bias.map(|b| &b[ex * n..(ex + 1) * n]);
-        let ye = matmul(&xg, slots.len(), k, we, n, be); // (m_e, n)
+        let ye = matmul(cpu, Format::Mxfp4, &xg, (slots.len(), k, n), we, be); // (m_e, n)
         for (i, &slot) in slots.iter().enumerate() {
             y[slot * n..(slot + 1) * n].copy_from_slice(&ye[i * n..(i + 1) * n]);
         }

@@ -6,6 +6,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Ten
 
 use crate::cpu_storage::{contiguous_slice, field_to_vec};
 use crate::mxfp4::block::{row_bytes, BLOCK_ELEMS};
+use crate::simd::CpuKernels;
 use cpu::MoeDims;
 
 const OP: &str = "moe_mxfp4_matmul";
@@ -28,6 +29,8 @@ pub struct MoeMxfp4Matmul {
     pub x_per_slot: bool,
     /// Optional contiguous bias (e, n), same dtype and device as `x`.
     pub bias: Option<Tensor>,
+    /// The CPU kernels `cpu_fwd` runs.
+    pub cpu: CpuKernels,
 }
 
 impl MoeMxfp4Matmul {
@@ -61,7 +64,7 @@ impl CustomOp3 for MoeMxfp4Matmul {
         if l1.dims() != self.x_dims()
             || l2.dims() != w_dims
             || l3.dims() != [self.t, self.top_k]
-            || self.k % BLOCK_ELEMS != 0
+            || !self.k.is_multiple_of(BLOCK_ELEMS)
         {
             bail!(
                 "{OP}: op built for x {:?}, w {w_dims:?}, ids [{}, {}]; got x {:?}, w {:?}, ids {:?}",
@@ -95,7 +98,7 @@ impl CustomOp3 for MoeMxfp4Matmul {
             k: self.k,
             x_per_slot: self.x_per_slot,
         };
-        let y = cpu::moe_matmul(&dims, x, w, bias.as_deref(), ids)?;
+        let y = cpu::moe_matmul(self.cpu, &dims, x, w, bias.as_deref(), ids)?;
         Ok((
             CpuStorage::F32(y),
             Shape::from((self.t, self.top_k, self.n)),
@@ -126,12 +129,24 @@ impl CustomOp3 for MoeMxfp4Matmul {
 /// Returns f32 `(t, top_k, n)`. The CPU path groups slots by expert, so each selected expert's
 /// weights are decoded once per call, and it fails with an error naming the slot on an id `>= e`.
 /// Ids are checked inside the kernel, not in this wrapper, because reading them here would force
-/// a device-to-host copy on GPU.
+/// a device-to-host copy on GPU. On the CPU it runs [`CpuKernels::default`] (exact); see
+/// [`moe_mxfp4_matmul_with`].
 pub fn moe_mxfp4_matmul(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     ids: &Tensor,
+) -> Result<Tensor> {
+    moe_mxfp4_matmul_with(x, w, bias, ids, CpuKernels::default())
+}
+
+/// [`moe_mxfp4_matmul`] with the CPU kernels chosen by the caller (ignored on other devices).
+pub fn moe_mxfp4_matmul_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    ids: &Tensor,
+    cpu: CpuKernels,
 ) -> Result<Tensor> {
     if !x.dtype().is_float() || w.dtype() != DType::U8 || ids.dtype() != DType::U32 {
         bail!(
@@ -197,6 +212,7 @@ pub fn moe_mxfp4_matmul(
         k,
         x_per_slot,
         bias,
+        cpu,
     };
     x.contiguous()?
         .apply_op3_no_bwd(&w.contiguous()?, &ids.contiguous()?, &op) // (t, top_k, n)

@@ -13,7 +13,7 @@ pub const BLOCK_BYTES: usize = 17;
 pub const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// [`KVALUES`] as f32, one entry per nibble.
-const KVALUES_F32: [f32; 16] = {
+pub(crate) const KVALUES_F32: [f32; 16] = {
     let mut t = [0f32; 16];
     let mut i = 0;
     while i < 16 {

@@ -5,11 +5,11 @@
 //! products accumulate in f32.
 
 pub mod block;
-pub(crate) mod cpu;
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 use crate::cpu_storage::{contiguous_slice, field_to_vec};
+use crate::simd::{CpuKernels, Format};
 use block::{row_bytes, BLOCK_ELEMS};
 
 /// `CustomOp1` behind [`mxfp4_dequant`]: U8 blocks (.., rows, cols/32·17) → f32 (.., rows, cols).
@@ -28,7 +28,12 @@ impl CustomOp1 for Mxfp4Dequant {
         let blocks = contiguous_slice::<u8>(s, l, "mxfp4_dequant", "blocks")?;
         let out_dims = check_blocks_dims(l.dims(), self.cols)?;
         let rows = out_dims[..out_dims.len() - 1].iter().product::<usize>();
-        let out = cpu::dequant(blocks, rows, self.cols);
+        let out = crate::simd::matmul::dequant_rows(
+            CpuKernels::default(),
+            Format::Mxfp4,
+            blocks,
+            (rows, self.cols),
+        );
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
 
@@ -67,7 +72,7 @@ fn check_blocks_dims(dims: &[usize], cols: usize) -> Result<Vec<usize>> {
     let Some((&last, lead)) = dims.split_last() else {
         bail!("mxfp4_dequant: blocks must have rank >= 1, got a scalar");
     };
-    if cols % BLOCK_ELEMS != 0 {
+    if !cols.is_multiple_of(BLOCK_ELEMS) {
         bail!("mxfp4_dequant: cols = {cols} is not a multiple of {BLOCK_ELEMS}");
     }
     if last != row_bytes(cols) {
@@ -93,6 +98,8 @@ pub struct Mxfp4Matmul {
     pub k: usize,
     /// Optional contiguous bias (n), same dtype and device as `x`.
     pub bias: Option<Tensor>,
+    /// The CPU kernels `cpu_fwd` runs.
+    pub cpu: CpuKernels,
 }
 
 impl CustomOp2 for Mxfp4Matmul {
@@ -128,7 +135,8 @@ impl CustomOp2 for Mxfp4Matmul {
                 bail!("{OP}: bias has {} elements, expected n = {n}", b.len());
             }
         }
-        let y = cpu::matmul(x, m, k, w, n, bias.as_deref());
+        let y =
+            crate::simd::matmul::matmul(self.cpu, Format::Mxfp4, x, (m, k, n), w, bias.as_deref());
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 
@@ -150,8 +158,19 @@ impl CustomOp2 for Mxfp4Matmul {
 /// * `w`: U8 `(n, k/32·17)`, GGUF MXFP4 rows of `k` elements.
 /// * `bias`: optional f32 `(n)`.
 ///
-/// Returns `(.., n)`, f32 accumulation, no activation quantization.
+/// Returns `(.., n)`, f32 accumulation, no activation quantization (on the CPU,
+/// [`CpuKernels::default`]; see [`mxfp4_matmul_with`]).
 pub fn mxfp4_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    mxfp4_matmul_with(x, w, bias, CpuKernels::default())
+}
+
+/// [`mxfp4_matmul`] with the CPU kernels chosen by the caller (ignored on other devices).
+pub fn mxfp4_matmul_with(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cpu: CpuKernels,
+) -> Result<Tensor> {
     const OP: &str = "mxfp4_matmul";
     let Some((&k, lead)) = x.dims().split_last() else {
         bail!("{OP}: x must have rank >= 1, got a scalar");
@@ -199,7 +218,7 @@ pub fn mxfp4_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Ten
         None => None,
     };
     let m = lead.iter().product::<usize>();
-    let op = Mxfp4Matmul { m, n, k, bias };
+    let op = Mxfp4Matmul { m, n, k, bias, cpu };
     let y = x
         .reshape((m, k))? // (m, k)
         .contiguous()?

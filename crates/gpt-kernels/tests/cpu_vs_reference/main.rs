@@ -4,5 +4,6 @@
 mod attention;
 mod common;
 mod elementwise;
+mod isa;
 mod moe;
 mod mxfp4;

@@ -107,7 +107,7 @@ fn check(ty: GgmlType, got_bytes: usize, n_elements: usize) -> Result<(), Dequan
         Some((b, s)) if is_supported(ty) => (b as usize, s as usize),
         _ => return Err(DequantError::UnsupportedType { ty }),
     };
-    if n_elements % blck != 0 {
+    if !n_elements.is_multiple_of(blck) {
         return Err(DequantError::NotWholeBlocks {
             ty,
             n_elements,

@@ -1,0 +1,272 @@
+//! AVX-512 (F, BW, VL, VNNI) kernels (x86-64): 16 f32 lanes for the exact dot products,
+//! `vpdpbusd` for the int8 ones. Blocks are loaded by [`super::avx2::load`].
+//!
+//! Safety: every function here requires a CPU with the features above plus AVX2, FMA and F16C
+//! (see [`super::avx2`]).
+
+use std::arch::x86_64::*;
+
+use super::avx2::{by_rows, load};
+use super::quant::QuantView;
+use super::Format;
+use crate::mxfp4::block::{e8m0_to_f32_half, KVALUES, KVALUES_F32};
+
+/// The 32 int8 of `q` as two f32 vectors of 16, each multiplied by `d`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[inline]
+unsafe fn widen(q: __m256i, d: f32) -> [__m512; 2] {
+    let ds = _mm512_set1_ps(d);
+    let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
+    let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
+    [_mm512_mul_ps(lo, ds), _mm512_mul_ps(hi, ds)]
+}
+
+/// Block `b` of a row as two f32 vectors of 16 (elements 0..16, 16..32), dequantized exactly.
+/// MXFP4: the byte values index the 16-entry value table scaled by the block's power of two
+/// (`vpermps` reads the low 4 bits, so the low nibble needs no mask), no int → float step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+unsafe fn weights_f32<const MX: bool>(w: *const u8, b: usize) -> [__m512; 2] {
+    unsafe {
+        if MX {
+            let p = w.add(b * 17);
+            let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(1).cast()));
+            let lut = _mm512_mul_ps(
+                _mm512_loadu_ps(KVALUES_F32.as_ptr()),
+                _mm512_set1_ps(e8m0_to_f32_half(*p)),
+            );
+            [
+                _mm512_permutexvar_ps(idx, lut),
+                _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), lut),
+            ]
+        } else {
+            let (q, d) = load::<false>(w, b);
+            widen(q, d)
+        }
+    }
+}
+
+/// Adds block `b` of the weight row times each of the `R` activation rows into `acc`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+unsafe fn f32_block<const MX: bool, const R: usize>(
+    acc: &mut [[__m512; 2]; R],
+    w: *const u8,
+    x: *const f32,
+    k: usize,
+    b: usize,
+) {
+    unsafe {
+        let [w0, w1] = weights_f32::<MX>(w, b);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xp = x.add(r * k + b * 32);
+            a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), a[0]);
+            a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), a[1]);
+        }
+    }
+}
+
+/// Adds the int8 dot of block `b` with each of the `R` quantized rows, scaled, into `acc`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_block<const MX: bool, const R: usize>(
+    acc: &mut [__m256; R],
+    w: *const u8,
+    x: QuantView<'_>,
+    b: usize,
+) {
+    unsafe {
+        let k = x.k;
+        let (q, d) = load::<MX>(w, b);
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xq = _mm256_loadu_si256(x.qs.as_ptr().add(r * k + b * 32).cast());
+            // Σ x·w = Σ |x| · sign(w, x): unsigned × signed bytes for vpdpbusd.
+            let ax = _mm256_sign_epi8(xq, xq);
+            let sw = _mm256_sign_epi8(q, xq);
+            let s = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sw));
+            let sc = _mm256_set1_ps(d * *x.d.get_unchecked(r * k / 32 + b));
+            *a = _mm256_fmadd_ps(s, sc, *a);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn f32_rows<const MX: bool, const R: usize>(
+    w: *const u8,
+    x: *const f32,
+    k: usize,
+    out: *mut f32,
+) {
+    unsafe {
+        // Even and odd blocks into separate accumulators: four FMA chains per row in flight.
+        let mut even = [[_mm512_setzero_ps(); 2]; R];
+        let mut odd = [[_mm512_setzero_ps(); 2]; R];
+        let nb = k / 32;
+        let mut b = 0;
+        let bb = if MX { 17 } else { 34 };
+        while b + 1 < nb {
+            _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + PREFETCH).cast());
+            f32_block::<MX, R>(&mut even, w, x, k, b);
+            f32_block::<MX, R>(&mut odd, w, x, k, b + 1);
+            b += 2;
+        }
+        if b < nb {
+            f32_block::<MX, R>(&mut even, w, x, k, b);
+        }
+        for r in 0..R {
+            let (e, o) = (even[r], odd[r]);
+            let s = _mm512_add_ps(_mm512_add_ps(e[0], e[1]), _mm512_add_ps(o[0], o[1]));
+            *out.add(r) = _mm512_reduce_add_ps(s);
+        }
+    }
+}
+
+/// Bytes ahead of the current block that the streaming kernels prefetch.
+pub(super) const PREFETCH: usize = 4096;
+
+/// Blocks `b` and `b + 1` as 64 int8 in one register and their two scales `[d_b, d_b+1]`.
+/// Q8_0: block b's 32 values, then block b+1's. MXFP4: 128-bit lanes `[b lo, b+1 lo, b hi,
+/// b+1 hi]` (elements 0..16 and 16..32 of each block), the order [`pair_x`] gives activations.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+unsafe fn pair_weights<const MX: bool>(w: *const u8, b: usize) -> (__m512i, __m128) {
+    unsafe {
+        if MX {
+            let p = w.add(b * 17);
+            let raw = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128(p.add(1).cast())),
+                _mm_loadu_si128(p.add(18).cast()),
+                1,
+            );
+            let nib = _mm512_set1_epi8(0x0f);
+            let both =
+                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+            let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES.as_ptr().cast()));
+            let q = _mm512_shuffle_epi8(lut, _mm512_and_si512(both, nib));
+            let d = _mm_setr_ps(e8m0_to_f32_half(*p), e8m0_to_f32_half(*p.add(17)), 0.0, 0.0);
+            (q, d)
+        } else {
+            let p = w.add(b * 34);
+            let q = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast())),
+                _mm256_loadu_si256(p.add(36).cast()),
+                1,
+            );
+            let h = _mm_insert_epi16(
+                _mm_cvtsi32_si128(i32::from(u16::from_le_bytes([*p, *p.add(1)]))),
+                i32::from(u16::from_le_bytes([*p.add(34), *p.add(35)])),
+                1,
+            );
+            (q, _mm_cvtph_ps(h))
+        }
+    }
+}
+
+/// 64 activations of blocks `b`, `b + 1` in the lane order of [`pair_weights`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
+    unsafe {
+        let v = _mm512_loadu_si512(x.cast());
+        if MX {
+            _mm512_shuffle_i64x2(v, v, 0b11_01_10_00)
+        } else {
+            v
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>, out: *mut f32) {
+    unsafe {
+        // The i32 lanes of one vpdpbusd over a block pair: which block each belongs to.
+        let lanes = if MX {
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+        } else {
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+        };
+        let k = x.k;
+        let nb = k / 32;
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut b = 0;
+        let bb = if MX { 17 } else { 34 };
+        while b + 1 < nb {
+            // Ahead of the hardware prefetcher: the weights stream once, from DRAM.
+            _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + PREFETCH).cast());
+            let (q, d) = pair_weights::<MX>(w, b);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = pair_x::<MX>(x.qs.as_ptr().add(r * k + b * 32));
+                // Σ x·w = Σ |x| · (w negated where x < 0): unsigned × signed for vpdpbusd.
+                let neg = _mm512_movepi8_mask(xv);
+                let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(xv), sw);
+                let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(r * nb + b).cast()));
+                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+            }
+            b += 2;
+        }
+        let mut tail = [_mm256_setzero_ps(); R];
+        if b < nb {
+            q8_block::<MX, R>(&mut tail, w, x, b);
+        }
+        for r in 0..R {
+            let s = _mm256_add_ps(
+                _mm256_add_ps(
+                    _mm512_castps512_ps256(acc[r]),
+                    _mm512_extractf32x8_ps(acc[r], 1),
+                ),
+                tail[r],
+            );
+            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            *out.add(r) = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+        }
+    }
+}
+
+pub(super) unsafe fn dot_f32(fmt: Format, w: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+    unsafe {
+        by_rows!(fmt, out, |MX, R, i, op| f32_rows::<MX, R>(
+            w.as_ptr(),
+            x.as_ptr().add(i * k),
+            k,
+            op
+        ));
+    }
+}
+
+pub(super) unsafe fn dot_q8(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
+    unsafe {
+        let k = x.k;
+        by_rows!(fmt, out, |MX, R, i, op| {
+            let v = QuantView {
+                qs: &x.qs[i * k..],
+                d: &x.d[i * k / 32..],
+                rows: R,
+                k,
+            };
+            q8_rows::<MX, R>(w.as_ptr(), v, op)
+        });
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dequant_g<const MX: bool>(w: *const u8, out: &mut [f32]) {
+    unsafe {
+        for (b, o) in out.chunks_exact_mut(32).enumerate() {
+            let [w0, w1] = weights_f32::<MX>(w, b);
+            _mm512_storeu_ps(o.as_mut_ptr(), w0);
+            _mm512_storeu_ps(o.as_mut_ptr().add(16), w1);
+        }
+    }
+}
+
+pub(super) unsafe fn dequant(fmt: Format, w: &[u8], out: &mut [f32]) {
+    unsafe {
+        match fmt {
+            Format::Mxfp4 => dequant_g::<true>(w.as_ptr(), out),
+            Format::Q8_0 => dequant_g::<false>(w.as_ptr(), out),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `y (m, n) = x (m, k) · W (n, k)ᵀ + b` over quantized weight rows ([`Format`]), on both cores.
+//!
+//! * Few activation rows (decode, small expert groups): a streaming GEMV — each task takes a
+//!   slab of weight rows and runs the row kernels ([`super::dot_f32`], or [`super::dot_q8`] on
+//!   activations quantized once per call in [`Precision::Fast`]) against all `m` rows, so each
+//!   weight byte is read from memory once.
+//! * Many rows (prefill): a cache-blocked GEMM — each task dequantizes a tile of weight rows into
+//!   a per-thread f32 buffer that stays in L2 and multiplies it with all activation rows with
+//!   the `gemm` crate's kernel (single-threaded inside the task), in f32 at either precision.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::quant::QuantRows;
+use super::{CpuKernels, Format, Precision};
+
+/// Up to this many activation rows the GEMV path runs; more take the tiled GEMM.
+pub(crate) const GEMV_MAX_M: usize = 8;
+
+/// Weight rows per GEMV task.
+const GEMV_ROWS: usize = 16;
+
+/// Weight rows per GEMM tile: `128 · k` f32 (1.4 MiB at k = 2880) per thread.
+const GEMM_ROWS: usize = 128;
+
+thread_local! {
+    /// The dequantized weight tile of the GEMM path, reused across calls.
+    static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `y (m, n) = x (m, k) · W (n, k)ᵀ + bias (n)`; `w` is `n` rows of `fmt.row_bytes(k)` bytes.
+pub(crate) fn matmul(
+    cpu: CpuKernels,
+    fmt: Format,
+    x: &[f32],
+    (m, k, n): (usize, usize, usize),
+    w: &[u8],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    debug_assert!(x.len() == m * k && w.len() == n * fmt.row_bytes(k));
+    if m == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
+    let rb = fmt.row_bytes(k);
+    // Transposed output (n, m): each task owns the rows of its weight slab.
+    let mut yt = vec![0f32; n * m];
+    if m <= GEMV_MAX_M {
+        let xq = (cpu.precision() == Precision::Fast).then(|| QuantRows::new(x, k));
+        yt.par_chunks_mut(GEMV_ROWS * m)
+            .enumerate()
+            .for_each(|(c, yt)| {
+                let r0 = c * GEMV_ROWS;
+                for (r, yr) in yt.chunks_exact_mut(m).enumerate() {
+                    let wr = &w[(r0 + r) * rb..(r0 + r + 1) * rb];
+                    match &xq {
+                        Some(q) => super::dot_q8(cpu, fmt, wr, q.slice(0, m), yr),
+                        None => super::dot_f32(cpu, fmt, wr, x, k, yr),
+                    }
+                }
+                add_bias(yt, m, r0, bias);
+            });
+    } else {
+        yt.par_chunks_mut(GEMM_ROWS * m)
+            .enumerate()
+            .for_each(|(c, yt)| {
+                let r0 = c * GEMM_ROWS;
+                let rows = yt.len() / m;
+                TILE.with_borrow_mut(|tile| {
+                    tile.resize(rows * k, 0.0);
+                    for (r, t) in tile.chunks_exact_mut(k).enumerate() {
+                        super::dequant(cpu, fmt, &w[(r0 + r) * rb..(r0 + r + 1) * rb], t);
+                    }
+                    gemm_tile(&tile[..rows * k], x, (rows, m, k), yt);
+                });
+                add_bias(yt, m, r0, bias);
+            });
+    }
+    if m == 1 {
+        return yt; // (n, 1) and (1, n) share one memory layout
+    }
+    let mut y = vec![0f32; m * n];
+    y.par_chunks_mut(n).enumerate().for_each(|(i, yr)| {
+        for (j, v) in yr.iter_mut().enumerate() {
+            *v = yt[j * m + i];
+        }
+    });
+    y
+}
+
+/// `yt (rows, m) = tile (rows, k) · x (m, k)ᵀ`, one thread.
+fn gemm_tile(tile: &[f32], x: &[f32], (rows, m, k): (usize, usize, usize), yt: &mut [f32]) {
+    assert!(tile.len() >= rows * k && x.len() >= m * k && yt.len() >= rows * m);
+    // SAFETY: the three buffers hold the (rows, k), (k, m) and (rows, m) matrices the strides
+    // below describe (checked above); `yt` is not aliased.
+    unsafe {
+        gemm::gemm(
+            rows,
+            m,
+            k,
+            yt.as_mut_ptr(),
+            1,          // dst column stride
+            m as isize, // dst row stride
+            false,
+            tile.as_ptr(),
+            1,
+            k as isize,
+            x.as_ptr(),
+            k as isize, // rhs (k, m): column j is x row j
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+fn add_bias(yt: &mut [f32], m: usize, r0: usize, bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for (r, yr) in yt.chunks_exact_mut(m).enumerate() {
+            yr.iter_mut().for_each(|v| *v += b[r0 + r]);
+        }
+    }
+}
+
+/// Dequantizes `rows` rows of `cols` elements → f32 `(rows, cols)`.
+pub(crate) fn dequant_rows(
+    cpu: CpuKernels,
+    fmt: Format,
+    w: &[u8],
+    (rows, cols): (usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    if cols == 0 {
+        return out;
+    }
+    let rb = fmt.row_bytes(cols);
+    out.par_chunks_mut(cols)
+        .zip(w.par_chunks(rb))
+        .with_min_len(8)
+        .for_each(|(o, b)| super::dequant(cpu, fmt, b, o));
+    out
+}
