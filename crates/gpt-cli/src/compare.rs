@@ -1,5 +1,6 @@
 //! `gptoss compare-devices`: the same prefill, token-by-token decode and greedy generation on
-//! the CPU and on another device, compared.
+//! the CPU (exact precision) and on another device — or on the CPU again at another precision
+//! — compared.
 
 use anyhow::Result;
 use candle_core::Device;
@@ -36,6 +37,10 @@ pub struct CompareArgs {
     /// tensor-core prefill.
     #[arg(long)]
     pub no_fast_decode: bool,
+    /// CPU matmul precision of the compared model (`--device cpu --cpu-precision fast`
+    /// measures the fast mode against the exact one).
+    #[arg(long, value_enum, default_value_t)]
+    pub cpu_precision: crate::tools::CpuPrecision,
 }
 
 fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
@@ -62,6 +67,7 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         dense: dense_mode(&dev),
         model: ModelOptions {
             no_fast_decode: a.no_fast_decode,
+            cpu_precision: a.cpu_precision.into(),
             ..Default::default()
         },
         ..cfg.clone()

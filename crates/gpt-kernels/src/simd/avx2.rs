@@ -70,6 +70,7 @@ unsafe fn widen8(v: __m128i, d: f32) -> __m256 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 unsafe fn f32_rows<const MX: bool, const R: usize>(
     w: *const u8,
     x: *const f32,
@@ -111,6 +112,7 @@ unsafe fn block_dot(w: __m256i, x: __m256i) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
 unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>, out: *mut f32) {
     unsafe {
         let k = x.k;
@@ -134,14 +136,14 @@ unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>
     }
 }
 
-/// Runs `$kernel::<MX, R>` over `$out` in chunks of up to 4 activation rows.
+/// Runs `$call` with the consts `MX` (the format is MXFP4) and `R` (rows in the chunk) for
+/// each chunk of up to 4 of the `$m` activation rows, `$i` its first row.
 macro_rules! by_rows {
-    ($fmt:expr, $out:expr, |$mx:ident, $r:ident, $i:ident, $op:ident| $call:expr) => {{
-        let n = $out.len();
+    ($fmt:expr, $m:expr, |$mx:ident, $r:ident, $i:ident| $call:expr) => {{
+        let m = $m;
         let mut $i = 0;
-        while $i < n {
-            let rows = (n - $i).min(4);
-            let $op = $out.as_mut_ptr().add($i);
+        while $i < m {
+            let rows = (m - $i).min(4);
             match ($fmt == Format::Mxfp4, rows) {
                 (true, 1) => {
                     const $mx: bool = true;
@@ -190,28 +192,68 @@ macro_rules! by_rows {
 }
 pub(super) use by_rows;
 
-pub(super) unsafe fn dot_f32(fmt: Format, w: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+/// `f32_rows` over `rows` weight rows of `rb` bytes; `out (rows, m)`, columns from `out`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_slab<const MX: bool, const R: usize>(
+    w: *const u8,
+    (rb, rows): (usize, usize),
+    x: *const f32,
+    k: usize,
+    (out, m): (*mut f32, usize),
+) {
     unsafe {
-        by_rows!(fmt, out, |MX, R, i, op| f32_rows::<MX, R>(
+        for r in 0..rows {
+            f32_rows::<MX, R>(w.add(r * rb), x, k, out.add(r * m));
+        }
+    }
+}
+
+/// `q8_rows` over `rows` weight rows of `rb` bytes; `out (rows, m)`, columns from `out`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_slab<const MX: bool, const R: usize>(
+    w: *const u8,
+    (rb, rows): (usize, usize),
+    x: QuantView<'_>,
+    (out, m): (*mut f32, usize),
+) {
+    unsafe {
+        for r in 0..rows {
+            q8_rows::<MX, R>(w.add(r * rb), x, out.add(r * m));
+        }
+    }
+}
+
+pub(super) unsafe fn dot_f32(
+    fmt: Format,
+    w: &[u8],
+    x: &[f32],
+    (k, m): (usize, usize),
+    out: &mut [f32],
+) {
+    let dims = (fmt.row_bytes(k), out.len() / m);
+    unsafe {
+        by_rows!(fmt, m, |MX, R, i| f32_slab::<MX, R>(
             w.as_ptr(),
+            dims,
             x.as_ptr().add(i * k),
             k,
-            op
+            (out.as_mut_ptr().add(i), m)
         ));
     }
 }
 
 pub(super) unsafe fn dot_q8(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
+    let (k, m) = (x.k, x.rows);
+    let dims = (fmt.row_bytes(k), out.len() / m);
     unsafe {
-        let k = x.k;
-        by_rows!(fmt, out, |MX, R, i, op| {
+        by_rows!(fmt, m, |MX, R, i| {
             let v = QuantView {
                 qs: &x.qs[i * k..],
                 d: &x.d[i * k / 32..],
                 rows: R,
                 k,
             };
-            q8_rows::<MX, R>(w.as_ptr(), v, op)
+            q8_slab::<MX, R>(w.as_ptr(), dims, v, (out.as_mut_ptr().add(i), m))
         });
     }
 }

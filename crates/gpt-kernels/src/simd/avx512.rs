@@ -91,6 +91,7 @@ unsafe fn q8_block<const MX: bool, const R: usize>(
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
 unsafe fn f32_rows<const MX: bool, const R: usize>(
     w: *const u8,
     x: *const f32,
@@ -123,6 +124,9 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
 
 /// Bytes ahead of the current block that the streaming kernels prefetch.
 pub(super) const PREFETCH: usize = 4096;
+
+/// Weight rows up to this many bytes take the four-row kernels at one activation row.
+const ROWS4_MAX_BYTES: usize = 1024;
 
 /// Blocks `b` and `b + 1` as 64 int8 in one register and their two scales `[d_b, d_b+1]`.
 /// Q8_0: block b's 32 values, then block b+1's. MXFP4: 128-bit lanes `[b lo, b+1 lo, b hi,
@@ -177,6 +181,7 @@ unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
 unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>, out: *mut f32) {
     unsafe {
         // The i32 lanes of one vpdpbusd over a block pair: which block each belongs to.
@@ -225,28 +230,200 @@ unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>
     }
 }
 
-pub(super) unsafe fn dot_f32(fmt: Format, w: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+/// The 16-lane sums of four accumulators as `[Σ a0, Σ a1, Σ a2, Σ a3]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn sum4(a: [__m512; 4]) -> __m128 {
+    let (s0, s1, s2, s3) = (quarter(a[0]), quarter(a[1]), quarter(a[2]), quarter(a[3]));
+    _mm_hadd_ps(_mm_hadd_ps(s0, s1), _mm_hadd_ps(s2, s3))
+}
+
+/// `v`'s four lanes to `out.0[0]`, `out.0[m]`, `out.0[2m]`, `out.0[3m]` (`out = (ptr, m)`).
+#[inline]
+unsafe fn store4(v: __m128, (out, m): (*mut f32, usize)) {
+    let mut a = [0f32; 4];
     unsafe {
-        by_rows!(fmt, out, |MX, R, i, op| f32_rows::<MX, R>(
+        _mm_storeu_ps(a.as_mut_ptr(), v);
+        for (r, x) in a.into_iter().enumerate() {
+            *out.add(r * m) = x;
+        }
+    }
+}
+
+/// The four 128-bit quarters of `v` added.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn quarter(v: __m512) -> __m128 {
+    let h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1))
+}
+
+/// Four consecutive weight rows (`rb` bytes apart) against one activation row, exact: rows
+/// 0..4 of `out (ptr, stride)`. Decode's common case; one reduction for the four and eight FMA chains.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn f32_rows4<const MX: bool>(
+    w: *const u8,
+    rb: usize,
+    x: *const f32,
+    k: usize,
+    out: (*mut f32, usize),
+) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+        let bb = if MX { 17 } else { 34 };
+        for b in 0..k / 32 {
+            let x0 = _mm512_loadu_ps(x.add(b * 32));
+            let x1 = _mm512_loadu_ps(x.add(b * 32 + 16));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let wr = w.add(r * rb);
+                if b % 2 == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(wr.add(b * bb + PREFETCH).cast());
+                }
+                let [w0, w1] = weights_f32::<MX>(wr, b);
+                a[0] = _mm512_fmadd_ps(w0, x0, a[0]);
+                a[1] = _mm512_fmadd_ps(w1, x1, a[1]);
+            }
+        }
+        let v = acc.map(|a| _mm512_add_ps(a[0], a[1]));
+        store4(sum4(v), out);
+    }
+}
+
+/// Four consecutive weight rows against one quantized activation row: rows 0..4 of `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_rows4<const MX: bool>(
+    w: *const u8,
+    rb: usize,
+    x: QuantView<'_>,
+    out: (*mut f32, usize),
+) {
+    unsafe {
+        let lanes = if MX {
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+        } else {
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+        };
+        let nb = x.k / 32;
+        let bb = if MX { 17 } else { 34 };
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut b = 0;
+        while b + 1 < nb {
+            let xv = pair_x::<MX>(x.qs.as_ptr().add(b * 32));
+            let neg = _mm512_movepi8_mask(xv);
+            let ax = _mm512_abs_epi8(xv);
+            let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast()));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let wr = w.add(r * rb);
+                _mm_prefetch::<_MM_HINT_T0>(wr.add(b * bb + PREFETCH).cast());
+                let (q, d) = pair_weights::<MX>(wr, b);
+                let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sw);
+                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+            }
+            b += 2;
+        }
+        let mut s = sum4(acc);
+        if b < nb {
+            let mut tail = [0f32; 4];
+            for (r, t) in tail.iter_mut().enumerate() {
+                let mut one = [_mm256_setzero_ps(); 1];
+                q8_block::<MX, 1>(&mut one, w.add(r * rb), x, b);
+                let h = _mm_add_ps(
+                    _mm256_castps256_ps128(one[0]),
+                    _mm256_extractf128_ps(one[0], 1),
+                );
+                let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                *t = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+            }
+            s = _mm_add_ps(s, _mm_loadu_ps(tail.as_ptr()));
+        }
+        store4(s, out);
+    }
+}
+
+/// `f32_rows` over `rows` weight rows of `rb` bytes; `out (rows, m)`, columns from `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn f32_slab<const MX: bool, const R: usize>(
+    w: *const u8,
+    (rb, rows): (usize, usize),
+    x: *const f32,
+    k: usize,
+    (out, m): (*mut f32, usize),
+) {
+    unsafe {
+        let mut r = 0;
+        // Narrow rows: four at a time share one reduction (the per-row cost dominates);
+        // wide rows stream one at a time (one sequential stream prefetches best).
+        if R == 1 && rb <= ROWS4_MAX_BYTES {
+            while r + 4 <= rows {
+                f32_rows4::<MX>(w.add(r * rb), rb, x, k, (out.add(r * m), m));
+                r += 4;
+            }
+        }
+        for r in r..rows {
+            f32_rows::<MX, R>(w.add(r * rb), x, k, out.add(r * m));
+        }
+    }
+}
+
+/// `q8_rows` over `rows` weight rows of `rb` bytes; `out (rows, m)`, columns from `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn q8_slab<const MX: bool, const R: usize>(
+    w: *const u8,
+    (rb, rows): (usize, usize),
+    x: QuantView<'_>,
+    (out, m): (*mut f32, usize),
+) {
+    unsafe {
+        let mut r = 0;
+        // Narrow rows: four at a time share one reduction (the per-row cost dominates);
+        // wide rows stream one at a time (one sequential stream prefetches best).
+        if R == 1 && rb <= ROWS4_MAX_BYTES {
+            while r + 4 <= rows {
+                q8_rows4::<MX>(w.add(r * rb), rb, x, (out.add(r * m), m));
+                r += 4;
+            }
+        }
+        for r in r..rows {
+            q8_rows::<MX, R>(w.add(r * rb), x, out.add(r * m));
+        }
+    }
+}
+
+pub(super) unsafe fn dot_f32(
+    fmt: Format,
+    w: &[u8],
+    x: &[f32],
+    (k, m): (usize, usize),
+    out: &mut [f32],
+) {
+    let dims = (fmt.row_bytes(k), out.len() / m);
+    unsafe {
+        by_rows!(fmt, m, |MX, R, i| f32_slab::<MX, R>(
             w.as_ptr(),
+            dims,
             x.as_ptr().add(i * k),
             k,
-            op
+            (out.as_mut_ptr().add(i), m)
         ));
     }
 }
 
 pub(super) unsafe fn dot_q8(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
+    let (k, m) = (x.k, x.rows);
+    let dims = (fmt.row_bytes(k), out.len() / m);
     unsafe {
-        let k = x.k;
-        by_rows!(fmt, out, |MX, R, i, op| {
+        by_rows!(fmt, m, |MX, R, i| {
             let v = QuantView {
                 qs: &x.qs[i * k..],
                 d: &x.d[i * k / 32..],
                 rows: R,
                 k,
             };
-            q8_rows::<MX, R>(w.as_ptr(), v, op)
+            q8_slab::<MX, R>(w.as_ptr(), dims, v, (out.as_mut_ptr().add(i), m))
         });
     }
 }

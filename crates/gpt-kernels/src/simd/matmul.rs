@@ -16,10 +16,13 @@ use super::quant::QuantRows;
 use super::{CpuKernels, Format, Precision};
 
 /// Up to this many activation rows the GEMV path runs; more take the tiled GEMM.
-pub(crate) const GEMV_MAX_M: usize = 8;
+pub(crate) const GEMV_MAX_M: usize = 16;
 
-/// Weight rows per GEMV task.
+/// Weight rows per GEMV task, at least.
 const GEMV_ROWS: usize = 16;
+
+/// Weight bytes per GEMV task, at least.
+const GEMV_BYTES: usize = 16 << 10;
 
 /// Weight rows per GEMM tile: `128 · k` f32 (1.4 MiB at k = 2880) per thread.
 const GEMM_ROWS: usize = 128;
@@ -47,19 +50,17 @@ pub(crate) fn matmul(
     let mut yt = vec![0f32; n * m];
     if m <= GEMV_MAX_M {
         let xq = (cpu.precision() == Precision::Fast).then(|| QuantRows::new(x, k));
-        yt.par_chunks_mut(GEMV_ROWS * m)
-            .enumerate()
-            .for_each(|(c, yt)| {
-                let r0 = c * GEMV_ROWS;
-                for (r, yr) in yt.chunks_exact_mut(m).enumerate() {
-                    let wr = &w[(r0 + r) * rb..(r0 + r + 1) * rb];
-                    match &xq {
-                        Some(q) => super::dot_q8(cpu, fmt, wr, q.slice(0, m), yr),
-                        None => super::dot_f32(cpu, fmt, wr, x, k, yr),
-                    }
-                }
-                add_bias(yt, m, r0, bias);
-            });
+        // At least GEMV_BYTES of weights per task: narrow rows (small k) come in longer runs.
+        let task = (GEMV_BYTES / rb).max(GEMV_ROWS);
+        yt.par_chunks_mut(task * m).enumerate().for_each(|(c, yt)| {
+            let r0 = c * task;
+            let wr = &w[r0 * rb..(r0 + yt.len() / m) * rb];
+            match &xq {
+                Some(q) => super::dot_q8(cpu, fmt, wr, q.slice(0, m), yt),
+                None => super::dot_f32(cpu, fmt, wr, x, k, yt),
+            }
+            add_bias(yt, m, r0, bias);
+        });
     } else {
         yt.par_chunks_mut(GEMM_ROWS * m)
             .enumerate()

@@ -165,7 +165,8 @@ impl Format {
     }
 }
 
-/// `out[i] = W_row · x[i]` for `i < out.len()`, `x` f32 rows `(out.len(), k)`, exact.
+/// `out (rows, m)[r, i] = W[r] · x[i]`, exact: `w` holds `rows = out.len() / m` weight rows,
+/// `x` is f32 `(m, k)`.
 pub(crate) fn dot_f32(
     cpu: CpuKernels,
     fmt: Format,
@@ -174,21 +175,23 @@ pub(crate) fn dot_f32(
     k: usize,
     out: &mut [f32],
 ) {
-    debug_assert!(w.len() >= fmt.row_bytes(k) && x.len() >= out.len() * k);
+    let m = x.len() / k.max(1);
+    assert!(m > 0 && out.len().is_multiple_of(m) && w.len() == out.len() / m * fmt.row_bytes(k));
     match cpu.isa {
         // SAFETY: `CpuKernels` holds an ISA only when this CPU runs it; the slices are checked
-        // above and the kernels read `k / 32` blocks of `w` and `k` values of each `x` row.
+        // above and the kernels read `rows` weight rows of `k / 32` blocks and `m` rows of `x`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { avx512::dot_f32(fmt, w, x, k, out) },
+        Isa::Avx512 => unsafe { avx512::dot_f32(fmt, w, x, (k, m), out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { avx2::dot_f32(fmt, w, x, k, out) },
-        _ => portable::dot_f32(fmt, w, x, k, out),
+        Isa::Avx2 => unsafe { avx2::dot_f32(fmt, w, x, (k, m), out) },
+        _ => portable::dot_f32(fmt, w, x, (k, m), out),
     }
 }
 
-/// `out[i] ≈ W_row · x[i]` with the activations quantized (`x.rows >= out.len()`).
+/// [`dot_f32`] with the activations quantized: `out (rows, x.rows)`.
 pub(crate) fn dot_q8(cpu: CpuKernels, fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
-    debug_assert!(w.len() >= fmt.row_bytes(x.k) && x.rows >= out.len());
+    let m = x.rows;
+    assert!(m > 0 && out.len().is_multiple_of(m) && w.len() == out.len() / m * fmt.row_bytes(x.k));
     match cpu.isa {
         // SAFETY: as in `dot_f32`; `QuantRows` holds `k` int8 and `k / 32` scales per row.
         #[cfg(target_arch = "x86_64")]

@@ -28,7 +28,15 @@ pub(super) fn block(fmt: Format, w: &[u8], b: usize) -> ([i8; 32], f32) {
     }
 }
 
-pub(super) fn dot_f32(fmt: Format, w: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
+/// `out (rows, m)`: every weight row of `w` against every activation row of `x (m, k)`.
+pub(super) fn dot_f32(fmt: Format, w: &[u8], x: &[f32], (k, m): (usize, usize), out: &mut [f32]) {
+    let rb = fmt.row_bytes(k);
+    for (wr, o) in w.chunks_exact(rb).zip(out.chunks_exact_mut(m)) {
+        dot_f32_row(fmt, wr, x, k, o);
+    }
+}
+
+fn dot_f32_row(fmt: Format, w: &[u8], x: &[f32], k: usize, out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         let xr = &x[i * k..(i + 1) * k];
         let mut acc = 0f32;
@@ -44,7 +52,15 @@ pub(super) fn dot_f32(fmt: Format, w: &[u8], x: &[f32], k: usize, out: &mut [f32
     }
 }
 
+/// `out (rows, m)`: every weight row of `w` against every quantized row of `x`.
 pub(super) fn dot_q8(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
+    let rb = fmt.row_bytes(x.k);
+    for (wr, o) in w.chunks_exact(rb).zip(out.chunks_exact_mut(x.rows)) {
+        dot_q8_row(fmt, wr, x, o);
+    }
+}
+
+fn dot_q8_row(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
     let k = x.k;
     for (i, o) in out.iter_mut().enumerate() {
         let (xq, xd) = (&x.qs[i * k..(i + 1) * k], &x.d[i * k / 32..]);

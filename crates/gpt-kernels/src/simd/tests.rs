@@ -72,7 +72,7 @@ fn the_row_kernels_equal_f64_sums_on_every_isa() {
                 let xq = QuantRows::new(&x, k);
                 for r in 0..3 {
                     let wr = reference_row(fmt, &w, k, r);
-                    let row = &w[r * fmt.row_bytes(k)..];
+                    let row = &w[r * fmt.row_bytes(k)..(r + 1) * fmt.row_bytes(k)];
                     for isa in Isa::runnable() {
                         let mut exact = vec![0f32; m];
                         dot_f32(kernels(isa, Precision::Exact), fmt, row, &x, k, &mut exact);
@@ -151,7 +151,7 @@ fn matmul_equals_f64_on_both_paths_and_every_isa() {
         let w = weights(&mut rng, fmt, n, k);
         let bias = randn(&mut rng, n);
         let rows: Vec<Vec<f32>> = (0..n).map(|r| reference_row(fmt, &w, k, r)).collect();
-        for m in [1usize, 3, GEMV_MAX_M, GEMV_MAX_M + 1, 37] {
+        for m in [1usize, 3, 5, GEMV_MAX_M, GEMV_MAX_M + 1, 37] {
             let x = randn(&mut rng, m * k);
             for isa in Isa::runnable() {
                 for precision in [Precision::Exact, Precision::Fast] {
