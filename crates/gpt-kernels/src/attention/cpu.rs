@@ -76,7 +76,7 @@ pub(crate) fn attention(
                 return unsafe { attend_row_avx2(dims, params, &io, row, o) };
             }
             let _ = avx2;
-            attend_row(dims, params, &io, row, o)
+            attend_row(dims, params, &io, row, o, Portable)
         });
     out
 }
@@ -98,12 +98,133 @@ unsafe fn attend_row_avx2(
     row: usize,
     o: &mut [f32],
 ) {
-    attend_row(dims, params, io, row, o)
+    // SAFETY: this function runs only where AVX2 and FMA were detected.
+    attend_row(dims, params, io, row, o, Avx2)
+}
+
+/// The two inner loops of a row: a key's score and the probability-weighted sum of values.
+trait RowKernels: Copy {
+    /// `Σ a·b`.
+    fn dot(self, a: &[f32], b: &[f32]) -> f32;
+    /// `o += Σ_j p[j] · v[offs[j]..][..o.len()]`.
+    fn pv(self, p: &[f32], offs: &[usize], v: &[f32], o: &mut [f32]);
+}
+
+/// Plain loops (vectorized by the compiler for the build's baseline).
+#[derive(Clone, Copy)]
+struct Portable;
+
+impl RowKernels for Portable {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+    #[inline(always)]
+    fn pv(self, p: &[f32], offs: &[usize], v: &[f32], o: &mut [f32]) {
+        let d = o.len();
+        for (&pj, &off) in p.iter().zip(offs) {
+            axpy(pj, &v[off..off + d], o);
+        }
+    }
+}
+
+/// AVX2 + FMA intrinsics; constructed only where they were detected.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl RowKernels for Avx2 {
+    #[inline(always)]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: `Avx2` exists only where AVX2 and FMA were detected.
+        unsafe { dot_avx2(a, b) }
+    }
+    #[inline(always)]
+    fn pv(self, p: &[f32], offs: &[usize], v: &[f32], o: &mut [f32]) {
+        let d = o.len();
+        assert!(offs.iter().all(|&off| off + d <= v.len()) && p.len() == offs.len());
+        // SAFETY: as in `dot`; every row read is in bounds (checked above).
+        unsafe { pv_avx2(p, offs, v, o) }
+    }
+}
+
+/// `o += Σ_j p[j] · v[offs[j]..]`, eight output columns at a time held in a register across
+/// all the block's keys.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn pv_avx2(p: &[f32], offs: &[usize], v: &[f32], o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let d = o.len();
+    let mut c = 0;
+    // SAFETY: the caller checked every `offs[j] + d <= v.len()`.
+    unsafe {
+        while c + 8 <= d {
+            let mut acc = _mm256_loadu_ps(o.as_ptr().add(c));
+            for (&pj, &off) in p.iter().zip(offs) {
+                let vr = _mm256_loadu_ps(v.as_ptr().add(off + c));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(pj), vr, acc);
+            }
+            _mm256_storeu_ps(o.as_mut_ptr().add(c), acc);
+            c += 8;
+        }
+    }
+    for (&pj, &off) in p.iter().zip(offs) {
+        for j in c..d {
+            o[j] += pj * v[off + j];
+        }
+    }
+}
+
+/// `Σ a·b` with FMA, four 8-lane accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY: every load reads 8 values below `n`.
+    unsafe {
+        while i + 32 <= n {
+            for (j, aj) in acc.iter_mut().enumerate() {
+                let o = i + 8 * j;
+                *aj = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(pb.add(o)), *aj);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
+            i += 8;
+        }
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let mut s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    for j in i..n {
+        s += a[j] * b[j];
+    }
+    s
 }
 
 /// One output row `o (d)`: `row = (bb·t + i)·hq + h`, the same flat index as in q.
 #[inline(always)]
-fn attend_row(dims: &AttnDims, params: &AttnParams, io: &Io<'_>, row: usize, o: &mut [f32]) {
+fn attend_row(
+    dims: &AttnDims,
+    params: &AttnParams,
+    io: &Io<'_>,
+    row: usize,
+    o: &mut [f32],
+    k: impl RowKernels,
+) {
     let AttnDims {
         t, s, hq, hkv, d, ..
     } = *dims;
@@ -125,7 +246,7 @@ fn attend_row(dims: &AttnDims, params: &AttnParams, io: &Io<'_>, row: usize, o: 
         let mut bm = f32::NEG_INFINITY;
         for (jj, ej) in e[..n].iter_mut().enumerate() {
             let off = key(start + jj);
-            *ej = params.scale * dot(qr, &io.k[off..off + d]);
+            *ej = params.scale * k.dot(qr, &io.k[off..off + d]);
             bm = bm.max(*ej);
         }
         if bm > m {
@@ -138,10 +259,11 @@ fn attend_row(dims: &AttnDims, params: &AttnParams, io: &Io<'_>, row: usize, o: 
             *ej = exp_neg(*ej - m);
         }
         l += e[..n].iter().sum::<f32>();
-        for (jj, &pj) in e[..n].iter().enumerate() {
-            let off = key(start + jj);
-            axpy(pj, &io.v[off..off + d], o);
+        let mut offs = [0usize; KEY_BLOCK];
+        for (jj, of) in offs[..n].iter_mut().enumerate() {
+            *of = key(start + jj);
         }
+        k.pv(&e[..n], &offs[..n], io.v, o);
         start += n;
     }
     let inv = 1.0 / l;
@@ -224,7 +346,7 @@ mod tests {
                 let z: f64 = sc.iter().map(|x| (x - mx).exp()).sum::<f64>()
                     + (f64::from(sinks[h]) - mx).exp();
                 let mut portable = vec![0f32; d];
-                attend_row(&dims, &params, &io, row, &mut portable);
+                attend_row(&dims, &params, &io, row, &mut portable, super::Portable);
                 for c in 0..d {
                     let want: f64 = (j0..j1)
                         .zip(&sc)
