@@ -24,6 +24,9 @@ const GEMV_ROWS: usize = 16;
 /// Weight bytes per GEMV task, at least.
 const GEMV_BYTES: usize = 16 << 10;
 
+/// Work under this many bytes runs on the calling thread alone.
+const PAR_MIN_BYTES: usize = 64 << 10;
+
 /// Weight rows per GEMM tile: `128 · k` f32 (1.4 MiB at k = 2880) per thread.
 const GEMM_ROWS: usize = 128;
 
@@ -50,8 +53,13 @@ pub(crate) fn matmul(
     let mut yt = vec![0f32; n * m];
     if m <= GEMV_MAX_M {
         let xq = (cpu.precision() == Precision::Fast).then(|| QuantRows::new(x, k));
-        // At least GEMV_BYTES of weights per task: narrow rows (small k) come in longer runs.
-        let task = (GEMV_BYTES / rb).max(GEMV_ROWS);
+        // At least GEMV_BYTES of weights per task: narrow rows (small k) come in longer runs;
+        // a matrix under PAR_MIN_BYTES is one task (waking the other core costs more).
+        let task = if n * rb < PAR_MIN_BYTES {
+            n
+        } else {
+            (GEMV_BYTES / rb).max(GEMV_ROWS)
+        };
         yt.par_chunks_mut(task * m).enumerate().for_each(|(c, yt)| {
             let r0 = c * task;
             let wr = &w[r0 * rb..(r0 + yt.len() / m) * rb];
@@ -81,11 +89,16 @@ pub(crate) fn matmul(
         return yt; // (n, 1) and (1, n) share one memory layout
     }
     let mut y = vec![0f32; m * n];
-    y.par_chunks_mut(n).enumerate().for_each(|(i, yr)| {
+    let transpose = |(i, yr): (usize, &mut [f32])| {
         for (j, v) in yr.iter_mut().enumerate() {
             *v = yt[j * m + i];
         }
-    });
+    };
+    if m * n * 4 < PAR_MIN_BYTES {
+        y.chunks_mut(n).enumerate().for_each(transpose);
+    } else {
+        y.par_chunks_mut(n).enumerate().for_each(transpose);
+    }
     y
 }
 
