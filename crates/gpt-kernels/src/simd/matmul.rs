@@ -27,8 +27,9 @@ const GEMV_BYTES: usize = 16 << 10;
 /// Work under this many bytes runs on the calling thread alone.
 const PAR_MIN_BYTES: usize = 64 << 10;
 
-/// Weight rows per GEMM tile: `128 · k` f32 (1.4 MiB at k = 2880) per thread.
-const GEMM_ROWS: usize = 128;
+/// f32 bytes of one GEMM weight tile per thread (128 rows at k = 2880); narrow matrices take
+/// more rows per tile (up to 4096), so a tile is never a tiny `gemm` call.
+const GEMM_TILE_BYTES: usize = 128 * 2880 * 4;
 
 thread_local! {
     /// The dequantized weight tile of the GEMM path, reused across calls.
@@ -70,10 +71,11 @@ pub(crate) fn matmul(
             add_bias(yt, m, r0, bias);
         });
     } else {
-        yt.par_chunks_mut(GEMM_ROWS * m)
+        let tile_rows = (GEMM_TILE_BYTES / (4 * k)).clamp(128, 4096);
+        yt.par_chunks_mut(tile_rows * m)
             .enumerate()
             .for_each(|(c, yt)| {
-                let r0 = c * GEMM_ROWS;
+                let r0 = c * tile_rows;
                 let rows = yt.len() / m;
                 TILE.with_borrow_mut(|tile| {
                     tile.resize(rows * k, 0.0);

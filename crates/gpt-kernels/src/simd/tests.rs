@@ -186,3 +186,36 @@ fn the_detected_isa_is_runnable() {
     assert!(Isa::runnable().contains(&Isa::detected()));
     assert!(Isa::runnable().contains(&Isa::Portable));
 }
+
+/// A narrow matrix (k = 64) tall enough for two GEMM tiles (up to 4096 rows each).
+#[test]
+fn the_tiled_gemm_covers_every_row_of_a_tall_narrow_matrix() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let (m, n, k) = (GEMV_MAX_M + 3, 4100, 64);
+    let w = weights(&mut rng, Format::Q8_0, n, k);
+    let x = randn(&mut rng, m * k);
+    let y = matmul(
+        kernels(Isa::detected(), Precision::Exact),
+        Format::Q8_0,
+        &x,
+        (m, k, n),
+        &w,
+        None,
+    );
+    for j in [0, 1, 4095, 4096, 4099] {
+        let wr = reference_row(Format::Q8_0, &w, k, j);
+        for i in 0..m {
+            let xi = &x[i * k..(i + 1) * k];
+            let want: f64 = wr.iter().zip(xi).map(|(a, b)| f64::from(a * b)).sum();
+            let mag: f64 = wr
+                .iter()
+                .zip(xi)
+                .map(|(a, b)| f64::from((a * b).abs()))
+                .sum();
+            assert!(
+                (f64::from(y[i * n + j]) - want).abs() <= 1e-5 * mag + 1e-6,
+                "({i}, {j})"
+            );
+        }
+    }
+}
