@@ -9,13 +9,16 @@
 //! | [`mxfp4_dequant`] | U8 `(.., rows, cols/32·17)` → f32 `(.., rows, cols)` | [`Mxfp4Dequant`] |
 //! | [`mxfp4_matmul`] | f32 `(m, k)`, U8 `(n, k/32·17)`, bias `(n)` → `(m, n)` | [`Mxfp4Matmul`] |
 //! | [`moe_mxfp4_matmul`] | f32 `(t, k)`/`(t, top_k, k)`, U8 `(e, n, k/32·17)`, bias `(e, n)`, U32 ids `(t, top_k)` → `(t, top_k, n)` | [`MoeMxfp4Matmul`] |
+//! | [`q8_0_matmul`] | f32 `(m, k)`, U8 `(n, k/32·34)`, bias `(n)` → `(m, n)` | [`Q8Matmul`] |
 //! | [`swiglu_oai`] | gate, up (same shape) → same shape | [`SwigluOai`] |
 //! | [`attention_with_sinks`] | q `(b, t, hq, d)`, k/v `(b, s, hkv, d)`, sinks `(hq)` → `(b, t, hq, d)` | [`AttentionWithSinks`] |
 //! | [`router_topk_softmax`] | logits `(t, e)` → ids U32 `(t, k)`, weights `(t, k)` | [`RouterTopK`] |
 //!
-//! MXFP4 weights stay in their GGUF bytes (`DType::U8`, ggml block layout, see [`mxfp4::block`]);
-//! the ops never quantize activations. The crate knows nothing of GGUF files or the GPT-OSS
-//! config.
+//! MXFP4 and Q8_0 weights stay in their GGUF bytes (`DType::U8`, ggml block layouts, see
+//! [`mxfp4::block`]). On the CPU the quantized matmuls run the vectorized kernels of [`simd`]
+//! at a [`Precision`]: exact (f32 activations, the default) or fast (activations quantized to
+//! int8 per 32-block, as llama.cpp does); the `*_with` entry points take a [`CpuKernels`]. The
+//! crate knows nothing of GGUF files or the GPT-OSS config.
 //!
 //! With the `cuda` feature, `cuda::decode` also holds the fused kernels of the batch-1 decode
 //! step, launched on raw device pointers (no allocation, so a step can be captured in a CUDA

@@ -23,17 +23,6 @@ pub(crate) const KVALUES_F32: [f32; 16] = {
     t
 };
 
-/// Byte → (value of the low nibble, value of the high nibble), unscaled: one lookup per byte.
-const PAIRS_F32: [[f32; 2]; 256] = {
-    let mut t = [[0f32; 2]; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = [KVALUES_F32[b & 15], KVALUES_F32[b >> 4]];
-        b += 1;
-    }
-    t
-};
-
 /// Bytes of one row of `cols` elements (`cols` must be a multiple of [`BLOCK_ELEMS`]).
 pub const fn row_bytes(cols: usize) -> usize {
     cols / BLOCK_ELEMS * BLOCK_BYTES
@@ -60,32 +49,6 @@ pub fn decode_block(block: &[u8], out: &mut [f32]) {
     for (j, &q) in block[1..BLOCK_BYTES].iter().enumerate() {
         lo[j] = KVALUES_F32[usize::from(q & 15)] * d;
         hi[j] = KVALUES_F32[usize::from(q >> 4)] * d;
-    }
-}
-
-/// Dot product of one 17-byte block with 32 activations: `Σ_j x[j] · w[j]`.
-///
-/// The nibble values are multiplied first and the power-of-two scale last; scaling by 2^n is
-/// exact in f32 (barring overflow/underflow), so this equals the dot with the dequantized block
-/// up to summation order.
-#[inline]
-pub fn dot_block(block: &[u8], x: &[f32]) -> f32 {
-    let mut w = [0f32; BLOCK_ELEMS];
-    for (j, &q) in block[1..BLOCK_BYTES].iter().enumerate() {
-        let [lo, hi] = PAIRS_F32[usize::from(q)];
-        w[j] = lo;
-        w[j + 16] = hi;
-    }
-    crate::dot::dot(&w, &x[..BLOCK_ELEMS]) * e8m0_to_f32_half(block[0])
-}
-
-/// Dequantizes a row of whole blocks (`out.len() == blocks.len() / 17 * 32`).
-pub fn decode_row(blocks: &[u8], out: &mut [f32]) {
-    for (b, o) in blocks
-        .chunks_exact(BLOCK_BYTES)
-        .zip(out.chunks_exact_mut(BLOCK_ELEMS))
-    {
-        decode_block(b, o);
     }
 }
 
@@ -116,23 +79,6 @@ mod tests {
             };
             assert_eq!(f64::from(KVALUES[usize::from(code)]), 2.0 * sign * mag);
         }
-    }
-
-    #[test]
-    fn dot_block_equals_decode_then_dot() {
-        let block: [u8; 17] = [
-            125, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC, 0xDE, 0xF0, 0x0F, 0xED, 0xCB, 0xA9, 0x87,
-            0x65, 0x43, 0x21,
-        ];
-        let x: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.37).collect();
-        let mut w = [0f32; 32];
-        decode_block(&block, &mut w);
-        let want: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
-        let got = dot_block(&block, &x);
-        assert!(
-            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
-            "{got} vs {want}"
-        );
     }
 }
 

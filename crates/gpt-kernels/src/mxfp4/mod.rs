@@ -1,7 +1,7 @@
 //! MXFP4 (ggml block layout) dequantization and matmul ops.
 //!
 //! Weights stay in their GGUF bytes as a `DType::U8` tensor (rows, cols/32·17); see [`block`]
-//! for the format. The ops never quantize activations: W is dequantized exactly and the dot
+//! for the format. At `Precision::Exact` W is dequantized exactly and the dot
 //! products accumulate in f32.
 
 pub mod block;

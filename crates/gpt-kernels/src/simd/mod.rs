@@ -62,15 +62,6 @@ impl Isa {
             .collect()
     }
 
-    /// Lower-case name, as `GPTOSS_CPU_ISA` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Portable => "portable",
-            Isa::Avx2 => "avx2",
-            Isa::Avx512 => "avx512",
-        }
-    }
-
     fn hardware() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {

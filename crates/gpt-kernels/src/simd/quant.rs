@@ -17,22 +17,17 @@ pub struct QuantRows {
 impl QuantRows {
     /// Quantizes `x (rows, k)`, `k` a multiple of 32.
     pub fn new(x: &[f32], k: usize) -> Self {
-        let mut q = Self::default();
-        q.fill(x, k);
-        q
-    }
-
-    /// Re-quantizes into the existing buffers (no allocation once they are large enough).
-    pub fn fill(&mut self, x: &[f32], k: usize) {
         debug_assert!(k.is_multiple_of(32) && (k == 0 || x.len().is_multiple_of(k)));
-        self.k = k;
-        self.rows = x.len().checked_div(k).unwrap_or(0);
-        self.qs.resize(x.len(), 0);
-        self.d.resize(x.len() / 32, 0.0);
+        let mut q = Self {
+            qs: vec![0; x.len()],
+            d: vec![0.0; x.len() / 32],
+            rows: x.len().checked_div(k).unwrap_or(0),
+            k,
+        };
         for ((xs, qs), d) in x
             .chunks_exact(32)
-            .zip(self.qs.chunks_exact_mut(32))
-            .zip(self.d.iter_mut())
+            .zip(q.qs.chunks_exact_mut(32))
+            .zip(q.d.iter_mut())
         {
             let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
             let scale = amax / 127.0;
@@ -43,6 +38,7 @@ impl QuantRows {
             }
             *d = scale;
         }
+        q
     }
 
     /// Rows held.
