@@ -7,23 +7,10 @@
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 B=/tmp/bin; R=${OUT:-/tmp}/race; mkdir -p $B $R
-LB=/tmp/llama/llama.cpp/build/bin/llama-bench
-# A llama-bench built by an earlier call (static, xz'd, split by this script into
-# .carry/llama-bench.xz.*) skips the build.
-if ls .carry/llama-bench.xz.* > /dev/null 2>&1 && [ ! -f /tmp/llama-build.started ]; then
-  mkdir -p $(dirname $LB) && cat .carry/llama-bench.xz.* | xz -dc > $LB && chmod +x $LB
-  touch /tmp/llama-build.started /tmp/llama-bench.carried && echo 0 > /tmp/llama-build.rc
-  echo "llama-bench from .carry"
-fi
-# The llama.cpp build runs in the background (started once; a caller may have started it).
-if [ ! -f /tmp/llama-build.started ]; then
-  touch /tmp/llama-build.started
-  mkdir -p /tmp/llama && tar xzf .carry/llama-src.tgz -C /tmp/llama
-  ( cd /tmp/llama/llama.cpp && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-      -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-      -DLLAMA_BUILD_APP=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release > /tmp/llama-cmake.log 2>&1 \
-    && cmake --build build -j14 --target llama-bench > /tmp/llama-build.log 2>&1; echo $? > /tmp/llama-build.rc ) &
-fi
+# llama-bench: carried from an earlier call (.carry/llama-bench.xz.*) or built in the
+# background (started once; a caller may have started it).
+. scripts/device/llama_build.sh llama-bench
+LB=$LD/llama-bench
 [ "${START_BUILD_ONLY:-}" = 1 ] && exit 0
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee /tmp/gpu.txt
 xz -dc ${GPTOSS_XZ:-.carry/gptoss.xz} > $B/gptoss && chmod +x $B/gptoss
@@ -38,7 +25,7 @@ $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 128 --depth 4096 --reps 1 > $R
 $B/gptoss bench $M --prompt-tokens 0 --gen-tokens 128 --depth 32768 --reps 1 > $R/ours_d32768.json 2>/dev/null
 if [ "$(cat /tmp/llama-build.rc)" = 0 ]; then
   # Keep the static binary for the next call (files back are at most 16 MiB each).
-  [ -f /tmp/llama-bench.carried ] || [ -f $R/llama-bench.xz.aa ] || (strip -o /tmp/llama-bench.s $LB && xz -T16 -6 -c /tmp/llama-bench.s | split -b 15M - $R/llama-bench.xz.)
+  [ -f /tmp/llama-bins.carried ] || [ -f $R/llama-bench.xz.aa ] || (strip -o /tmp/llama-bench.s $LB && xz -T16 -6 -c /tmp/llama-bench.s | split -b 15M - $R/llama-bench.xz.)
   $LB -m /tmp/20b.gguf -ngl 99 -fa 1 -p 512,2048 -n 128 -r 3 -o json > $R/llama_pp.json 2>/dev/null
   $LB -m /tmp/20b.gguf -ngl 99 -fa 1 -p 0 -n 128 -d 4096,32768 -r 1 -o json > $R/llama_tg.json 2>/dev/null
 else

@@ -33,9 +33,13 @@ class Server:
     def __init__(self, *extra, timeout=180):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
         self.log = open(os.path.join(ROOT, "target", f"serve-{self.port}.log"), "w")
-        cmd = [binary(), "serve", "--model", "tiny", "--host", "127.0.0.1",
-               "--port", str(self.port), "--device", "cpu", "--ctx", "2048", *extra]
+        # GPTOSS_SERVE_MODEL / GPTOSS_SERVE_DEVICE: another model or device (the GPU load test).
+        model = os.environ.get("GPTOSS_SERVE_MODEL", "tiny")
+        device = os.environ.get("GPTOSS_SERVE_DEVICE", "cpu")
+        cmd = [binary(), "serve", "--model", model, "--host", "127.0.0.1",
+               "--port", str(self.port), "--device", device, "--ctx", "2048", *extra]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         self.saw_503 = False

@@ -1,4 +1,6 @@
-"""Load test of `gptoss serve --model tiny` on the CPU: 64 concurrent streams, loopback only.
+"""Load test of `gptoss serve --model tiny` on the CPU: 64 concurrent streams, loopback only
+(GPTOSS_SERVE_MODEL and GPTOSS_SERVE_DEVICE serve another model or device, e.g. the
+20B-shaped file on `cuda`).
 
 Prints requests/s, aggregate output tok/s, TTFT p50/p99, errors and the server's peak RSS.
 Usage: python scripts/serve/load_test.py [--streams 64] [--requests 128] [--max-tokens 32]

@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Launch the fused decode step kernel by kernel instead of as a CUDA graph.
     #[arg(long)]
     pub no_cuda_graph: bool,
+    /// MoE layers of at least this many (token, expert) slots run grouped GEMMs, fewer the
+    /// kernels that read each expert once and loop over its tokens (default: the engine's).
+    #[arg(long)]
+    pub moe_grouped_min_slots: Option<usize>,
     /// Let cuBLAS run f32 matmuls (prefill) on TF32 tensor cores (10-bit mantissa inputs).
     #[arg(long)]
     pub tf32: bool,
@@ -96,7 +100,7 @@ pub(crate) fn peak_rss() -> Option<u64> {
 }
 
 /// Device memory in use (total − free, all processes) on a CUDA device, when built with CUDA.
-fn vram_used(dev: &candle_core::Device) -> Option<u64> {
+pub(crate) fn vram_used(dev: &candle_core::Device) -> Option<u64> {
     #[cfg(feature = "cuda")]
     if dev.is_cuda() {
         dev.synchronize().ok()?;
@@ -158,6 +162,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             no_fast_decode: a.no_fast_decode,
             no_cuda_graph: a.no_cuda_graph,
             cpu_precision: a.cpu_precision.into(),
+            moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },
     };

@@ -9,7 +9,7 @@ use gpt_engine::model::ModelOptions;
 use gpt_engine::sampling::SamplingParams;
 use rand::{Rng, SeedableRng};
 
-use crate::bench::{dense, median, peak_rss, BenchArgs};
+use crate::bench::{dense, median, peak_rss, vram_used, BenchArgs};
 use crate::model_source;
 use crate::tools::device;
 
@@ -104,7 +104,7 @@ pub fn bench_concurrency(a: &BenchArgs) -> Result<()> {
     let ctx = a.prompt_tokens + a.gen_tokens + 1;
     let opts = EngineOptions {
         dense: Some(dense(a, &dev)),
-        device: dev,
+        device: dev.clone(),
         ctx: Some(ctx),
         max_seqs: max_n,
         max_batch_tokens: a.chunk.max(1),
@@ -115,6 +115,7 @@ pub fn bench_concurrency(a: &BenchArgs) -> Result<()> {
             no_fast_decode: a.no_fast_decode,
             no_cuda_graph: a.no_cuda_graph,
             cpu_precision: a.cpu_precision.into(),
+            moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },
         ..Default::default()
@@ -155,6 +156,7 @@ pub fn bench_concurrency(a: &BenchArgs) -> Result<()> {
             "ttft_ms_median": median(ttft),
             "wall_s": median(levels.iter().map(|l| l.wall_s).collect()),
             "peak_host_rss_bytes": peak_rss(),
+            "device_mem_used_bytes": vram_used(&dev),
         });
         if a.json {
             println!("{out}");

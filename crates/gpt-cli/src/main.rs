@@ -5,6 +5,7 @@ mod bench_batch;
 mod chat;
 mod check;
 mod compare;
+mod compare_batch;
 mod inspect;
 mod model_source;
 mod npy;
@@ -43,6 +44,8 @@ enum Cmd {
     Logits(tools::LogitsArgs),
     /// Check a device against the CPU: prefill logits and greedy tokens of the same model.
     CompareDevices(compare::CompareArgs),
+    /// Check batching on one device: sequences inside a staggered batch against each alone.
+    CompareBatch(compare_batch::CompareBatchArgs),
     /// Write a synthetic random-weight GPT-OSS GGUF (tiny, 20b or 120b shapes).
     GenModel(tools::GenModelArgs),
     /// Parse completion token ids into harmony messages and the OpenAI answer.
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Parse(a) => parse::parse(&a),
         Cmd::Serve(a) => serve::serve(&a),
         Cmd::CompareDevices(a) => compare::compare_devices(&a),
+        Cmd::CompareBatch(a) => compare_batch::compare_batch(&a),
     }
 }
 

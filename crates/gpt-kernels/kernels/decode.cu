@@ -202,35 +202,40 @@ extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const floa
     dst[i + half] = b;
 }
 
-// Decode attention with sinks, split over the keys. Grid (hkv, nsplit); block 32 * G threads
-// (G = hq / hkv query heads share a KV head; warp g takes head kvh * G + g). Visible keys of
-// the token at p = p[0]: rows j with kv_offset + j <= p and (window == 0 or p - (kv_offset + j)
-// < window). Split s takes an equal share of them, in tiles of 32 keys staged in shared memory.
-// Writes the unnormalized partial (m, l, acc[hd]) of each (head, split); empty splits write
-// (-inf, 0, 0). hd is 32 or DEC_ATT_D (64).
+// Decode attention with sinks, split over the keys. Grid (hkv, nsplit, rows); block 32 * G
+// threads (G = hq / hkv query heads share a KV head; warp g takes head kvh * G + g). Query row
+// r (blockIdx.z) reads q + r hq hd, its block table at table + r table_stride and its
+// position p[r p_stride] and key offset kv_off = p[r p_stride + off_at]. Visible keys: rows j
+// with kv_off + j <= pos and (window == 0 or pos - (kv_off + j) < window). Split s takes an
+// equal share of them, in tiles of 32 keys staged in shared memory. Writes the unnormalized
+// partial (m, l, acc[hd]) of each (row, head, split); empty splits write (-inf, 0, 0). hd is
+// 32 or DEC_ATT_D (64).
 // Paged caches: with a block table (non-null `table`), row j lives at row
 // table[j / bs] * bs + j % bs of kc and vc (the KV pool's blocks); without, at row j.
 extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const float *__restrict__ kc,
                                           const float *__restrict__ vc,
                                           const int32_t *__restrict__ table, const uint32_t bs,
-                                          const int32_t *__restrict__ p,
-                                          const uint32_t layer, const uint32_t hkv, const uint32_t hd,
-                                          const uint32_t window, const float scale,
-                                          float *__restrict__ part_m,
+                                          const uint32_t table_stride,
+                                          const int32_t *__restrict__ p, const uint32_t p_stride,
+                                          const uint32_t off_at, const uint32_t hkv,
+                                          const uint32_t hd, const uint32_t window,
+                                          const float scale, float *__restrict__ part_m,
                                           float *__restrict__ part_l, float *__restrict__ part_acc) {
     __shared__ float ks[32][DEC_ATT_D + 1];
     __shared__ float vs[32][DEC_ATT_D];
     __shared__ float qs[DEC_ATT_MAX_G][DEC_ATT_D];
-    const uint32_t kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
+    const uint32_t kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y, r = blockIdx.z;
     const uint32_t tid = threadIdx.x, lane = tid & 31, g = tid >> 5, groups = blockDim.x >> 5;
     const uint32_t h = kvh * groups + g;
+    const uint64_t hq = (uint64_t)hkv * groups;
+    q += r * hq * hd;
+    if (table) table += (uint64_t)r * table_stride;
+    p += (uint64_t)r * p_stride;
     for (uint32_t c = lane; c < hd; c += 32) qs[g][c] = q[(uint64_t)h * hd + c];
 
     const int64_t pos = p[0];
-    const int64_t rows = p[2 + 3 * layer];
-    const int64_t kv_off = p[3 + 3 * layer];
-    int64_t hi = pos - kv_off;
-    if (hi > rows - 1) hi = rows - 1;
+    const int64_t kv_off = p[off_at];
+    const int64_t hi = pos - kv_off;
     int64_t lo = window ? pos - (int64_t)window + 1 - kv_off : 0;
     if (lo < 0) lo = 0;
     const int64_t len = hi - lo + 1;
@@ -285,7 +290,7 @@ extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const flo
         }
         m = mnew;
     }
-    const uint64_t at = (uint64_t)h * nsplit + split;
+    const uint64_t at = ((uint64_t)r * hq + h) * nsplit + split;
     if (lane == 0) {
         part_m[at] = m;
         part_l[at] = l;
@@ -295,22 +300,25 @@ extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const flo
 }
 
 // Combines the splits of each head with its sink, out = sum_s acc_s e^(m_s - M) /
-// (sum_s l_s e^(m_s - M) + e^(S_h - M)), and quantizes the (hq * hd) result for the output
-// projection. Grid hq; block hd * G threads (G groups of splits; hd % 32 == 0,
-// nsplit <= DEC_MAX_SPLIT).
+// (sum_s l_s e^(m_s - M) + e^(S_h - M)), for query row r = blockIdx.y (partials at
+// (r hq + h) nsplit). With `out` non-null the (rows, hq * hd) result is written there in f32;
+// otherwise row 0 is quantized into (qh, ql, qd) for the output projection. Grid (hq, rows);
+// block hd * G threads (G groups of splits; hd % 32 == 0, nsplit <= DEC_MAX_SPLIT).
 extern "C" __global__ void dec_attn_combine(const float *__restrict__ part_m,
                                             const float *__restrict__ part_l,
                                             const float *__restrict__ part_acc,
                                             const float *__restrict__ sinks, const uint32_t nsplit,
                                             const uint32_t hd, int8_t *__restrict__ qh,
-                                            int8_t *__restrict__ ql, float *__restrict__ qd) {
+                                            int8_t *__restrict__ ql, float *__restrict__ qd,
+                                            float *__restrict__ out) {
     __shared__ float f[DEC_MAX_SPLIT];
     __shared__ float red[32];
     __shared__ float num[1024];
     const uint32_t h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t nw = blockDim.x >> 5, groups = blockDim.x / hd, c = tid % hd, g = tid / hd;
-    const float *pm = part_m + (uint64_t)h * nsplit;
-    const float *pl = part_l + (uint64_t)h * nsplit;
+    const uint64_t hr = (uint64_t)blockIdx.y * gridDim.x + h; // (row, head)
+    const float *pm = part_m + hr * nsplit;
+    const float *pl = part_l + hr * nsplit;
     const float sink = sinks[h];
     // M = max(sink, m_s)
     float mm = sink;
@@ -334,7 +342,7 @@ extern "C" __global__ void dec_attn_combine(const float *__restrict__ part_m,
     den = expf(sink - mm);
     for (uint32_t w = 0; w < nw; ++w) den += red[w];
     // Numerators: group g sums the splits s = g, g + G, ...
-    const float *pa = part_acc + (uint64_t)h * nsplit * hd;
+    const float *pa = part_acc + hr * nsplit * hd;
     float acc = 0.f;
 #pragma unroll 4
     for (uint32_t s = g; s < nsplit; s += groups) acc += pa[(uint64_t)s * hd + c] * f[s];
@@ -342,8 +350,11 @@ extern "C" __global__ void dec_attn_combine(const float *__restrict__ part_m,
     __syncthreads();
     if (g == 0) {
         for (uint32_t gg = 1; gg < groups; ++gg) acc += num[gg * hd + c];
-        const uint64_t idx = (uint64_t)h * hd + c;
-        quant_block(acc / den, lane, 0, idx / 32, qh, ql, qd);
+        const uint64_t idx = hr * hd + c;
+        if (out)
+            out[idx] = acc / den;
+        else
+            quant_block(acc / den, lane, 0, idx / 32, qh, ql, qd);
     }
 }
 
@@ -518,6 +529,105 @@ extern "C" __global__ void dec_moe_down(
     float out = 0.f;
     for (uint32_t t = 0; t < topk; ++t) out += __shfl_sync(0xffffffffu, v, t * nl);
     if (lane == 0) h[j] += out;
+}
+
+// Expert blocks a lane holds in registers in the row kernels below: k / 32 <= 8 * 16 (gate/up,
+// 16 lanes per row) and 4 * 32 (down, 32 lanes per row), k <= 4096.
+#define DEC_ROWS_MAXB 8
+
+// One row (`row` of planar MXFP4 experts, k columns) as blocks b = gl + nl i, held by lane gl
+// of a group of nl lanes: w[i], e[i] for i < maxb (zeros past the end).
+template <int MAXB>
+__device__ __forceinline__ void mx_row_load(const uint8_t *__restrict__ qs,
+                                            const uint8_t *__restrict__ e8, uint64_t row,
+                                            uint32_t k, uint32_t gl, uint32_t nl, uint4 *w,
+                                            uint8_t *e) {
+    const uint4 *w4 = (const uint4 *)(qs + row * (k / 2));
+    const uint8_t *er = e8 + row * (k / 32);
+    const uint32_t nb = k / 32;
+#pragma unroll
+    for (int i = 0; i < MAXB; ++i) {
+        const uint32_t b = gl + i * nl;
+        w[i] = b < nb ? __ldg(w4 + b) : make_uint4(0, 0, 0, 0);
+        e[i] = b < nb ? __ldg(er + b) : 0;
+    }
+}
+
+// The held row's partial dot with a permuted quantized x (k values at xh, xl; scales xd).
+template <int MAXB>
+__device__ __forceinline__ float mx_held_dot(const uint4 *w, const uint8_t *e, uint32_t k,
+                                             const int8_t *__restrict__ xh,
+                                             const int8_t *__restrict__ xl,
+                                             const float *__restrict__ xd, uint32_t gl,
+                                             uint32_t nl) {
+    const uint32_t nb = k / 32;
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < MAXB; ++i) {
+        const uint32_t b = gl + i * nl;
+        if (b < nb) acc += mx_block_dot(w[i], e[i], xh + b * 32, xl + b * 32, __ldg(xd + b));
+    }
+    return acc;
+}
+
+// MoE gate and up projections for few slots per expert (the batched decode), biases and
+// SwiGLU-OAI fused, over a grouped plan (tiles (expert, first slot, group end) of at most 64
+// slots, as prefill_gemm.cu's pg_route builds them): act[s, j] = swiglu(gate_e[j] . x_r +
+// gb[e, j], up_e[j] . x_r + ub[e, j]) with r = row_map[s]. Grid (ceil(n / DEC_WARPS), tiles);
+// one warp per row j of the tile's expert, its weights read once into registers (lanes 0-15
+// the gate row, 16-31 the up row) and multiplied with every slot of the tile. x quantized
+// permuted, (rows, k). k <= 4096.
+extern "C" __global__ void dec_moe_rows_gate_up(
+    const uint8_t *__restrict__ gq, const uint8_t *__restrict__ ge, const float *__restrict__ gb,
+    const uint8_t *__restrict__ uq, const uint8_t *__restrict__ ue, const float *__restrict__ ub,
+    const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+    const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles, const uint32_t n,
+    const uint32_t k, const float alpha, const float limit, float *__restrict__ act) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    const uint32_t e = tiles[3 * blockIdx.y], m0 = tiles[3 * blockIdx.y + 1];
+    const uint32_t end = min(m0 + 64u, tiles[3 * blockIdx.y + 2]);
+    if (j >= n || m0 >= end) return;
+    const uint64_t row = (uint64_t)e * n + j;
+    const bool is_up = lane >= 16;
+    const uint32_t gl = lane & 15;
+    uint4 w[DEC_ROWS_MAXB];
+    uint8_t ex[DEC_ROWS_MAXB];
+    mx_row_load<DEC_ROWS_MAXB>(is_up ? uq : gq, is_up ? ue : ge, row, k, gl, 16, w, ex);
+    const float bg = gb[row], bu = ub[row];
+    for (uint32_t s = m0; s < end; ++s) {
+        const uint64_t xo = (uint64_t)row_map[s] * k;
+        float v = mx_held_dot<DEC_ROWS_MAXB>(w, ex, k, xh + xo, xl + xo, xd + xo / 32, gl, 16);
+        v = group_sum(v, 16);
+        const float ud = __shfl_sync(0xffffffffu, v, 16);
+        if (lane == 0) act[(uint64_t)s * n + j] = swiglu_oai(v + bg, ud + bu, alpha, limit);
+    }
+}
+
+// MoE down projection for few slots per expert: y[s, j] = down_e[j] . act[s] + db[e, j] over
+// the same plan (slot s reads row s of act, quantized permuted, (slots, k)). Grid
+// (ceil(n / DEC_WARPS), tiles); one warp per row j, all 32 lanes on it. k <= 4096.
+extern "C" __global__ void dec_moe_rows_down(
+    const uint8_t *__restrict__ dq, const uint8_t *__restrict__ de, const float *__restrict__ db,
+    const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+    const uint32_t *__restrict__ tiles, const uint32_t n, const uint32_t k,
+    float *__restrict__ y) {
+    const uint32_t lane = threadIdx.x & 31;
+    const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    const uint32_t e = tiles[3 * blockIdx.y], m0 = tiles[3 * blockIdx.y + 1];
+    const uint32_t end = min(m0 + 64u, tiles[3 * blockIdx.y + 2]);
+    if (j >= n || m0 >= end) return;
+    const uint64_t row = (uint64_t)e * n + j;
+    uint4 w[DEC_ROWS_MAXB / 2];
+    uint8_t ex[DEC_ROWS_MAXB / 2];
+    mx_row_load<DEC_ROWS_MAXB / 2>(dq, de, row, k, lane, 32, w, ex);
+    const float b = db[row];
+    for (uint32_t s = m0; s < end; ++s) {
+        const uint64_t xo = (uint64_t)s * k;
+        float v = mx_held_dot<DEC_ROWS_MAXB / 2>(w, ex, k, xh + xo, xl + xo, xd + xo / 32, lane, 32);
+        v = warp_sum(v);
+        if (lane == 0) y[(uint64_t)s * n + j] = v + b;
+    }
 }
 
 // ggml Q8_0 blocks (f16 d, 32 int8) to a split matrix: qs (nblocks * 32) int8, d (nblocks) f32.

@@ -12,6 +12,7 @@
 //! | [`q8_0_matmul`] | f32 `(m, k)`, U8 `(n, k/32·34)`, bias `(n)` → `(m, n)` | [`Q8Matmul`] |
 //! | [`swiglu_oai`] | gate, up (same shape) → same shape | [`SwigluOai`] |
 //! | [`attention_with_sinks`] | q `(b, t, hq, d)`, k/v `(b, s, hkv, d)`, sinks `(hq)` → `(b, t, hq, d)` | [`AttentionWithSinks`] |
+//! | [`paged_decode_attention`] | q `(rows, hq, d)`, pool k/v `(blocks·bs, hkv, d)`, sinks `(hq)`, [`PagedRows`] → `(rows, hq, d)` | [`PagedDecodeAttention`] |
 //! | [`router_topk_softmax`] | logits `(t, e)` → ids U32 `(t, k)`, weights `(t, k)` | [`RouterTopK`] |
 //!
 //! MXFP4 and Q8_0 weights stay in their GGUF bytes (`DType::U8`, ggml block layouts, see
@@ -68,6 +69,7 @@ pub mod router;
 pub mod simd;
 pub mod swiglu;
 
+pub use attention::paged::{paged_decode_attention, PagedDecodeAttention, PagedRow, PagedRows};
 pub use attention::{attention_with_sinks, AttentionWithSinks};
 pub use moe::{moe_mxfp4_matmul, moe_mxfp4_matmul_with, MoeMxfp4Matmul};
 pub use mxfp4::{mxfp4_dequant, mxfp4_matmul, mxfp4_matmul_with, Mxfp4Dequant, Mxfp4Matmul};

@@ -197,6 +197,37 @@ pub fn attention_with_sinks_slow(
         .contiguous()
 }
 
+/// Reference of [`crate::paged_decode_attention`]: each row's keys and values gathered from
+/// the pool through its blocks (`index_select`), then [`attention_with_sinks_slow`] for its
+/// one query. `q` `(rows, hq, d)`, pool `k`, `v` `(blocks · bs, hkv, d)` → `(rows, hq, d)`.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_decode_attention_slow(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    sinks: &Tensor,
+    rows: &[crate::PagedRow],
+    block_size: usize,
+    scale: f32,
+    window: Option<usize>,
+) -> Result<Tensor> {
+    let mut outs = Vec::with_capacity(rows.len());
+    for (r, row) in rows.iter().enumerate() {
+        let s = row.pos + 1 - row.kv_offset;
+        let idx: Vec<u32> = (0..s)
+            .map(|j| row.blocks[j / block_size] * block_size as u32 + (j % block_size) as u32)
+            .collect();
+        let idx = Tensor::from_vec(idx, s, q.device())?;
+        let kr = k.index_select(&idx, 0)?.unsqueeze(0)?; // (1, s, hkv, d)
+        let vr = v.index_select(&idx, 0)?.unsqueeze(0)?;
+        let qr = q.narrow(0, r, 1)?.unsqueeze(0)?; // (1, 1, hq, d)
+        let o =
+            attention_with_sinks_slow(&qr, &kr, &vr, sinks, scale, window, row.pos, row.kv_offset)?;
+        outs.push(o.squeeze(0)?); // (1, hq, d)
+    }
+    Tensor::cat(&outs, 0) // (rows, hq, d)
+}
+
 /// Reference of [`crate::router_topk_softmax`]: stable descending sort of all logits (ties keep
 /// the lower index first), then softmax over all experts, gathered and renormalized (equal to
 /// the softmax over the selected logits, spec §6.4).

@@ -15,7 +15,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use gpt_kernels::cuda::decode::{
-    planar_to_blocks, tensor_ptr, DecodeKernels, MxPtrs, Q8Ptrs, QVec,
+    planar_to_blocks, tensor_ptr, AttnRows, CombineOut, DecodeKernels, MxPtrs, Q8Ptrs, QVec,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -583,7 +583,7 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                     (p(&kct), p(&vct)),
                     (0, 0),
                     p(&pt),
-                    1,
+                    AttnRows::fused(1),
                     (hq, hkv, hd),
                     window,
                     scale,
@@ -591,7 +591,14 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                     parts,
                 )?;
                 let oq = QBuf::new(&dev, hq * hd)?;
-                k.attn_combine(parts, p(&st), (hq, hd), nsplit, oq.ptrs())?;
+                k.attn_combine(
+                    parts,
+                    p(&st),
+                    (hq, hd),
+                    nsplit,
+                    1,
+                    CombineOut::Quant(oq.ptrs()),
+                )?;
                 let (ov, oh) = oq.values(false)?;
                 let ov: Vec<f32> = ov.iter().map(|v| *v as f32).collect();
                 let what = format!("attention hd {hd} window {window} splits {nsplit}");
@@ -623,7 +630,7 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                     (p(&kpt), p(&vpt)),
                     (p(&table), bs),
                     p(&pt),
-                    1,
+                    AttnRows::fused(1),
                     (hq, hkv, hd),
                     window,
                     scale,
@@ -631,12 +638,180 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                     parts,
                 )?;
                 let oqp = QBuf::new(&dev, hq * hd)?;
-                k.attn_combine(parts, p(&st), (hq, hd), nsplit, oqp.ptrs())?;
+                k.attn_combine(
+                    parts,
+                    p(&st),
+                    (hq, hd),
+                    nsplit,
+                    1,
+                    CombineOut::Quant(oqp.ptrs()),
+                )?;
                 let (ovp, _) = oqp.values(false)?;
                 let ovp: Vec<f32> = ovp.iter().map(|v| *v as f32).collect();
                 assert_eq!(ovp, ov, "{what}: paged pool");
             }
         }
+    }
+    Ok(())
+}
+
+/// The batched decode's paged attention on the GPU (the split kernels, one launch for every
+/// row) against the op's CPU loop (itself checked against the gathered reference in
+/// `cpu_vs_reference`): ragged row counts, positions and key offsets, shuffled blocks, with and
+/// without a window. Error bound: 1e-5 × max |v| (the outputs are convex combinations of v
+/// rows; the two sum in different orders).
+#[test]
+fn paged_decode_attention_matches_the_cpu_op() -> R<()> {
+    use gpt_kernels::{paged_decode_attention, PagedRow, PagedRows};
+    let (dev, _k, mut rng) = setup("paged attention")?;
+    let cpu = Device::Cpu;
+    let bs = 16usize;
+    let blocks = 80usize;
+    for (n, hq, hkv, hd, window) in [
+        (1usize, 64usize, 8usize, 64usize, None),
+        (37, 64, 8, 64, Some(128usize)),
+        (70, 8, 2, 32, None),
+        (5, 8, 8, 64, Some(3)),
+        (129, 16, 2, 64, None),
+    ] {
+        let rows: Vec<PagedRow> = (0..n)
+            .map(|_| {
+                let pos = rng.random_range(0..blocks * bs - 1);
+                let first = if rng.random_bool(0.5) {
+                    0
+                } else {
+                    rng.random_range(0..=pos / bs)
+                };
+                let need = (pos + 1 - first * bs).div_ceil(bs);
+                let mut ids: Vec<u32> = (0..blocks as u32).collect();
+                ids.shuffle(&mut rng);
+                PagedRow {
+                    pos,
+                    kv_offset: first * bs,
+                    blocks: ids[..need].to_vec(),
+                }
+            })
+            .collect();
+        let pool = blocks * bs * hkv * hd;
+        let q = uniform(&mut rng, n * hq * hd, -2.0, 2.0);
+        let kk = uniform(&mut rng, pool, -2.0, 2.0);
+        let vv = uniform(&mut rng, pool, -3.0, 3.0);
+        let sinks = uniform(&mut rng, hq, -3.0, 3.0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let run = |d: &Device| -> R<Vec<f32>> {
+            let q = Tensor::from_vec(q.clone(), (n, hq, hd), d)?;
+            let k = Tensor::from_vec(kk.clone(), (blocks * bs, hkv, hd), d)?;
+            let v = Tensor::from_vec(vv.clone(), (blocks * bs, hkv, hd), d)?;
+            let s = Tensor::from_vec(sinks.clone(), hq, d)?;
+            let pr = PagedRows::new(&rows, bs, d)?;
+            let o = paged_decode_attention(&q, &k, &v, &s, &pr, scale, window)?;
+            f32s(&o.to_device(&Device::Cpu)?)
+        };
+        let (got, want) = (run(&dev)?, run(&cpu)?);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 3e-5,
+            "{n} rows, heads {hq}/{hkv}, hd {hd}, window {window:?}: max |gpu - cpu| {worst}"
+        );
+        assert!(want.iter().any(|&x| x != 0.0));
+    }
+    Ok(())
+}
+
+/// The fused RoPE and KV-pool write against a CPU loop (f64): q rotated at each row's
+/// position, k rotated and v copied into each row's pool row, every other pool row untouched.
+/// Bound: 1e-6 × (|a| + |b|) of each rotated pair (one f32 product and sum each).
+#[test]
+fn rope_kv_rows_match_cpu() -> R<()> {
+    use gpt_kernels::cuda::rope_kv::{rope_kv_rows, KvRows};
+    let (dev, _k, mut rng) = setup("rope kv")?;
+    for (t, hq, hkv, hd) in [
+        (1usize, 8usize, 2usize, 64usize),
+        (37, 64, 8, 64),
+        (70, 4, 4, 32),
+    ] {
+        let (len, n) = (300usize, 400usize);
+        let width = (hq + 2 * hkv) * hd;
+        let qkv = uniform(&mut rng, t * width, -2.0, 2.0);
+        let (cos, sin) = (
+            uniform(&mut rng, len * hd / 2, -1.2, 1.2),
+            uniform(&mut rng, len * hd / 2, -1.2, 1.2),
+        );
+        let pos: Vec<u32> = (0..t).map(|_| rng.random_range(0..len as u32)).collect();
+        let mut all: Vec<u32> = (0..n as u32).collect();
+        all.shuffle(&mut rng);
+        let dst = all[..t].to_vec();
+        let pool0 = uniform(&mut rng, n * hkv * hd, -9.0, -8.0);
+        let kp = Tensor::from_vec(pool0.clone(), (n, hkv, hd), &dev)?;
+        let vp = Tensor::from_vec(pool0.clone(), (n, hkv, hd), &dev)?;
+        let rows = KvRows::new(&pos, &dst, &dev)?;
+        let q = rope_kv_rows(
+            &Tensor::from_vec(qkv.clone(), (t, width), &dev)?,
+            (
+                &Tensor::from_vec(cos.clone(), (len, hd / 2), &dev)?,
+                &Tensor::from_vec(sin.clone(), (len, hd / 2), &dev)?,
+            ),
+            &rows,
+            (&kp, &vp),
+            (hq, hkv, hd),
+        )?;
+        let (qg, kg, vg) = (f32s(&q)?, f32s(&kp)?, f32s(&vp)?);
+        let (mut kw, mut vw) = (pool0.clone(), pool0.clone());
+        let half = hd / 2;
+        for r in 0..t {
+            let x = &qkv[r * width..(r + 1) * width];
+            let (c, s) = (
+                &cos[pos[r] as usize * half..],
+                &sin[pos[r] as usize * half..],
+            );
+            for head in 0..hq + 2 * hkv {
+                for i in 0..half {
+                    let (a, b) = (
+                        f64::from(x[head * hd + i]),
+                        f64::from(x[head * hd + i + half]),
+                    );
+                    let (ci, si) = (f64::from(c[i]), f64::from(s[i]));
+                    let (ra, rb) = if head < hq + hkv {
+                        (a * ci - b * si, b * ci + a * si)
+                    } else {
+                        (a, b)
+                    };
+                    let tol = 1e-6 * (a.abs() + b.abs()) * 2.0;
+                    let got = if head < hq {
+                        let o = (r * hq + head) * hd;
+                        (qg[o + i], qg[o + i + half])
+                    } else {
+                        let kvh = if head < hq + hkv {
+                            head - hq
+                        } else {
+                            head - hq - hkv
+                        };
+                        let o = (dst[r] as usize * hkv + kvh) * hd;
+                        let w = if head < hq + hkv { &mut kw } else { &mut vw };
+                        w[o + i] = ra as f32;
+                        w[o + i + half] = rb as f32;
+                        let g = if head < hq + hkv { &kg } else { &vg };
+                        (g[o + i], g[o + i + half])
+                    };
+                    assert!(
+                        (f64::from(got.0) - ra).abs() <= tol
+                            && (f64::from(got.1) - rb).abs() <= tol,
+                        "row {r} head {head} pair {i}: got {got:?}, want ({ra}, {rb})"
+                    );
+                }
+            }
+        }
+        // Every pool element outside the written rows is as it was.
+        for (i, ((a, b), w)) in kg.iter().zip(&vg).zip(&pool0).enumerate() {
+            if !dst.contains(&((i / (hkv * hd)) as u32)) {
+                assert!(a == w && b == w, "pool element {i} changed");
+            }
+        }
+        assert!(KvRows::new(&pos, &dst[..t.saturating_sub(1)], &dev).is_err() || t == 0);
     }
     Ok(())
 }

@@ -31,6 +31,7 @@ use gpt_kernels::cuda::prefill::{
 use gpt_kernels::cuda::routing::{combine_slots, route};
 use gpt_kernels::cuda::AttentionParams;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
@@ -138,6 +139,35 @@ fn planar_mx(rng: &mut StdRng, e: usize, n: usize, k: usize) -> (Vec<u8>, Vec<u8
     (qs, e8, w)
 }
 
+/// One planar MXFP4 matrix per expert, on the device and as exact f64 values.
+type PlanarMx = (Tensor, Tensor, Vec<f64>);
+
+/// Random experts of one MoE layer: gate and up `(e, ff, d)`, down `(e, d, ff)` (planar MXFP4)
+/// and their biases `(e, ff)`, `(e, ff)`, `(e, d)`.
+fn random_experts(
+    dev: &Device,
+    rng: &mut StdRng,
+    ne: usize,
+    nff: usize,
+    d: usize,
+) -> R<(PlanarMx, PlanarMx, PlanarMx, [Vec<f32>; 3])> {
+    let mut mk = |n: usize, k: usize| -> R<PlanarMx> {
+        let (qs, e8, w) = planar_mx(rng, ne, n, k);
+        Ok((
+            Tensor::from_vec(qs, (ne, n, k / 2), dev)?,
+            Tensor::from_vec(e8, (ne, n, k / 32), dev)?,
+            w,
+        ))
+    };
+    let (g, u, dn) = (mk(nff, d)?, mk(nff, d)?, mk(d, nff)?);
+    let biases = [
+        uniform(rng, ne * nff, -1.0, 1.0),
+        uniform(rng, ne * nff, -1.0, 1.0),
+        uniform(rng, ne * d, -1.0, 1.0),
+    ];
+    Ok((g, u, dn, biases))
+}
+
 /// `(values, Σ|terms|)` of the dot product of `w` and `x`.
 fn dot(w: &[f64], x: &[f64]) -> (f64, f64) {
     w.iter()
@@ -209,20 +239,8 @@ fn mxfp4_swiglu_and_down_match_cpu() -> R<()> {
         let (groups, rows, ex) = routing(&mut rng, t, top_k, ne);
         assert!(groups[0].1 > 64 || t <= 64, "a group over one tile");
         let slots = rows.len();
-        let mk = |rng: &mut StdRng, n: usize, k: usize| -> R<(Tensor, Tensor, Vec<f64>)> {
-            let (qs, e8, w) = planar_mx(rng, ne, n, k);
-            Ok((
-                Tensor::from_vec(qs, (ne, n, k / 2), &dev)?,
-                Tensor::from_vec(e8, (ne, n, k / 32), &dev)?,
-                w,
-            ))
-        };
-        let (gq, ge, gw) = mk(&mut rng, nff, d)?;
-        let (uq, ue, uw) = mk(&mut rng, nff, d)?;
-        let (dq, de, dw) = mk(&mut rng, d, nff)?;
-        let gb = uniform(&mut rng, ne * nff, -1.0, 1.0);
-        let ub = uniform(&mut rng, ne * nff, -1.0, 1.0);
-        let db = uniform(&mut rng, ne * d, -1.0, 1.0);
+        let ((gq, ge, gw), (uq, ue, uw), (dq, de, dw), [gb, ub, db]) =
+            random_experts(&dev, &mut rng, ne, nff, d)?;
         let bt = |b: &[f32], n: usize| Tensor::from_vec(b.to_vec(), (ne, n), &dev);
         let (gbt, ubt, dbt) = (bt(&gb, nff)?, bt(&ub, nff)?, bt(&db, d)?);
 
@@ -616,5 +634,110 @@ fn device_routing_matches_host_grouping() -> R<()> {
         );
     }
     assert_eq!(outs[0].1, outs[1].1, "combined outputs");
+    Ok(())
+}
+
+/// Half a quantization step of each element of `x` as the decode kernels quantize it (blocks
+/// of 32, step amax / 16256), plus 1% of a step.
+fn quant_half_steps(x: &[f64]) -> Vec<f64> {
+    x.chunks(32)
+        .flat_map(|b| {
+            let amax = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            std::iter::repeat_n(amax / 16256.0 * 0.51, b.len())
+        })
+        .collect()
+}
+
+/// The batched decode's expert row kernels (`moe_rows`: dp4a dots, each expert's rows read once
+/// for all of its slots) on the device-built routing, against an f64 CPU loop of the whole
+/// expert MLP (gate, up, SwiGLU, down, biases). Activations are quantized to 15 bits per
+/// 32-block twice (the input, then SwiGLU's output), so the bound propagates half a step of
+/// each through the dot products (SwiGLU through its slope bound), plus 1e-5 × Σ|terms| for
+/// the f32 sums, doubled. Groups of 1 slot, over one 64-slot tile (expert 0 in the third case),
+/// unused experts, and 20B's d = 2880.
+#[test]
+fn moe_row_kernels_match_cpu() -> R<()> {
+    use gpt_kernels::cuda::moe_rows::moe_rows;
+    let (dev, mut rng) = setup("moe rows")?;
+    for (t, top_k, ne, nff, d) in [
+        (1, 4, 8, 96, 160),
+        (37, 4, 32, 192, 2880),
+        (70, 3, 6, 64, 96),
+    ] {
+        let ids: Vec<u32> = (0..t)
+            .flat_map(|_| {
+                let mut c = vec![0u32];
+                while c.len() < top_k {
+                    let x = rng.random_range(1..ne as u32);
+                    if !c.contains(&x) {
+                        c.push(x);
+                    }
+                }
+                c.shuffle(&mut rng);
+                c
+            })
+            .collect();
+        let ((gq, ge, gw), (uq, ue, uw), (dq, de, dw), [gb, ub, db]) =
+            random_experts(&dev, &mut rng, ne, nff, d)?;
+        let bt = |b: &[f32], n: usize| Tensor::from_vec(b.to_vec(), (ne, n), &dev);
+        let x = acts(&mut rng, t, d);
+        let r = route(&Tensor::from_vec(ids.clone(), (t, top_k), &dev)?, ne)?;
+        let y = moe_rows(
+            &Tensor::from_vec(x.clone(), (t, d), &dev)?,
+            &r,
+            (
+                PgWeights::Mxfp4 { qs: &gq, e8: &ge },
+                PgWeights::Mxfp4 { qs: &uq, e8: &ue },
+                PgWeights::Mxfp4 { qs: &dq, e8: &de },
+            ),
+            (&bt(&gb, nff)?, &bt(&ub, nff)?, &bt(&db, d)?),
+            1.702,
+            7.0,
+        )?;
+        assert_eq!(y.dims(), &[t * top_k, d]);
+        let yv: Vec<f32> = y.flatten_all()?.to_vec1()?;
+        let at: Vec<u32> = r.at.to_vec1()?;
+        let xv: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let xq = quant_half_steps(&xv);
+        let (mut got, mut want, mut tol) = (vec![], vec![], vec![]);
+        for tok in 0..t {
+            let xr = &xv[tok * d..(tok + 1) * d];
+            let qr = &xq[tok * d..(tok + 1) * d];
+            for c in 0..top_k {
+                let e = ids[tok * top_k + c] as usize;
+                let (mut act, mut act_err) = (vec![0.0; nff], vec![0.0; nff]);
+                for j in 0..nff {
+                    let row = (e * nff + j) * d;
+                    let (g, ga) = dot(&gw[row..row + d], xr);
+                    let (u, ua) = dot(&uw[row..row + d], xr);
+                    let qe = |w: &[f64]| w.iter().zip(qr).map(|(a, b)| a.abs() * b).sum::<f64>();
+                    let (g, u) = (
+                        g + f64::from(gb[e * nff + j]),
+                        u + f64::from(ub[e * nff + j]),
+                    );
+                    act[j] = swiglu(g, u);
+                    let lip = 1.2 * (u.abs().min(7.0) + 1.0) + g.abs().min(7.0) + 1.0;
+                    act_err[j] = lip
+                        * (qe(&gw[row..row + d]) + qe(&uw[row..row + d]) + 1e-5 * (ga + ua + 2.0));
+                }
+                let aq = quant_half_steps(&act);
+                let slot = at[tok * top_k + c] as usize;
+                for j in 0..d {
+                    let row = (e * d + j) * nff;
+                    let (v, a) = dot(&dw[row..row + nff], &act);
+                    let prop: f64 = dw[row..row + nff]
+                        .iter()
+                        .zip(act_err.iter().zip(&aq))
+                        .map(|(w, (ea, q))| w.abs() * (ea + q + 0.01 * q))
+                        .sum();
+                    let b = f64::from(db[e * d + j]);
+                    want.push(v + b);
+                    tol.push(2.0 * (prop + 1e-5 * (a + b.abs())));
+                    got.push(yv[slot * d + j]);
+                }
+            }
+        }
+        check(&format!("moe rows t={t} d={d}"), &got, &want, &tol);
+    }
     Ok(())
 }

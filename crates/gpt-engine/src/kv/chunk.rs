@@ -1,7 +1,7 @@
 //! Where one chunk of a step writes its keys and values and reads what its queries see: per
-//! layer group, the chunk's runs of physically consecutive rows (one copy each, or one
-//! scatter when the blocks are scattered) and the blocks to gather, uploaded to the device
-//! only when a layer first asks.
+//! layer group, the chunk's runs of physically consecutive rows and the blocks to gather,
+//! uploaded to the device only when a layer first asks. A step's writes ([`Writes`]) join its
+//! chunks' runs: one copy each, or one scatter when there are many.
 
 use std::sync::OnceLock;
 
@@ -32,8 +32,6 @@ pub(super) struct GroupView {
     pub runs: Vec<Run>,
     /// `blocks` on the device.
     ids: OnceLock<Tensor>,
-    /// Pool row of every element of the new rows, `(t, width)` u32 (for a scatter).
-    scatter: OnceLock<Tensor>,
 }
 
 impl GroupView {
@@ -60,6 +58,61 @@ impl GroupView {
             offset: first * bs,
             runs,
             ids: OnceLock::new(),
+        }
+    }
+
+    /// Rows `offset..offset + s` of `buf (blocks * bs, hkv, hd)` as `(1, s, hkv, hd)`.
+    pub(super) fn gather(&self, buf: &Tensor, bs: usize, s: usize, dev: &Device) -> Result<Tensor> {
+        let (n, hkv, hd) = buf.dims3()?;
+        let ids = match self.ids.get() {
+            Some(i) => i,
+            None => {
+                let i = Tensor::from_vec(self.blocks.clone(), self.blocks.len(), dev)?;
+                self.ids.get_or_init(|| i)
+            }
+        };
+        debug_assert_eq!(ids.dtype(), DType::U32);
+        let rows = buf
+            .reshape((n / bs, bs * hkv * hd))? // (blocks, bs * hkv * hd)
+            .index_select(ids, 0)?; // (held, bs * hkv * hd)
+        let held = rows.dim(0)?;
+        Ok(rows
+            .reshape((held * bs, hkv, hd))?
+            .narrow(0, 0, s)?
+            .reshape((1, s, hkv, hd))?) // (1, s, hkv, hd)
+    }
+}
+
+/// Where the new rows of a step go in one layer group: its chunks' runs, with the chunks' rows
+/// numbered through the whole batch.
+#[derive(Debug)]
+pub(super) struct Writes {
+    runs: Vec<Run>,
+    /// Pool row of every element of the new rows, `(t, width)` u32 (for a scatter).
+    scatter: OnceLock<Tensor>,
+}
+
+impl Writes {
+    /// The writes of chunks whose views are `views`, in batch order (`None`: a chunk of `t`
+    /// rows that writes nothing in this group).
+    pub(super) fn new<'a>(views: impl IntoIterator<Item = (usize, Option<&'a GroupView>)>) -> Self {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut at = 0;
+        for (t, view) in views {
+            for r in view.map(|v| v.runs.as_slice()).unwrap_or(&[]) {
+                let r = Run {
+                    src: at + r.src,
+                    ..*r
+                };
+                match runs.last_mut() {
+                    Some(l) if l.src + l.len == r.src && l.dst + l.len == r.dst => l.len += r.len,
+                    _ => runs.push(r),
+                }
+            }
+            at += t;
+        }
+        Self {
+            runs,
             scatter: OnceLock::new(),
         }
     }
@@ -93,27 +146,6 @@ impl GroupView {
             .scatter_set(idx, &x.reshape((t, width))?, 0)?;
         Ok(())
     }
-
-    /// Rows `offset..offset + s` of `buf (blocks * bs, hkv, hd)` as `(1, s, hkv, hd)`.
-    pub(super) fn gather(&self, buf: &Tensor, bs: usize, s: usize, dev: &Device) -> Result<Tensor> {
-        let (n, hkv, hd) = buf.dims3()?;
-        let ids = match self.ids.get() {
-            Some(i) => i,
-            None => {
-                let i = Tensor::from_vec(self.blocks.clone(), self.blocks.len(), dev)?;
-                self.ids.get_or_init(|| i)
-            }
-        };
-        debug_assert_eq!(ids.dtype(), DType::U32);
-        let rows = buf
-            .reshape((n / bs, bs * hkv * hd))? // (blocks, bs * hkv * hd)
-            .index_select(ids, 0)?; // (held, bs * hkv * hd)
-        let held = rows.dim(0)?;
-        Ok(rows
-            .reshape((held * bs, hkv, hd))?
-            .narrow(0, 0, s)?
-            .reshape((1, s, hkv, hd))?) // (1, s, hkv, hd)
-    }
 }
 
 /// Where one chunk of a step reads and writes.
@@ -132,6 +164,31 @@ pub(crate) struct ChunkKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A step's writes number the chunks' rows through the batch and join runs that continue
+    /// each other; a chunk without a view in the group only shifts the rows after it.
+    #[test]
+    fn a_steps_writes_join_its_chunks() {
+        let a = GroupView::new(vec![3], 0, 4, 0, 2); // rows 12, 13
+        let b = GroupView::new(vec![3], 0, 4, 2, 1); // row 14: continues a
+        let c = GroupView::new(vec![7], 0, 4, 1, 2); // rows 29, 30
+        let w = Writes::new([(2, Some(&a)), (1, Some(&b)), (5, None), (2, Some(&c))]);
+        assert_eq!(
+            w.runs,
+            vec![
+                Run {
+                    src: 0,
+                    dst: 12,
+                    len: 3
+                },
+                Run {
+                    src: 8,
+                    dst: 29,
+                    len: 2
+                }
+            ]
+        );
+    }
 
     #[test]
     fn consecutive_blocks_make_one_run() {
@@ -167,7 +224,7 @@ mod tests {
         assert!(v.runs.len() > MAX_RUNS);
         let x = Tensor::randn(0f32, 1., (20, 2, 3), &dev).unwrap();
         let scattered = Tensor::zeros((24, 2, 3), DType::F32, &dev).unwrap();
-        v.write(&scattered, &x).unwrap();
+        Writes::new([(20, Some(&v))]).write(&scattered, &x).unwrap();
         let copied = Tensor::zeros((24, 2, 3), DType::F32, &dev).unwrap();
         for r in &v.runs {
             copied

@@ -24,6 +24,7 @@ mod chunk;
 mod single;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use gpt_weights::GptOssConfig;
@@ -32,7 +33,8 @@ use crate::batch::Batch;
 use crate::error::{EngineError, Result};
 use blocks::{BlockGroup, BlockKey};
 pub(crate) use chunk::ChunkKv;
-use chunk::GroupView;
+use chunk::{GroupView, Writes};
+use gpt_kernels::{PagedRow, PagedRows};
 pub use single::KvCache;
 
 /// A sequence in a [`KvPool`].
@@ -157,6 +159,14 @@ pub struct Step {
     chunks: Vec<ChunkKv>,
     allocated: Vec<(SeqId, usize)>,
     tokens: Vec<Vec<u32>>,
+    /// Per layer group, where the new rows go (made when a layer first writes).
+    writes: [OnceLock<Writes>; 2],
+    /// Per layer group, the one-token chunks as paged attention rows (made when first asked).
+    decode_rows: [OnceLock<PagedRows>; 2],
+    /// Per layer group, every row's position and pool row on the device (made when first
+    /// asked).
+    #[cfg(feature = "cuda")]
+    kv_rows: [OnceLock<gpt_kernels::cuda::rope_kv::KvRows>; 2],
 }
 
 impl Step {
@@ -428,6 +438,10 @@ impl KvPool {
             chunks: Vec::with_capacity(appends.len()),
             allocated: Vec::new(),
             tokens: batch.chunks().iter().map(|c| c.tokens.clone()).collect(),
+            writes: Default::default(),
+            decode_rows: Default::default(),
+            #[cfg(feature = "cuda")]
+            kv_rows: Default::default(),
         };
         for &(seq, t) in &appends {
             let pos = self.len(seq)?;
@@ -525,11 +539,69 @@ impl KvPool {
             .ok_or_else(|| EngineError::Other("kv pool: layer group not reserved".into()))
     }
 
-    /// Writes `k`, `v` `(t, hkv, hd)` of `chunk` into layer `il`.
-    pub(crate) fn write(&self, il: usize, chunk: &ChunkKv, k: &Tensor, v: &Tensor) -> Result<()> {
-        let view = self.view(il, chunk)?;
-        view.write(&self.k[il], &k.contiguous()?)?;
-        view.write(&self.v[il], &v.contiguous()?)
+    /// Writes the keys and values `k`, `v` `(t, hkv, hd)` of every row of `step` into layer
+    /// `il`.
+    pub(crate) fn write(&self, il: usize, step: &Step, k: &Tensor, v: &Tensor) -> Result<()> {
+        let g = self.layer_group[il];
+        let w = step.writes[g]
+            .get_or_init(|| Writes::new(step.chunks.iter().map(|c| (c.t, c.groups[g].as_ref()))));
+        w.write(&self.k[il], &k.contiguous()?)?;
+        w.write(&self.v[il], &v.contiguous()?)
+    }
+
+    /// The one-token chunks of `step` as paged attention rows of layer `il`'s group (their
+    /// positions and block tables, on the device), in batch order; `None` if there are none.
+    pub(crate) fn decode_rows<'s>(
+        &self,
+        il: usize,
+        step: &'s Step,
+    ) -> Result<Option<&'s PagedRows>> {
+        let g = self.layer_group[il];
+        if let Some(r) = step.decode_rows[g].get() {
+            return Ok(Some(r));
+        }
+        let mut rows = Vec::new();
+        for c in step.chunks.iter().filter(|c| c.t == 1) {
+            let view = self.view(il, c)?;
+            rows.push(PagedRow {
+                pos: c.pos,
+                kv_offset: view.offset,
+                blocks: view.blocks.clone(),
+            });
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let r = PagedRows::new(&rows, self.cfg.block_size, &self.device)?;
+        Ok(Some(step.decode_rows[g].get_or_init(|| r)))
+    }
+
+    /// Every row of `step`: its position and the pool row its keys and values go to in layer
+    /// `il`'s group, on the device (for the fused RoPE and pool write).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn kv_rows<'s>(
+        &self,
+        il: usize,
+        step: &'s Step,
+    ) -> Result<&'s gpt_kernels::cuda::rope_kv::KvRows> {
+        let g = self.layer_group[il];
+        if let Some(r) = step.kv_rows[g].get() {
+            return Ok(r);
+        }
+        let (mut pos, mut dst) = (Vec::new(), Vec::new());
+        for c in &step.chunks {
+            let view = self.view(il, c)?;
+            let at = dst.len();
+            dst.resize(at + c.t, 0u32);
+            for r in &view.runs {
+                for i in 0..r.len {
+                    dst[at + r.src + i] = (r.dst + i) as u32;
+                }
+            }
+            pos.extend((c.pos..c.pos + c.t).map(|p| p as u32));
+        }
+        let r = gpt_kernels::cuda::rope_kv::KvRows::new(&pos, &dst, &self.device)?;
+        Ok(step.kv_rows[g].get_or_init(|| r))
     }
 
     /// Keys and values of layer `il` a query of `chunk` may need, `(1, s, hkv, hd)`, through
@@ -545,8 +617,8 @@ impl KvPool {
         ))
     }
 
-    /// Layer `il`'s key and value buffers `(blocks * bs, hkv, hd)` (for the fused CUDA decode).
-    #[cfg(feature = "cuda")]
+    /// Layer `il`'s key and value buffers `(blocks * bs, hkv, hd)` (for the fused CUDA decode
+    /// and paged attention).
     pub(crate) fn layer_buffers(&self, il: usize) -> (&Tensor, &Tensor) {
         (&self.k[il], &self.v[il])
     }

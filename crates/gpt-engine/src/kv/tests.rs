@@ -77,19 +77,44 @@ fn writes_read_back_through_block_tables() {
             continue;
         }
         let step = p.begin(&b).unwrap();
-        for (c, &(s, t)) in step.chunks().iter().zip(&ts) {
-            assert_eq!(c.pos, lens[s]);
-            for il in 0..4 {
-                let rows = |kv| {
-                    let v: Vec<f32> = (c.pos..c.pos + t)
-                        .flat_map(|pp| row_value(s, pp, il, kv))
-                        .collect();
-                    Tensor::from_vec(v, (t, 2, 4), &Device::Cpu).unwrap()
-                };
-                p.write(il, c, &rows(0), &rows(1)).unwrap();
-            }
+        let total: usize = ts.iter().map(|&(_, t)| t).sum();
+        for il in 0..4 {
+            // Every chunk's rows in one write, in batch order.
+            let rows = |kv| {
+                let v: Vec<f32> = step
+                    .chunks()
+                    .iter()
+                    .zip(&ts)
+                    .flat_map(|(c, &(s, t))| {
+                        (c.pos..c.pos + t).flat_map(move |pp| row_value(s, pp, il, kv))
+                    })
+                    .collect();
+                Tensor::from_vec(v, (total, 2, 4), &Device::Cpu).unwrap()
+            };
+            p.write(il, &step, &rows(0), &rows(1)).unwrap();
+        }
+        for il in 0..4 {
+            // The one-token chunks as paged rows: their positions and key offsets.
+            let ones: Vec<(usize, usize)> = step
+                .chunks()
+                .iter()
+                .filter(|c| c.t == 1)
+                .map(|c| (c.pos, p.gather(il, c).unwrap().2))
+                .collect();
+            let meta: Vec<(usize, usize)> = match p.decode_rows(il, &step).unwrap() {
+                Some(r) => r
+                    .meta()
+                    .to_vec2::<u32>()
+                    .unwrap()
+                    .iter()
+                    .map(|m| (m[0] as usize, m[1] as usize))
+                    .collect(),
+                None => vec![],
+            };
+            assert_eq!(meta, ones, "layer {il}");
         }
         for (c, &(s, t)) in step.chunks().iter().zip(&ts) {
+            assert_eq!(c.pos, lens[s]);
             for il in 0..4 {
                 let (k, v, off) = p.gather(il, c).unwrap();
                 let n = k.dim(1).unwrap();

@@ -1,6 +1,7 @@
 //! Which attention kernel a forward runs, chosen once with the weights' form: the generic
 //! kernel (CPU, or CUDA's generic path), or on CUDA's fast path the TF32 tensor-core kernel for
-//! chunks of two or more queries.
+//! chunks of two or more queries and paged decode attention for all one-token chunks of a
+//! step at once.
 
 use candle_core::{Result, Tensor};
 use gpt_kernels as k;
@@ -37,6 +38,68 @@ impl AttnKernel {
         }
         let _ = (tensor_cores, hq, hkv, hd);
         AttnKernel::Generic
+    }
+
+    /// Whether one-token chunks run together through their block tables
+    /// ([`Self::paged`]) instead of each over gathered keys.
+    pub(crate) fn pages_decodes(&self) -> bool {
+        match self {
+            #[cfg(feature = "cuda")]
+            AttnKernel::Tf32 => true,
+            AttnKernel::Generic => false,
+        }
+    }
+
+    /// Paged decode attention of `q (rows, hq, d)` over the pool's `k`, `v`
+    /// `(blocks * bs, hkv, d)`: `(rows, hq, d)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn paged(
+        &self,
+        q: &Tensor,
+        kp: &Tensor,
+        vp: &Tensor,
+        sinks: &Tensor,
+        rows: &k::PagedRows,
+        scale: f32,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        k::paged_decode_attention(q, kp, vp, sinks, rows, scale, window)
+    }
+
+    /// RoPE on the q and k heads of the stacked QKV output `qkv (t, (hq + 2 hkv) hd)` of
+    /// `step`'s rows and their keys and values written into `pool`'s layer `il`, in one
+    /// kernel: q `(t, hq, hd)`. Only where [`Self::pages_decodes`] holds.
+    pub(crate) fn rope_kv(
+        &self,
+        qkv: &Tensor,
+        rope: &super::rope::Rope,
+        pool: &crate::kv::KvPool,
+        il: usize,
+        step: &crate::kv::Step,
+        heads: (usize, usize, usize),
+    ) -> crate::error::Result<Tensor> {
+        match self {
+            #[cfg(feature = "cuda")]
+            AttnKernel::Tf32 => {
+                let rows = pool.kv_rows(il, step)?;
+                let tables = rope.tables_to(rows.end(), qkv.device())?;
+                let (kb, vb) = pool.layer_buffers(il);
+                let (cos, sin) = (&tables.0, &tables.1);
+                Ok(k::cuda::rope_kv::rope_kv_rows(
+                    qkv,
+                    (cos, sin),
+                    rows,
+                    (kb, vb),
+                    heads,
+                )?)
+            }
+            _ => {
+                let _ = (qkv, rope, pool, il, step, heads);
+                Err(crate::error::EngineError::Other(
+                    "rope_kv: the fused RoPE and pool write run on CUDA's fast path only".into(),
+                ))
+            }
+        }
     }
 
     /// Attention with sinks: `(1, t, hq, d)`.

@@ -47,7 +47,8 @@ pub(crate) struct Moe {
     pub down_b: Tensor,
     pub n_expert: usize,
     pub top_k: usize,
-    /// Generic MXFP4 experts over at least this many slots take the grouped path.
+    /// Experts over at least this many slots take the grouped GEMMs
+    /// ([`super::ModelOptions::moe_grouped_min_slots`]).
     pub grouped_min_slots: usize,
     /// The CPU kernels of the MXFP4 expert matmuls.
     pub cpu: k::CpuKernels,
@@ -86,9 +87,9 @@ impl Moe {
                     (gate, up, down),
                     (&self.gate_b, &self.up_b, &self.down_b),
                     m,
-                    &ids,
-                    &weights,
+                    (&ids, &weights),
                     self.n_expert,
+                    ids.elem_count() < self.grouped_min_slots,
                 )?; // (t, d)
                 p.mark(dev, Stage::Experts);
                 Ok(out)

@@ -19,7 +19,8 @@
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice, DevicePtr};
 use candle_core::{DType, Device, Tensor};
 use gpt_kernels::cuda::decode::{
-    tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec, DEC_MAX_SPLIT,
+    tensor_ptr as dptr, AttnRows, CombineOut, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec,
+    DEC_MAX_SPLIT,
 };
 use gpt_weights::GptOssConfig;
 
@@ -348,14 +349,14 @@ impl FastDecoder {
                 (kc, vc),
                 (kvl.table, kvl.bs),
                 params,
-                il,
+                AttnRows::fused(il),
                 (hq, hkv, hd),
                 l.window,
                 scale,
                 nsplit,
                 parts,
             )?;
-            k.attn_combine(parts, l.sinks, (hq, hd), nsplit, oq)?;
+            k.attn_combine(parts, l.sinks, (hq, hd), nsplit, 1, CombineOut::Quant(oq))?;
             k.q8_gemv(l.o.p, l.o_b, oq, h, d, hq * hd, true)?;
             k.rmsnorm_quant(h, l.ffn_norm, eps, d, xn, xqp, true)?;
             k.router(

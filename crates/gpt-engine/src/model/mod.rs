@@ -28,10 +28,10 @@ use crate::error::{EngineError, Result};
 use crate::kv::{KvCache, KvPool, Step};
 use attend::{AttnInput, AttnKernel};
 use fused::FusedStep;
-use linear::RowPlan;
+use linear::{Qkv, RowPlan};
 use prepare::{Layer, Prepared};
 use profile::{Profiler, Stage};
-use rope::{Rope, YarnRounding};
+use rope::{Positions, Rope, YarnRounding};
 
 pub use gpt_kernels::Precision;
 
@@ -40,6 +40,12 @@ pub const SWIGLU_ALPHA: f32 = 1.702;
 /// SwiGLU-OAI clamp limit.
 pub const SWIGLU_LIMIT: f32 = 7.0;
 
+/// On CUDA's fast path, MoE layers of fewer (token, expert) slots than this (a batched decode
+/// of up to 32 sequences at top-4) run the row kernels; more, the tensor-core GEMMs
+/// (measured on the H200: the row kernels ahead at 8 and 16 sequences, even at 32, behind at
+/// 64).
+pub const FAST_GROUPED_MIN_SLOTS: usize = 129;
+
 /// Options of the forward pass.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ModelOptions {
@@ -47,9 +53,12 @@ pub struct ModelOptions {
     pub yarn: YarnRounding,
     /// Time each stage (synchronizes the device at stage boundaries).
     pub profile: bool,
-    /// Expert matmuls over at least this many (token, expert) slots run per expert as
-    /// dequantize + dense GEMM on gathered tokens (prefill); fewer use the fused MXFP4 kernel.
-    /// `None`: 64 on CUDA, never on the CPU (whose kernel already groups by expert).
+    /// MoE layers of at least this many (token, expert) slots run their experts as grouped
+    /// GEMMs (CUDA's generic path: dequantize + dense GEMM per expert; the fast path: the
+    /// tensor-core kernels); fewer run kernels that read each expert's weights once and loop
+    /// over its tokens (the fused MXFP4 kernel; on the fast path the `dp4a` row kernels).
+    /// `None`: 64 on CUDA's generic path, [`FAST_GROUPED_MIN_SLOTS`] on its fast path, never on
+    /// the CPU (whose kernel already groups by expert).
     pub moe_grouped_min_slots: Option<usize>,
     /// On CUDA, run the generic Candle path instead of the fused decode kernels (which need
     /// Q8_0 dense matrices and MXFP4 experts) and of the tensor-core prefill, which reads the
@@ -200,11 +209,12 @@ impl GptOss {
         let eps = self.cfg.rms_eps;
         let mut h = self.p.embd.lookup(&tokens, &self.device)?; // (t, d)
         let rows = RowPlan::new(tokens.len(), &self.device, self.p.tensor_cores())?;
+        let at = Positions::of(step.chunks().iter().map(|c| (c.pos, c.t)), &self.device)?;
         p.mark(&self.device, Stage::Embed);
         for (il, l) in self.p.layers.iter().enumerate() {
             let _l = tracing::trace_span!("layer", il).entered();
             let a = rms_norm(&h, &l.attn_norm, eps)?;
-            h = (h + self.attention(il, l, &a, step, pool, &rows)?)?;
+            h = (h + self.attention(il, l, &a, step, pool, &rows, &at)?)?;
             let m = rms_norm(&h, &l.post_norm, eps)?;
             h = (&h + l.moe.forward(&m, p, &self.device)?)?;
         }
@@ -228,8 +238,11 @@ impl GptOss {
         Ok(logits)
     }
 
-    /// Attention of layer `il` on `a (t, d)`, each chunk of `step` against its own sequence's
-    /// keys and values; returns `(t, d)`.
+    /// Attention of layer `il` on `a (t, d)` for rows at positions `at`, each chunk of `step`
+    /// against its own sequence's keys and values: the one-token chunks together through
+    /// their block tables where the kernel allows ([`AttnKernel::pages_decodes`]), longer
+    /// chunks each over their gathered keys. Returns `(t, d)`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         il: usize,
@@ -238,10 +251,11 @@ impl GptOss {
         step: &Step,
         pool: &KvPool,
         rows: &RowPlan,
+        at: &Positions,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
-        let (q, kx, v) = l.qkv.forward(a, rows, (hq * hd, hkv * hd))?; // (t, hq hd), (t, hkv hd) x2
+        let t = a.dim(0)?;
         let sliding = cfg.is_sliding(il);
         let rope = if sliding {
             &self.rope_swa
@@ -250,32 +264,81 @@ impl GptOss {
         };
         let window = sliding.then_some(cfg.sliding_window);
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut outs = Vec::with_capacity(step.chunks().len());
-        let mut at = 0;
-        for c in step.chunks() {
-            let q = q.narrow(0, at, c.t)?.reshape((1, c.t, hq, hd))?; // (1, t, hq, d)
-            let kx = kx.narrow(0, at, c.t)?.reshape((1, c.t, hkv, hd))?; // (1, t, hkv, d)
-            let v = v.narrow(0, at, c.t)?.reshape((c.t, hkv, hd))?; // (t, hkv, d)
-            at += c.t;
-            let q = rope.apply(&q, c.pos)?;
-            let kx = rope.apply(&kx, c.pos)?;
-            self.profiler.mark(&self.device, Stage::QkvRope);
-            pool.write(il, c, &kx.squeeze(0)?, &v)?;
-            let (k_all, v_all, kv_offset) = pool.gather(il, c)?; // (1, s, hkv, d)
-            self.profiler.mark(&self.device, Stage::KvAppend);
-            let o = self.attn.run(&AttnInput {
-                q: &q,
-                k: &k_all,
-                v: &v_all,
-                sinks: &l.sinks,
-                scale,
-                window,
-                q_offset: c.pos,
-                kv_offset,
-            })?; // (1, t, hq, d)
-            outs.push(o.reshape((c.t, hq * hd))?);
-        }
-        let o = Tensor::cat(&outs, 0)?; // (t, hq*d)
+        let q = match (&l.qkv, self.attn.pages_decodes()) {
+            // CUDA's fast path: RoPE and the pool write in one kernel on the stacked output.
+            (Qkv::Fused(lin), true) => {
+                let qkv = lin.forward(a, rows)?; // (t, (hq + 2 hkv) hd)
+                self.attn
+                    .rope_kv(&qkv, rope, pool, il, step, (hq, hkv, hd))? // (t, hq, hd)
+            }
+            _ => {
+                let (q, kx, v) = l.qkv.forward(a, rows, (hq * hd, hkv * hd))?; // (t, hq hd), (t, hkv hd) x2
+                let q = rope.apply(&q.reshape((1, t, hq, hd))?, at)?; // (1, t, hq, hd)
+                let kx = rope.apply(&kx.reshape((1, t, hkv, hd))?, at)?; // (1, t, hkv, hd)
+                self.profiler.mark(&self.device, Stage::QkvRope);
+                pool.write(il, step, &kx.squeeze(0)?, &v.reshape((t, hkv, hd))?)?;
+                q.squeeze(0)? // (t, hq, hd)
+            }
+        };
+        self.profiler.mark(&self.device, Stage::KvAppend);
+        let paged = match self.attn.pages_decodes() {
+            true => pool.decode_rows(il, step)?,
+            false => None,
+        };
+        let chunks = step.chunks();
+        let all_decodes = paged.is_some_and(|r| r.rows() == t);
+        // The one-token chunks' outputs `(decodes, hq, hd)`, in batch order.
+        let decoded = match paged {
+            Some(r) => {
+                let qd = if all_decodes {
+                    q.clone()
+                } else {
+                    let mut idx = Vec::with_capacity(r.rows());
+                    let mut row = 0u32;
+                    for c in chunks {
+                        if c.t == 1 {
+                            idx.push(row);
+                        }
+                        row += c.t as u32;
+                    }
+                    let n = idx.len();
+                    q.index_select(&Tensor::from_vec(idx, n, &self.device)?, 0)?
+                };
+                let (kb, vb) = pool.layer_buffers(il);
+                Some(self.attn.paged(&qd, kb, vb, &l.sinks, r, scale, window)?)
+            }
+            None => None,
+        };
+        let o = match decoded {
+            Some(o) if all_decodes => o,
+            _ => {
+                let mut outs = Vec::with_capacity(chunks.len());
+                let (mut row, mut dec) = (0, 0);
+                for c in chunks {
+                    if let (1, Some(o)) = (c.t, &decoded) {
+                        outs.push(o.narrow(0, dec, 1)?);
+                        dec += 1;
+                    } else {
+                        let qc = q.narrow(0, row, c.t)?.unsqueeze(0)?; // (1, t, hq, d)
+                        let (k_all, v_all, kv_offset) = pool.gather(il, c)?; // (1, s, hkv, d)
+                        let o = self.attn.run(&AttnInput {
+                            q: &qc,
+                            k: &k_all,
+                            v: &v_all,
+                            sinks: &l.sinks,
+                            scale,
+                            window,
+                            q_offset: c.pos,
+                            kv_offset,
+                        })?; // (1, t, hq, d)
+                        outs.push(o.squeeze(0)?);
+                    }
+                    row += c.t;
+                }
+                Tensor::cat(&outs, 0)? // (t, hq, d)
+            }
+        };
+        let o = o.reshape((t, hq * hd))?;
         self.profiler.mark(&self.device, Stage::Attention);
         let out = l.attn_out.forward(&o, rows)?; // (t, d)
         self.profiler.mark(&self.device, Stage::AttnOut);

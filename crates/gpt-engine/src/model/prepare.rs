@@ -41,16 +41,18 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// Builds the device form of `w` on `device`.
     pub(crate) fn new(w: Weights, device: &Device, opts: &ModelOptions) -> Result<Self> {
-        let grouped_min_slots =
-            opts.moe_grouped_min_slots
-                .unwrap_or(if device.is_cuda() { 64 } else { usize::MAX });
+        let grouped = |default: usize| opts.moe_grouped_min_slots.unwrap_or(default);
         #[cfg(feature = "cuda")]
         if device.is_cuda() && !opts.no_fast_decode {
             match super::repack::fast_form_supported(&w) {
-                Ok(()) => return super::repack::prepare_fast(w, device, grouped_min_slots),
+                Ok(()) => {
+                    let min = grouped(super::FAST_GROUPED_MIN_SLOTS);
+                    return super::repack::prepare_fast(w, device, min);
+                }
                 Err(why) => tracing::warn!("the fast CUDA kernels do not apply: {why}"),
             }
         }
+        let grouped_min_slots = grouped(if device.is_cuda() { 64 } else { usize::MAX });
         let cfg = w.config.clone();
         let cpu = gpt_kernels::CpuKernels::detected(opts.cpu_precision);
         let layers = w

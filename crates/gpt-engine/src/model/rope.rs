@@ -129,11 +129,90 @@ impl Rope {
         }
     }
 
-    /// Rotates `x` f32 `(b, t, h, head_dim)` at positions `pos..pos + t` (NeoX pairs `(i, i + d/2)`).
-    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        let (_, t, _, _) = x.dims4()?;
-        let (cos, sin) = self.tables(pos, t, x.device())?;
+    /// cos and sin `(end, head_dim / 2)` for positions `0..end`, scaled (the fused RoPE's
+    /// tables).
+    pub fn tables_to(&self, end: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        self.tables(0, end, device)
+    }
+
+    /// Rotates `x` f32 `(1, t, h, head_dim)`, row `i` at position `at` row `i` (NeoX pairs
+    /// `(i, i + d/2)`).
+    pub fn apply(&self, x: &Tensor, at: &Positions) -> Result<Tensor> {
+        let (cos, sin) = match at {
+            Positions::Run { start, t } => self.tables(*start, *t, x.device())?,
+            Positions::Rows { pos, end, rows } => {
+                // Gathered once per forward for each table (keyed by its address).
+                let key = self as *const Rope as usize;
+                let mut rows = rows
+                    .lock()
+                    .map_err(|_| candle_core::Error::Msg("rope: rows lock poisoned".into()))?;
+                match rows.iter().find(|r| r.0 == key) {
+                    Some((_, c, s)) => (c.clone(), s.clone()),
+                    None => {
+                        let (c, s) = self.tables(0, *end, x.device())?;
+                        let (c, s) = (c.index_select(pos, 0)?, s.index_select(pos, 0)?); // (t, d/2)
+                        rows.push((key, c.clone(), s.clone()));
+                        (c, s)
+                    }
+                }
+            }
+        };
         candle_nn::rotary_emb::rope_thd(&x.contiguous()?, &cos, &sin)
+    }
+}
+
+/// The absolute positions of a forward's rows.
+#[derive(Debug)]
+pub enum Positions {
+    /// Rows at `start..start + t` (one chunk).
+    Run {
+        /// Position of row 0.
+        start: usize,
+        /// Rows.
+        t: usize,
+    },
+    /// Row `i` at `pos[i]`.
+    Rows {
+        /// U32 `(t)`, on the device.
+        pos: Tensor,
+        /// One past the largest position.
+        end: usize,
+        /// cos and sin `(t, head_dim / 2)` of these rows, per table that asked (its address).
+        rows: Mutex<Vec<(usize, Tensor, Tensor)>>,
+    },
+}
+
+impl Positions {
+    /// The rows of chunks `(pos, t)` in order: one run if they continue each other.
+    pub fn of(chunks: impl IntoIterator<Item = (usize, usize)>, device: &Device) -> Result<Self> {
+        let mut pos: Vec<u32> = Vec::new();
+        let mut run: Option<(usize, usize)> = None;
+        let mut contiguous = true;
+        for (p, t) in chunks {
+            run = match run {
+                None => Some((p, t)),
+                Some((s, n)) if s + n == p && contiguous => Some((s, n + t)),
+                Some(r) => {
+                    contiguous = false;
+                    Some(r)
+                }
+            };
+            let end = u32::try_from(p + t)
+                .map_err(|_| candle_core::Error::Msg(format!("rope: position {} > u32", p + t)))?;
+            pos.extend(p as u32..end);
+        }
+        match run {
+            Some((start, t)) if contiguous => Ok(Positions::Run { start, t }),
+            _ => {
+                let end = pos.iter().max().map_or(0, |&m| m as usize + 1);
+                let n = pos.len();
+                Ok(Positions::Rows {
+                    pos: Tensor::from_vec(pos, n, device)?,
+                    end,
+                    rows: Mutex::new(Vec::new()),
+                })
+            }
+        }
     }
 }
 
@@ -168,6 +247,32 @@ mod tests {
             },
             vocab_size: None,
         }
+    }
+
+    /// Per-row positions rotate each row as a run at its own position does.
+    #[test]
+    fn rows_at_their_own_positions_equal_runs() -> Result<()> {
+        let dev = Device::Cpu;
+        let r = Rope::new(&cfg(), 150000.0, YarnRounding::Reference);
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 2, 64), &dev)?;
+        let at = Positions::of([(7, 1), (2, 2)], &dev)?;
+        assert!(matches!(at, Positions::Rows { end: 8, .. }));
+        let got = r.apply(&x, &at)?;
+        let one = |i: usize, p: usize| -> Result<Tensor> {
+            r.apply(&x.narrow(1, i, 1)?, &Positions::Run { start: p, t: 1 })
+        };
+        let want = Tensor::cat(&[one(0, 7)?, one(1, 2)?, one(2, 3)?], 1)?;
+        let diff = (got - &want)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{diff}");
+        assert!(matches!(
+            Positions::of([(4, 2), (6, 3)], &dev)?,
+            Positions::Run { start: 4, t: 5 }
+        ));
+        Ok(())
     }
 
     /// Figures written in spec §6.3 (from the OpenAI reference and llama.cpp).

@@ -2,6 +2,7 @@
 //! KV caches that start at any absolute position (spec §6.3 steps 4–6).
 
 pub(crate) mod cpu;
+pub mod paged;
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 

@@ -241,3 +241,88 @@ pub fn attention_prefill_tf32(
     unsafe { bld.launch(cfg) }.w()?;
     Ok(out)
 }
+
+/// Thread blocks a paged decode launch aims for (a few per SM).
+const PAGED_TARGET_BLOCKS: usize = 512;
+/// Keys one split of a long row should take at most.
+const PAGED_MAX_KEYS_PER_SPLIT: usize = 512;
+
+/// Key splits of a paged decode over `rows` rows of `hkv` KV heads whose longest sees `keys`:
+/// enough thread blocks to fill the GPU, no split under 32 keys or over
+/// [`PAGED_MAX_KEYS_PER_SPLIT`] where the limit allows.
+pub fn paged_splits(rows: usize, hkv: usize, keys: usize) -> usize {
+    use super::decode::DEC_MAX_SPLIT;
+    let fill = PAGED_TARGET_BLOCKS.div_ceil((rows * hkv).max(1));
+    let long = keys.div_ceil(PAGED_MAX_KEYS_PER_SPLIT);
+    fill.max(long)
+        .min(keys.div_ceil(32))
+        .clamp(1, DEC_MAX_SPLIT)
+}
+
+/// `cuda_fwd` of [`crate::attention::paged::PagedDecodeAttention`] (shapes checked by the op):
+/// `kernels/decode.cu`'s split attention over every row's blocks in one launch, then the
+/// combine with the sinks into f32 `(rows, hq, d)`.
+pub(crate) fn paged_decode(
+    op: &crate::attention::paged::PagedDecodeAttention,
+    (rows, hq, hkv, d): (usize, usize, usize, usize),
+    (q, q_l): (&CudaStorage, &Layout),
+    (k, k_l): (&CudaStorage, &Layout),
+    (v, v_l): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    use super::decode::{
+        storage_ptr, tensor_ptr, AttnRows, CombineOut, DecodeKernels, DEC_ATT_D, DEC_ATT_MAX_G,
+    };
+    const OP: &str = "paged_decode_attention";
+    if !(d == 32 || d == DEC_ATT_D) || hq / hkv > DEC_ATT_MAX_G {
+        candle_core::bail!(
+            "{OP}: CUDA takes head dim 32 or {DEC_ATT_D} and at most {DEC_ATT_MAX_G} query heads per KV head, got d {d}, {hq}/{hkv} heads"
+        );
+    }
+    let dev = &q.device;
+    let pr = &op.rows;
+    let nsplit = paged_splits(rows, hkv, pr.max_keys(op.window));
+    let parts = rows * hq * nsplit;
+    // SAFETY: the split kernel writes every (row, head, split) partial (empty splits too) and
+    // the combine every output element.
+    let (pm, pl, pacc, out) = unsafe {
+        (
+            dev.alloc::<f32>(parts)?,
+            dev.alloc::<f32>(parts)?,
+            dev.alloc::<f32>(parts * d)?,
+            dev.alloc::<f32>(rows * hq * d)?,
+        )
+    };
+    let ptr = |s: &candle_core::cuda_backend::cudarc::driver::CudaSlice<f32>| {
+        use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+        s.device_ptr(s.stream()).0
+    };
+    let parts_p = (ptr(&pm), ptr(&pl), ptr(&pacc));
+    let kern = DecodeKernels::attention(dev)?;
+    let width = pr.tables().dims()[1];
+    kern.attn_split(
+        storage_ptr(q, q_l)?,
+        (storage_ptr(k, k_l)?, storage_ptr(v, v_l)?),
+        (tensor_ptr(pr.tables())?, pr.block_size()),
+        tensor_ptr(pr.meta())?,
+        AttnRows {
+            rows,
+            p_stride: 2,
+            off_at: 1,
+            table_stride: width,
+        },
+        (hq, hkv, d),
+        op.window.unwrap_or(0),
+        op.scale,
+        nsplit,
+        parts_p,
+    )?;
+    kern.attn_combine(
+        parts_p,
+        tensor_ptr(&op.sinks)?,
+        (hq, d),
+        nsplit,
+        rows,
+        CombineOut::F32(ptr(&out)),
+    )?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+}

@@ -25,15 +25,22 @@ pub type DevPtr = u64;
 /// address stays valid while the tensor's storage lives.
 pub fn tensor_ptr(t: &Tensor) -> Result<DevPtr> {
     let (st, l) = t.storage_and_layout();
-    if !l.is_contiguous() {
-        candle_core::bail!("decode: tensor {:?} is not contiguous", t.shape());
-    }
-    let off = (l.start_offset() * t.dtype().size_in_bytes()) as u64;
     let Storage::Cuda(cs) = &*st else {
         candle_core::bail!("decode: tensor is not on a CUDA device");
     };
+    storage_ptr(cs, l)
+}
+
+/// Device address of the first element of `layout` in `cs` (contiguous; U8, U32, F32 or BF16):
+/// what a `CustomOp`'s `cuda_fwd` hands a raw-pointer launcher.
+pub fn storage_ptr(cs: &candle_core::CudaStorage, l: &candle_core::Layout) -> Result<DevPtr> {
+    use candle_core::backend::BackendStorage;
+    if !l.is_contiguous() {
+        candle_core::bail!("decode: tensor {:?} is not contiguous", l.shape());
+    }
+    let off = (l.start_offset() * cs.dtype().size_in_bytes()) as u64;
     let stream = cs.device.cuda_stream();
-    let base = match t.dtype() {
+    let base = match cs.dtype() {
         DType::U8 => cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0,
         DType::U32 => cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
         DType::F32 => cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
@@ -83,6 +90,44 @@ pub struct MxPtrs {
     pub e8: DevPtr,
 }
 
+/// Where the query rows of one split-attention launch find their inputs: row `r`'s position
+/// is `params[r * p_stride]`, the absolute position of its first key row
+/// `params[r * p_stride + off_at]`, and its block table starts `r * table_stride` entries into
+/// the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnRows {
+    /// Query rows.
+    pub rows: usize,
+    /// i32 parameters per row.
+    pub p_stride: usize,
+    /// Index of the key offset within a row's parameters.
+    pub off_at: usize,
+    /// Table entries per row.
+    pub table_stride: usize,
+}
+
+impl AttnRows {
+    /// The fused decode step's one row at layer `layer`: the position at `params[0]`, each
+    /// layer's `(cache row, rows, key offset)` at `params[1 + 3 layer..]`.
+    pub fn fused(layer: usize) -> Self {
+        Self {
+            rows: 1,
+            p_stride: 0,
+            off_at: 3 + 3 * layer,
+            table_stride: 0,
+        }
+    }
+}
+
+/// Where [`DecodeKernels::attn_combine`] writes.
+#[derive(Clone, Copy, Debug)]
+pub enum CombineOut {
+    /// Row 0 quantized for the output projection's GEMV.
+    Quant(QVec),
+    /// f32 `(rows, hq * hd)`.
+    F32(DevPtr),
+}
+
 enum Arg {
     P(u64),
     U(u32),
@@ -130,8 +175,17 @@ fn u32_of(what: &str, n: usize) -> Result<u32> {
 impl DecodeKernels {
     /// Loads the module on `dev`.
     pub fn new(dev: &CudaDevice) -> Result<Self> {
+        Self::with(dev, &NAMES)
+    }
+
+    /// Loads only the split attention and its combine (the batched decode's paged attention).
+    pub fn attention(dev: &CudaDevice) -> Result<Self> {
+        Self::with(dev, &["dec_attn_split", "dec_attn_combine"])
+    }
+
+    fn with(dev: &CudaDevice, names: &[&'static str]) -> Result<Self> {
         let mut funcs = Vec::new();
-        for name in NAMES {
+        for &name in names {
             let f = dev.get_or_load_custom_func(name, MODULE, ptx::DECODE)?;
             funcs.push((name, f.into_cuda_function()));
         }
@@ -282,10 +336,11 @@ impl DecodeKernels {
         )
     }
 
-    /// Split attention partials: grid `(hkv, nsplit)`, `hq / hkv` warps per block. Partials
-    /// `m`, `l` f32 `(hq, nsplit)`, `acc` f32 `(hq, nsplit, hd)`; `hd` is 32 or 64. With a
-    /// block table (`table` i32, non-zero) cache row `j` is row `table[j / bs] * bs + j % bs`
-    /// of the buffers (the paged pool); with `table` 0, row `j`.
+    /// Split attention partials: grid `(hkv, nsplit, rows.rows)`, `hq / hkv` warps per block.
+    /// Partials `m`, `l` f32 `(rows, hq, nsplit)`, `acc` f32 `(rows, hq, nsplit, hd)`; `hd` is
+    /// 32 or 64; `q` f32 `(rows, hq, hd)`. With a block table (`table` i32, non-zero) cache row
+    /// `j` is row `table[j / bs] * bs + j % bs` of the buffers (the paged pool); with `table`
+    /// 0, row `j`. See [`AttnRows`] for where each query row finds its position and table.
     #[allow(clippy::too_many_arguments)]
     pub fn attn_split(
         &self,
@@ -293,7 +348,7 @@ impl DecodeKernels {
         (k_cache, v_cache): (DevPtr, DevPtr),
         (table, bs): (DevPtr, usize),
         params: DevPtr,
-        layer: usize,
+        rows: AttnRows,
         (hq, hkv, hd): (usize, usize, usize),
         window: usize,
         scale: f32,
@@ -308,8 +363,10 @@ impl DecodeKernels {
             P(v_cache),
             P(table),
             U(u32_of("block size", bs.max(1))?),
+            U(u32_of("table stride", rows.table_stride)?),
             P(params),
-            U(u32_of("layer", layer)?),
+            U(u32_of("params stride", rows.p_stride)?),
+            U(u32_of("offset index", rows.off_at)?),
             U(u32_of("hkv", hkv)?),
             U(u32_of("hd", hd)?),
             U(u32_of("window", window)?),
@@ -318,30 +375,36 @@ impl DecodeKernels {
             P(pl),
             P(pacc),
         ];
-        self.go(
-            "dec_attn_split",
-            cfg(
-                (u32_of("hkv", hkv)?, u32_of("nsplit", nsplit)?),
-                32 * g as u32,
-            ),
-            &args,
-        )
+        let mut c = cfg(
+            (u32_of("hkv", hkv)?, u32_of("nsplit", nsplit)?),
+            32 * g as u32,
+        );
+        c.grid_dim.2 = u32_of("attention rows", rows.rows.max(1))?;
+        self.go("dec_attn_split", c, &args)
     }
 
-    /// Combines the partials of `hq` heads with `sinks (hq)` and quantizes the `(hq * hd)`
-    /// output into `out`. `nsplit <= DEC_MAX_SPLIT`.
+    /// Combines the partials of `rows` query rows of `hq` heads with `sinks (hq)`: into
+    /// [`CombineOut`]. `nsplit <= DEC_MAX_SPLIT`.
     pub fn attn_combine(
         &self,
         (pm, pl, pacc): (DevPtr, DevPtr, DevPtr),
         sinks: DevPtr,
         (hq, hd): (usize, usize),
         nsplit: usize,
-        out: QVec,
+        rows: usize,
+        out: CombineOut,
     ) -> Result<()> {
         use Arg::*;
         if nsplit > DEC_MAX_SPLIT || hd == 0 || hd % 32 != 0 || hd > 256 {
             candle_core::bail!("decode: attn_combine with {nsplit} splits of head dim {hd}");
         }
+        let (q, f) = match out {
+            CombineOut::Quant(q) if rows == 1 => (q, 0),
+            CombineOut::Quant(_) => {
+                candle_core::bail!("decode: attn_combine quantizes one row, not {rows}")
+            }
+            CombineOut::F32(f) => (QVec { hi: 0, lo: 0, d: 0 }, f),
+        };
         let args = [
             P(pm),
             P(pl),
@@ -349,14 +412,18 @@ impl DecodeKernels {
             P(sinks),
             U(u32_of("nsplit", nsplit)?),
             U(u32_of("hd", hd)?),
-            P(out.hi),
-            P(out.lo),
-            P(out.d),
+            P(q.hi),
+            P(q.lo),
+            P(q.d),
+            P(f),
         ];
         let block = (256 / hd * hd) as u32;
         self.go(
             "dec_attn_combine",
-            cfg((u32_of("hq", hq)?, 1), block),
+            cfg(
+                (u32_of("hq", hq)?, u32_of("attention rows", rows.max(1))?),
+                block,
+            ),
             &args,
         )
     }

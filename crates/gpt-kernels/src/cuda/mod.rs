@@ -11,9 +11,11 @@
 pub mod attention;
 pub mod decode;
 pub mod moe;
+pub mod moe_rows;
 pub mod mxfp4;
 pub(crate) mod ops;
 pub mod prefill;
+pub mod rope_kv;
 pub mod router;
 pub mod routing;
 pub mod swiglu;

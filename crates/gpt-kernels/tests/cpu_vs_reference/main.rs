@@ -7,3 +7,4 @@ mod elementwise;
 mod isa;
 mod moe;
 mod mxfp4;
+mod paged;

@@ -1,0 +1,195 @@
+//! The MoE experts for few slots per expert — a batched decode step's B tokens × top-k — on
+//! the decode kernels' `dp4a` MXFP4 dots (`kernels/decode.cu`, `dec_moe_rows_*`): over the
+//! grouped plan [`route`](super::routing::route) builds, each warp reads one row of its tile's
+//! expert once into registers and multiplies it with every slot of the tile. The tensor-core
+//! GEMMs of [`super::prefill`] pad each expert's group to a 64-slot tile of MMAs, which costs
+//! the same whether a group has 1 slot or 64; these kernels cost one weight read per expert
+//! plus a little work per slot, the better choice while groups are small.
+
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{DType, Result, Tensor};
+
+use super::decode::{tensor_ptr, DEC_WARPS, MODULE};
+use super::prefill::{bail, cuda_dev, u32_of, PgWeights};
+use super::ptx;
+use super::routing::Routing;
+
+/// Largest inner dimension (`d` and the experts' `ff`) the row kernels take (`DEC_ROWS_MAXB`
+/// blocks of 32 on 16 lanes).
+pub const MOE_ROWS_MAX_K: usize = 4096;
+
+/// `x` F32 `(rows, k)` quantized for the MXFP4 dots: int8 hi, lo planes `(rows, k)` in the
+/// permuted order and f32 scales `(rows, k/32)`.
+fn quantize(x: &Tensor) -> Result<[Tensor; 3]> {
+    const OP: &str = "moe_rows quantize";
+    let (rows, k) = x.dims2()?;
+    let dev = cuda_dev(OP, x)?;
+    let x = x.contiguous()?;
+    // SAFETY: the kernel writes every element (one warp per 32-block).
+    let q = unsafe {
+        [
+            Tensor::empty((rows, k), DType::U8, x.device())?,
+            Tensor::empty((rows, k), DType::U8, x.device())?,
+            Tensor::empty((rows, k / 32), DType::F32, x.device())?,
+        ]
+    };
+    let nblocks = rows * k / 32;
+    let func = dev.get_or_load_custom_func("dec_quant", MODULE, ptx::DECODE)?;
+    let ptrs = [
+        tensor_ptr(&x)?,
+        tensor_ptr(&q[0])?,
+        tensor_ptr(&q[1])?,
+        tensor_ptr(&q[2])?,
+    ];
+    let nb = u32_of(OP, "blocks", nblocks)?;
+    let perm = 1u32;
+    let mut b = func.builder();
+    b.arg(&ptrs[0])
+        .arg(&nb)
+        .arg(&ptrs[1])
+        .arg(&ptrs[2])
+        .arg(&ptrs[3])
+        .arg(&perm);
+    let cfg = LaunchConfig {
+        grid_dim: (nb.div_ceil(8).max(1), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: `dec_quant(x, nblocks, qh, ql, qd, perm)`; x holds nblocks * 32 floats and the
+    // planes and scales were allocated for them.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(q)
+}
+
+fn mxfp4<'a>(w: &PgWeights<'a>, what: &str) -> Result<(&'a Tensor, &'a Tensor)> {
+    match w {
+        PgWeights::Mxfp4 { qs, e8 } => Ok((qs, e8)),
+        PgWeights::Q8 { .. } => bail("moe_rows", format!("{what} must be planar MXFP4")),
+    }
+}
+
+/// The chosen experts' outputs `(slots, d)`, slot order of `r` (before the routing-weighted
+/// combine, [`super::routing::combine_slots`]): `down_e(swiglu(gate_e m_t + gb_e, up_e m_t +
+/// ub_e)) + db_e` for each slot's expert `e` and token `t`, activations quantized as the decode
+/// kernels quantize them. `m` F32 `(t, d)`; gate, up planar MXFP4 `(e, ff, d)`, down `(e, d,
+/// ff)`, biases `(e, ff)`, `(e, ff)`, `(e, d)`; `d, ff <= MOE_ROWS_MAX_K`.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_rows(
+    m: &Tensor,
+    r: &Routing,
+    (gate, up, down): (PgWeights, PgWeights, PgWeights),
+    (gb, ub, db): (&Tensor, &Tensor, &Tensor),
+    alpha: f32,
+    limit: f32,
+) -> Result<Tensor> {
+    const OP: &str = "moe_rows";
+    let (t, d) = m.dims2()?;
+    let ((gq, ge), (uq, ue), (dq, de)) = (
+        mxfp4(&gate, "gate")?,
+        mxfp4(&up, "up")?,
+        mxfp4(&down, "down")?,
+    );
+    let (e, ff, half) = gq.dims3()?;
+    let ok = m.dtype() == DType::F32
+        && half * 2 == d
+        && d % 32 == 0
+        && ff % 32 == 0
+        && d <= MOE_ROWS_MAX_K
+        && ff <= MOE_ROWS_MAX_K
+        && uq.dims() == gq.dims()
+        && ge.dims() == [e, ff, d / 32]
+        && ue.dims() == ge.dims()
+        && dq.dims() == [e, d, ff / 2]
+        && de.dims() == [e, d, ff / 32]
+        && gb.dims() == [e, ff]
+        && ub.dims() == [e, ff]
+        && db.dims() == [e, d]
+        && r.up.rows_read <= t
+        && r.up.experts <= e;
+    if !ok {
+        return bail(
+            OP,
+            format!(
+                "m {:?} {:?}, gate {:?}/{:?}, down {:?}/{:?}, biases {:?} {:?} {:?}, plan over {} rows and {} experts (d, ff <= {MOE_ROWS_MAX_K}, multiples of 32)",
+                m.dtype(),
+                m.dims(),
+                gq.dims(),
+                ge.dims(),
+                dq.dims(),
+                de.dims(),
+                gb.dims(),
+                ub.dims(),
+                db.dims(),
+                r.up.rows_read,
+                r.up.experts
+            ),
+        );
+    }
+    let slots = r.up.slots;
+    let (Some(tiles), Some(row_map)) = (&r.up.tiles, &r.up.row_map) else {
+        return Tensor::zeros((slots, d), DType::F32, m.device());
+    };
+    let dev = cuda_dev(OP, m)?;
+    let ntiles = u32_of(OP, "tiles", r.up.ntiles)?;
+    let xq = quantize(m)?;
+    // SAFETY: every slot of every non-empty tile is written; the plan covers all slots.
+    let act = unsafe { Tensor::empty((slots, ff), DType::F32, m.device())? };
+    let (gb, ub, db) = (gb.contiguous()?, ub.contiguous()?, db.contiguous()?);
+    let (n_ff, k_d) = (u32_of(OP, "ff", ff)?, u32_of(OP, "d", d)?);
+    let grid = |n: u32| LaunchConfig {
+        grid_dim: (n.div_ceil(DEC_WARPS), ntiles, 1),
+        block_dim: (32 * DEC_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    {
+        let f = dev.get_or_load_custom_func("dec_moe_rows_gate_up", MODULE, ptx::DECODE)?;
+        let p = [
+            tensor_ptr(gq)?,
+            tensor_ptr(ge)?,
+            tensor_ptr(&gb)?,
+            tensor_ptr(uq)?,
+            tensor_ptr(ue)?,
+            tensor_ptr(&ub)?,
+            tensor_ptr(&xq[0])?,
+            tensor_ptr(&xq[1])?,
+            tensor_ptr(&xq[2])?,
+            tensor_ptr(row_map)?,
+            tensor_ptr(tiles)?,
+        ];
+        let out = tensor_ptr(&act)?;
+        let mut b = f.builder();
+        for a in &p {
+            b.arg(a);
+        }
+        b.arg(&n_ff).arg(&k_d).arg(&alpha).arg(&limit).arg(&out);
+        // SAFETY: the arguments follow `dec_moe_rows_gate_up`'s parameter list; the shapes
+        // were checked above and the plan's rows and experts are within m and the weights.
+        unsafe { b.launch(grid(n_ff)) }.w()?;
+    }
+    let aq = quantize(&act)?;
+    // SAFETY: as for `act`.
+    let y = unsafe { Tensor::empty((slots, d), DType::F32, m.device())? };
+    {
+        let f = dev.get_or_load_custom_func("dec_moe_rows_down", MODULE, ptx::DECODE)?;
+        let p = [
+            tensor_ptr(dq)?,
+            tensor_ptr(de)?,
+            tensor_ptr(&db)?,
+            tensor_ptr(&aq[0])?,
+            tensor_ptr(&aq[1])?,
+            tensor_ptr(&aq[2])?,
+            tensor_ptr(tiles)?,
+        ];
+        let out = tensor_ptr(&y)?;
+        let mut b = f.builder();
+        for a in &p {
+            b.arg(a);
+        }
+        b.arg(&k_d).arg(&n_ff).arg(&out);
+        // SAFETY: the arguments follow `dec_moe_rows_down`'s parameter list (n = d, k = ff);
+        // act holds `slots` rows of ff.
+        unsafe { b.launch(grid(k_d)) }.w()?;
+    }
+    Ok(y)
+}
