@@ -43,7 +43,8 @@ pub struct CompareArgs {
     pub cpu_precision: crate::tools::CpuPrecision,
 }
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+/// Relative L2 distance of `a` from the reference `b`.
+pub(crate) fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(f64::MIN_POSITIVE)).sqrt()

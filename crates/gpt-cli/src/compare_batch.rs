@@ -8,7 +8,9 @@ use gpt_engine::batch::{Batch, Logits};
 use gpt_engine::kv::{KvPool, KvPoolConfig, SeqId};
 use gpt_engine::loader::{load_any, LoadConfig};
 use gpt_engine::model::{GptOss, ModelOptions};
+use gpt_engine::sampling::argmax;
 
+use crate::compare::rel_l2;
 use crate::model_source;
 use crate::tools::{dense_mode, device};
 
@@ -45,22 +47,6 @@ pub struct CompareBatchArgs {
     /// MoE layers of at least this many slots run grouped GEMMs (default: the engine's).
     #[arg(long)]
     pub moe_grouped_min_slots: Option<usize>,
-}
-
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(f64::MIN_POSITIVE)).sqrt()
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, x) in v.iter().enumerate() {
-        if *x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// One sequence alone: the logits after its prompt and after each of its greedy tokens.

@@ -760,7 +760,6 @@ fn rope_kv_rows_match_cpu() -> R<()> {
             (hq, hkv, hd),
         )?;
         let (qg, kg, vg) = (f32s(&q)?, f32s(&kp)?, f32s(&vp)?);
-        let (mut kw, mut vw) = (pool0.clone(), pool0.clone());
         let half = hd / 2;
         for r in 0..t {
             let x = &qkv[r * width..(r + 1) * width];
@@ -791,9 +790,6 @@ fn rope_kv_rows_match_cpu() -> R<()> {
                             head - hq - hkv
                         };
                         let o = (dst[r] as usize * hkv + kvh) * hd;
-                        let w = if head < hq + hkv { &mut kw } else { &mut vw };
-                        w[o + i] = ra as f32;
-                        w[o + i + half] = rb as f32;
                         let g = if head < hq + hkv { &kg } else { &vg };
                         (g[o + i], g[o + i + half])
                     };

@@ -117,6 +117,17 @@ impl Writes {
         }
     }
 
+    /// The pool row of each of the step's `t` rows (0 for a row this group does not write).
+    pub(super) fn dst_rows(&self, t: usize) -> Vec<u32> {
+        let mut rows = vec![0u32; t];
+        for r in &self.runs {
+            for i in 0..r.len {
+                rows[r.src + i] = (r.dst + i) as u32;
+            }
+        }
+        rows
+    }
+
     /// Writes `x (t, hkv, hd)` into `buf (blocks * bs, hkv, hd)`.
     pub(super) fn write(&self, buf: &Tensor, x: &Tensor) -> Result<()> {
         if self.runs.len() <= MAX_RUNS {
@@ -130,13 +141,11 @@ impl Writes {
         let idx = match self.scatter.get() {
             Some(i) => i,
             None => {
-                let mut rows = vec![0u32; t * width];
-                for r in &self.runs {
-                    for i in 0..r.len {
-                        let at = (r.src + i) * width;
-                        rows[at..at + width].fill((r.dst + i) as u32);
-                    }
-                }
+                let rows: Vec<u32> = self
+                    .dst_rows(t)
+                    .into_iter()
+                    .flat_map(|r| std::iter::repeat_n(r, width))
+                    .collect();
                 let i = Tensor::from_vec(rows, (t, width), buf.device())?;
                 self.scatter.get_or_init(|| i)
             }

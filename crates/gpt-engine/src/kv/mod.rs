@@ -542,11 +542,16 @@ impl KvPool {
     /// Writes the keys and values `k`, `v` `(t, hkv, hd)` of every row of `step` into layer
     /// `il`.
     pub(crate) fn write(&self, il: usize, step: &Step, k: &Tensor, v: &Tensor) -> Result<()> {
-        let g = self.layer_group[il];
-        let w = step.writes[g]
-            .get_or_init(|| Writes::new(step.chunks.iter().map(|c| (c.t, c.groups[g].as_ref()))));
+        let w = self.writes(il, step);
         w.write(&self.k[il], &k.contiguous()?)?;
         w.write(&self.v[il], &v.contiguous()?)
+    }
+
+    /// Where `step`'s rows go in layer `il`'s group (made once per step and group).
+    fn writes<'s>(&self, il: usize, step: &'s Step) -> &'s Writes {
+        let g = self.layer_group[il];
+        step.writes[g]
+            .get_or_init(|| Writes::new(step.chunks.iter().map(|c| (c.t, c.groups[g].as_ref()))))
     }
 
     /// The one-token chunks of `step` as paged attention rows of layer `il`'s group (their
@@ -588,18 +593,12 @@ impl KvPool {
         if let Some(r) = step.kv_rows[g].get() {
             return Ok(r);
         }
-        let (mut pos, mut dst) = (Vec::new(), Vec::new());
+        let mut pos = Vec::new();
         for c in &step.chunks {
-            let view = self.view(il, c)?;
-            let at = dst.len();
-            dst.resize(at + c.t, 0u32);
-            for r in &view.runs {
-                for i in 0..r.len {
-                    dst[at + r.src + i] = (r.dst + i) as u32;
-                }
-            }
+            self.view(il, c)?; // every chunk writes this group
             pos.extend((c.pos..c.pos + c.t).map(|p| p as u32));
         }
+        let dst = self.writes(il, step).dst_rows(pos.len());
         let r = gpt_kernels::cuda::rope_kv::KvRows::new(&pos, &dst, &self.device)?;
         Ok(step.kv_rows[g].get_or_init(|| r))
     }

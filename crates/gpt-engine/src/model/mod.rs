@@ -209,7 +209,7 @@ impl GptOss {
         let eps = self.cfg.rms_eps;
         let mut h = self.p.embd.lookup(&tokens, &self.device)?; // (t, d)
         let rows = RowPlan::new(tokens.len(), &self.device, self.p.tensor_cores())?;
-        let at = Positions::of(step.chunks().iter().map(|c| (c.pos, c.t)), &self.device)?;
+        let at = StepRows::default();
         p.mark(&self.device, Stage::Embed);
         for (il, l) in self.p.layers.iter().enumerate() {
             let _l = tracing::trace_span!("layer", il).entered();
@@ -238,7 +238,7 @@ impl GptOss {
         Ok(logits)
     }
 
-    /// Attention of layer `il` on `a (t, d)` for rows at positions `at`, each chunk of `step`
+    /// Attention of layer `il` on `a (t, d)` for `step`'s rows (`at`), each chunk of `step`
     /// against its own sequence's keys and values: the one-token chunks together through
     /// their block tables where the kernel allows ([`AttnKernel::pages_decodes`]), longer
     /// chunks each over their gathered keys. Returns `(t, d)`.
@@ -251,7 +251,7 @@ impl GptOss {
         step: &Step,
         pool: &KvPool,
         rows: &RowPlan,
-        at: &Positions,
+        at: &StepRows,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (hq, hkv, hd) = (cfg.n_head, cfg.n_head_kv, cfg.head_dim);
@@ -273,6 +273,7 @@ impl GptOss {
             }
             _ => {
                 let (q, kx, v) = l.qkv.forward(a, rows, (hq * hd, hkv * hd))?; // (t, hq hd), (t, hkv hd) x2
+                let at = at.positions(step, &self.device)?;
                 let q = rope.apply(&q.reshape((1, t, hq, hd))?, at)?; // (1, t, hq, hd)
                 let kx = rope.apply(&kx.reshape((1, t, hkv, hd))?, at)?; // (1, t, hkv, hd)
                 self.profiler.mark(&self.device, Stage::QkvRope);
@@ -293,16 +294,7 @@ impl GptOss {
                 let qd = if all_decodes {
                     q.clone()
                 } else {
-                    let mut idx = Vec::with_capacity(r.rows());
-                    let mut row = 0u32;
-                    for c in chunks {
-                        if c.t == 1 {
-                            idx.push(row);
-                        }
-                        row += c.t as u32;
-                    }
-                    let n = idx.len();
-                    q.index_select(&Tensor::from_vec(idx, n, &self.device)?, 0)?
+                    q.index_select(at.decode_index(step, &self.device)?, 0)?
                 };
                 let (kb, vb) = pool.layer_buffers(il);
                 Some(self.attn.paged(&qd, kb, vb, &l.sinks, r, scale, window)?)
@@ -343,6 +335,46 @@ impl GptOss {
         let out = l.attn_out.forward(&o, rows)?; // (t, d)
         self.profiler.mark(&self.device, Stage::AttnOut);
         Ok(out)
+    }
+}
+
+/// What every layer of one forward derives from its step, made when a layer first asks: the
+/// rows' positions (the generic RoPE) and the batch rows of the one-token chunks (a mixed
+/// step's paged attention).
+#[derive(Default)]
+struct StepRows {
+    positions: std::cell::OnceCell<Positions>,
+    decode_index: std::cell::OnceCell<Tensor>,
+}
+
+impl StepRows {
+    fn positions(&self, step: &Step, device: &Device) -> Result<&Positions> {
+        if self.positions.get().is_none() {
+            let p = Positions::of(step.chunks().iter().map(|c| (c.pos, c.t)), device)?;
+            let _ = self.positions.set(p);
+        }
+        self.positions
+            .get()
+            .ok_or_else(|| EngineError::Other("forward: no positions".into()))
+    }
+
+    /// U32 `(decodes)`: the batch row of each one-token chunk, in order.
+    fn decode_index(&self, step: &Step, device: &Device) -> Result<&Tensor> {
+        if self.decode_index.get().is_none() {
+            let mut idx = Vec::new();
+            let mut row = 0u32;
+            for c in step.chunks() {
+                if c.t == 1 {
+                    idx.push(row);
+                }
+                row += c.t as u32;
+            }
+            let n = idx.len();
+            let _ = self.decode_index.set(Tensor::from_vec(idx, n, device)?);
+        }
+        self.decode_index
+            .get()
+            .ok_or_else(|| EngineError::Other("forward: no decode rows".into()))
     }
 }
 

@@ -11,56 +11,13 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Result, Tensor};
 
 use super::decode::{tensor_ptr, DEC_WARPS, MODULE};
-use super::prefill::{bail, cuda_dev, u32_of, PgWeights};
+use super::prefill::{bail, cuda_dev, u32_of, PgWeights, QRows};
 use super::ptx;
 use super::routing::Routing;
 
 /// Largest inner dimension (`d` and the experts' `ff`) the row kernels take (`DEC_ROWS_MAXB`
 /// blocks of 32 on 16 lanes).
 pub const MOE_ROWS_MAX_K: usize = 4096;
-
-/// `x` F32 `(rows, k)` quantized for the MXFP4 dots: int8 hi, lo planes `(rows, k)` in the
-/// permuted order and f32 scales `(rows, k/32)`.
-fn quantize(x: &Tensor) -> Result<[Tensor; 3]> {
-    const OP: &str = "moe_rows quantize";
-    let (rows, k) = x.dims2()?;
-    let dev = cuda_dev(OP, x)?;
-    let x = x.contiguous()?;
-    // SAFETY: the kernel writes every element (one warp per 32-block).
-    let q = unsafe {
-        [
-            Tensor::empty((rows, k), DType::U8, x.device())?,
-            Tensor::empty((rows, k), DType::U8, x.device())?,
-            Tensor::empty((rows, k / 32), DType::F32, x.device())?,
-        ]
-    };
-    let nblocks = rows * k / 32;
-    let func = dev.get_or_load_custom_func("dec_quant", MODULE, ptx::DECODE)?;
-    let ptrs = [
-        tensor_ptr(&x)?,
-        tensor_ptr(&q[0])?,
-        tensor_ptr(&q[1])?,
-        tensor_ptr(&q[2])?,
-    ];
-    let nb = u32_of(OP, "blocks", nblocks)?;
-    let perm = 1u32;
-    let mut b = func.builder();
-    b.arg(&ptrs[0])
-        .arg(&nb)
-        .arg(&ptrs[1])
-        .arg(&ptrs[2])
-        .arg(&ptrs[3])
-        .arg(&perm);
-    let cfg = LaunchConfig {
-        grid_dim: (nb.div_ceil(8).max(1), 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: `dec_quant(x, nblocks, qh, ql, qd, perm)`; x holds nblocks * 32 floats and the
-    // planes and scales were allocated for them.
-    unsafe { b.launch(cfg) }.w()?;
-    Ok(q)
-}
 
 fn mxfp4<'a>(w: &PgWeights<'a>, what: &str) -> Result<(&'a Tensor, &'a Tensor)> {
     match w {
@@ -132,7 +89,7 @@ pub fn moe_rows(
     };
     let dev = cuda_dev(OP, m)?;
     let ntiles = u32_of(OP, "tiles", r.up.ntiles)?;
-    let xq = quantize(m)?;
+    let xq = QRows::quantize_in(m, true)?;
     // SAFETY: every slot of every non-empty tile is written; the plan covers all slots.
     let act = unsafe { Tensor::empty((slots, ff), DType::F32, m.device())? };
     let (gb, ub, db) = (gb.contiguous()?, ub.contiguous()?, db.contiguous()?);
@@ -151,9 +108,9 @@ pub fn moe_rows(
             tensor_ptr(uq)?,
             tensor_ptr(ue)?,
             tensor_ptr(&ub)?,
-            tensor_ptr(&xq[0])?,
-            tensor_ptr(&xq[1])?,
-            tensor_ptr(&xq[2])?,
+            tensor_ptr(&xq.hi)?,
+            tensor_ptr(&xq.lo)?,
+            tensor_ptr(&xq.d)?,
             tensor_ptr(row_map)?,
             tensor_ptr(tiles)?,
         ];
@@ -167,7 +124,7 @@ pub fn moe_rows(
         // were checked above and the plan's rows and experts are within m and the weights.
         unsafe { b.launch(grid(n_ff)) }.w()?;
     }
-    let aq = quantize(&act)?;
+    let aq = QRows::quantize_in(&act, true)?;
     // SAFETY: as for `act`.
     let y = unsafe { Tensor::empty((slots, d), DType::F32, m.device())? };
     {
@@ -176,9 +133,9 @@ pub fn moe_rows(
             tensor_ptr(dq)?,
             tensor_ptr(de)?,
             tensor_ptr(&db)?,
-            tensor_ptr(&aq[0])?,
-            tensor_ptr(&aq[1])?,
-            tensor_ptr(&aq[2])?,
+            tensor_ptr(&aq.hi)?,
+            tensor_ptr(&aq.lo)?,
+            tensor_ptr(&aq.d)?,
             tensor_ptr(tiles)?,
         ];
         let out = tensor_ptr(&y)?;

@@ -68,8 +68,14 @@ pub struct QRows {
 }
 
 impl QRows {
-    /// Quantizes `x` F32 `(rows, k)`, `k % 32 == 0`, on its CUDA device.
+    /// Quantizes `x` F32 `(rows, k)`, `k % 32 == 0`, on its CUDA device (natural order).
     pub fn quantize(x: &Tensor) -> Result<Self> {
+        Self::quantize_in(x, false)
+    }
+
+    /// As [`Self::quantize`], each block's values in the decode kernels' MXFP4-facing order
+    /// when `permuted` (the input of their MXFP4 dots).
+    pub fn quantize_in(x: &Tensor, permuted: bool) -> Result<Self> {
         const OP: &str = "prefill quantize";
         let (rows, k) = x.dims2()?;
         if x.dtype() != DType::F32 || k % 32 != 0 {
@@ -101,7 +107,7 @@ impl QRows {
                 tensor_ptr(&lo)?,
                 tensor_ptr(&d)?,
             );
-            let pm = 0u32; // natural order (the decode kernels' MXFP4-facing order is 1)
+            let pm = u32::from(permuted);
             let mut b = func.builder();
             b.arg(&px).arg(&nb).arg(&ph).arg(&pl).arg(&pd).arg(&pm);
             // SAFETY: `dec_quant(x, nblocks, hi, lo, d, perm)`; x holds nb·32 f32, the planes
