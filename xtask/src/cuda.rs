@@ -1,6 +1,7 @@
 //! `cargo xtask cuda-build`: release CUDA binaries built on a machine without a GPU.
 //!
-//! Steps: find or install a CUDA 13.0 toolkit ([`crate::cuda_toolkit`]); build the gpt-kernels
+//! Steps: find or install a CUDA 13.0 toolkit ([`crate::cuda_toolkit`]); pick the target GPUs
+//! ([`crate::cuda_arch`]: `--arch`, else the cards found, else Ampere to Blackwell); build the gpt-kernels
 //! CUDA test binaries (`cargo test -p gpt-kernels --features cuda --release --no-run`), then
 //! `gptoss` (`-p gpt-cli --features cuda --release`) into the separate target
 //! folder `target/cuda`; strip them into `--bin-dir`; print the stripped `gptoss` path last.
@@ -12,6 +13,7 @@
 //! clears the other three and does not touch `RUSTFLAGS`: nothing forces a rebuild of the
 //! dependency tree between runs.
 
+use crate::cuda_arch;
 use crate::cuda_toolkit::{self, Toolkit};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
@@ -25,10 +27,26 @@ pub struct CudaBuildArgs {
     /// Folder for the stripped binaries (default: `target/cuda/dist`).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// Compute capabilities to build for, e.g. `80,86,89,90,100,120` (default: those of the
+    /// GPUs `nvidia-smi` finds, else that list: Ampere to Blackwell; newer cards JIT the
+    /// newest PTX). See [`crate::cuda_arch`].
+    #[arg(long, value_name = "LIST")]
+    arch: Option<String>,
+    /// Also assemble every PTX with `ptxas` for its architecture (what the driver's JIT does on
+    /// such a card): a compile-only check that each target is really covered.
+    #[arg(long)]
+    ptxas_check: bool,
 }
 
-/// The compute capability the kernels are built for (H100/H200: cudaforge emits `sm_90a`).
-const COMPUTE_CAP: &str = "90";
+/// What the cargo runs of one build share: toolkit, target folder and architectures.
+struct BuildEnv {
+    toolkit: Toolkit,
+    target_dir: PathBuf,
+    /// The nvcc wrapper (see [`cuda_arch::nvcc_wrapper`]).
+    nvcc: PathBuf,
+    archs: Vec<u32>,
+    ptxas_check: bool,
+}
 
 /// One executable produced by cargo.
 #[derive(Debug)]
@@ -48,11 +66,26 @@ pub fn cuda_build(args: &CudaBuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| target_dir.join("dist"));
     let toolkit = cuda_toolkit::find_or_install()?;
+    let archs = match &args.arch {
+        Some(list) => cuda_arch::parse_archs(list)?,
+        None => cuda_arch::detect().unwrap_or_else(|| cuda_arch::DEFAULT_ARCHS.to_vec()),
+    };
+    eprintln!(
+        "xtask: building for compute capabilities {} (candle's kernels: {})",
+        cuda_arch::join(&archs),
+        archs[0]
+    );
+    let env = BuildEnv {
+        nvcc: cuda_arch::nvcc_wrapper(&target_dir, &toolkit.nvcc)?,
+        toolkit,
+        target_dir,
+        archs,
+        ptxas_check: args.ptxas_check,
+    };
 
     let tests = cargo_executables(
         &root,
-        &toolkit,
-        &target_dir,
+        &env,
         &[
             "test",
             "--release",
@@ -66,8 +99,7 @@ pub fn cuda_build(args: &CudaBuildArgs) -> Result<()> {
     )?;
     let gptoss = cargo_executables(
         &root,
-        &toolkit,
-        &target_dir,
+        &env,
         &[
             "build",
             "--release",
@@ -113,21 +145,26 @@ fn workspace_root() -> Result<PathBuf> {
 /// executables it reports (binaries and test harnesses).
 fn cargo_executables(
     root: &Path,
-    toolkit: &Toolkit,
-    target_dir: &Path,
+    env: &BuildEnv,
     args: &[&str],
     what: &str,
 ) -> Result<Vec<Artifact>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let toolkit = &env.toolkit;
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .args(args)
         .arg("--message-format=json-render-diagnostics")
-        .env("CARGO_TARGET_DIR", target_dir)
+        .env("CARGO_TARGET_DIR", &env.target_dir)
         .env("CUDA_HOME", &toolkit.home)
-        .env("NVCC", &toolkit.nvcc)
+        .env("NVCC", &env.nvcc)
         .env("PATH", cuda_toolkit::path_with(&toolkit.home.join("bin"))?)
-        .env("CUDA_COMPUTE_CAP", COMPUTE_CAP)
+        .env("CUDA_COMPUTE_CAP", env.archs[0].to_string())
+        .env("GPTOSS_CUDA_ARCHS", cuda_arch::join(&env.archs))
+        .env(
+            "GPTOSS_PTXAS_CHECK",
+            if env.ptxas_check { "1" } else { "0" },
+        )
         .env_remove("CUDA_PATH")
         .env_remove("CUDA_ROOT")
         .env_remove("CUDA_TOOLKIT_ROOT_DIR")

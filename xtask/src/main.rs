@@ -9,6 +9,7 @@
 //! Add a task by adding a variant to [`Task`] and a module that implements it.
 
 mod cuda;
+mod cuda_arch;
 mod cuda_toolkit;
 mod fetch;
 

@@ -48,6 +48,11 @@ pub struct BenchArgs {
     /// tensor-core prefill.
     #[arg(long)]
     pub no_fast_decode: bool,
+    /// On a GPU, keep the MoE blocks (router, experts) of the first N layers in host memory
+    /// and run them on the CPU (llama.cpp's `--n-cpu-moe`); `inspect --check --vram SIZE`
+    /// suggests the N that fits a card.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cpu_moe: usize,
     /// Launch the fused decode step kernel by kernel instead of as a CUDA graph.
     #[arg(long)]
     pub no_cuda_graph: bool,
@@ -145,6 +150,18 @@ fn pool_peak(dev: &candle_core::Device) -> Option<u64> {
     None
 }
 
+/// The device total of the memory plan the loader checked (`None` for a checkpoint folder).
+fn planned_device_bytes(
+    path: &std::path::Path,
+    dev: &candle_core::Device,
+    cfg: &LoadConfig,
+) -> Option<u64> {
+    let file = gguf_format::GgufModel::open(path).ok()?;
+    let config = gpt_weights::GptOssConfig::from_metadata(file.metadata()).ok()?;
+    let p = gpt_engine::loader::memory_plan(&file, &config, dev, cfg).ok()?;
+    Some(p.device_total())
+}
+
 /// Runs the benchmark.
 pub fn bench(a: &BenchArgs) -> Result<()> {
     if !a.concurrency.is_empty() {
@@ -165,12 +182,15 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },
+        seqs: 1,
+        cpu_moe: a.cpu_moe,
     };
     candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
     let t0 = Instant::now();
     let (model, _) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
         .with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
+    let plan_device = planned_device_bytes(&path, &dev, &cfg);
     let vocab = model.vocab_size() as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut tokens = |n: usize| -> Vec<u32> {
@@ -268,6 +288,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         "peak_host_rss_bytes": peak_rss(),
         "device_mem_used_bytes": vram_after_prefill.max(vram_end),
         "device_pool_peak_bytes": pool_peak(&dev),
+        "plan_device_total_bytes": plan_device,
         "profile_prefill_ms": if a.profile { fmt_profile(&prefill_profile) } else { serde_json::Value::Null },
         "profile_decode_ms": if a.profile { fmt_profile(&decode_profile) } else { serde_json::Value::Null },
     });

@@ -118,6 +118,7 @@ pub fn bench_concurrency(a: &BenchArgs) -> Result<()> {
             moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },
+        cpu_moe: a.cpu_moe,
         ..Default::default()
     };
     let engine = Engine::load_with_progress(&path, opts, Some(&mut model_source::load_progress()))

@@ -78,6 +78,11 @@ pub struct ChatArgs {
     /// Context size in tokens.
     #[arg(long, default_value_t = 4096)]
     pub ctx: usize,
+    /// On a GPU, keep the MoE blocks (router, experts) of the first N layers in host memory
+    /// and run them on the CPU (llama.cpp's `--n-cpu-moe`); `inspect --check --vram SIZE`
+    /// suggests the N that fits a card.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cpu_moe: usize,
     /// Reasoning effort written into the system message.
     #[arg(long, value_enum, default_value = "medium")]
     pub reasoning_effort: Effort,
@@ -176,6 +181,7 @@ impl Session {
                 cpu_precision: args.cpu_precision.into(),
                 ..Default::default()
             },
+            cpu_moe: args.cpu_moe,
             ..Default::default()
         };
         let engine =

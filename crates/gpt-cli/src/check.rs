@@ -7,8 +7,45 @@ use gguf_format::GgufModel;
 use gpt_weights::plan::{self, DenseMode, PlanRequest};
 use gpt_weights::{dequant, GptOssConfig};
 
-/// Validates `file` as GPT-OSS and prints the config, the report and the memory plan.
-pub fn check(file: &Path, ctx: usize) -> Result<()> {
+/// What `inspect --check` is asked.
+pub struct CheckArgs<'a> {
+    pub file: &'a Path,
+    pub ctx: usize,
+    /// Layers whose MoE blocks the plans keep in host memory.
+    pub cpu_moe: usize,
+    /// GPU memory to fit (`24G`).
+    pub vram: Option<&'a str>,
+    /// A device whose free memory to fit.
+    pub device: Option<&'a str>,
+}
+
+/// The GPU memory `inspect --check` fits: `--vram`, the free memory of `--device`, or the
+/// smaller of both.
+fn target_memory(a: &CheckArgs<'_>) -> Result<Option<u64>> {
+    let vram = a
+        .vram
+        .map(gpt_server::parse_size)
+        .transpose()
+        .map_err(anyhow::Error::msg)
+        .context("--vram")?;
+    let free = match a.device {
+        None => None,
+        Some(d) => {
+            let dev = crate::tools::device(d)?;
+            anyhow::ensure!(dev.is_cuda(), "--device {d}: the fit is planned for a GPU");
+            gpt_engine::engine::free_memory(&dev)
+        }
+    };
+    Ok(match (vram, free) {
+        (Some(v), Some(f)) => Some(v.min(f)),
+        (v, f) => v.or(f),
+    })
+}
+
+/// Validates `file` as GPT-OSS and prints the config, the report and the memory plans; with a
+/// GPU memory to fit, the `--cpu-moe` that fits it.
+pub fn check(a: &CheckArgs<'_>) -> Result<()> {
+    let (file, ctx) = (a.file, a.ctx);
     let model = GgufModel::open(file).with_context(|| format!("opening {}", file.display()))?;
     let cfg = GptOssConfig::from_metadata(model.metadata())?;
     println!(
@@ -54,14 +91,38 @@ pub fn check(file: &Path, ctx: usize) -> Result<()> {
             &cfg,
             &PlanRequest {
                 ctx,
+                seqs: 1,
                 chunk: 2048,
                 dense,
                 kv_elem_bytes: 4,
                 fused_decode,
                 cpu_blocks,
+                host_moe_layers: if cpu_blocks { 0 } else { a.cpu_moe },
             },
         )?;
         println!("memory plan at ctx {ctx}, {name}:\n{p}");
+    }
+    if let Some(avail) = target_memory(a)? {
+        let req = PlanRequest {
+            ctx,
+            seqs: 1,
+            chunk: 2048,
+            dense: DenseMode::Quantized,
+            kv_elem_bytes: 4,
+            fused_decode: true,
+            cpu_blocks: false,
+            host_moe_layers: 0,
+        };
+        let gib = avail as f64 / (1u64 << 30) as f64;
+        match plan::suggest_host_moe_layers(&cfg, &req, |n| model.tensor(n), avail)? {
+            Some(0) => println!("fits {gib:.2} GiB of GPU memory with every layer on the GPU"),
+            Some(n) => println!(
+                "fits {gib:.2} GiB of GPU memory with --cpu-moe {n} (the MoE blocks of layers 0..{n} in host memory)"
+            ),
+            None => println!(
+                "does not fit {gib:.2} GiB of GPU memory even with every MoE block in host memory"
+            ),
+        }
     }
     if let Some(avail) = plan::host_available_bytes() {
         println!(

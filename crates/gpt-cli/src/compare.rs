@@ -37,6 +37,11 @@ pub struct CompareArgs {
     /// tensor-core prefill.
     #[arg(long)]
     pub no_fast_decode: bool,
+    /// On a GPU, keep the MoE blocks (router, experts) of the first N layers in host memory
+    /// and run them on the CPU (llama.cpp's `--n-cpu-moe`); `inspect --check --vram SIZE`
+    /// suggests the N that fits a card.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cpu_moe: usize,
     /// CPU matmul precision of the compared model (`--device cpu --cpu-precision fast`
     /// measures the fast mode against the exact one).
     #[arg(long, value_enum, default_value_t)]
@@ -71,6 +76,7 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
             cpu_precision: a.cpu_precision.into(),
             ..Default::default()
         },
+        cpu_moe: a.cpu_moe,
         ..cfg.clone()
     };
     let (gpu, _) = load_any(&path, &dev, &gcfg, None)?;

@@ -41,6 +41,11 @@ pub struct CompareBatchArgs {
     /// Run the generic path on the device instead of the fast kernels.
     #[arg(long)]
     pub no_fast_decode: bool,
+    /// On a GPU, keep the MoE blocks (router, experts) of the first N layers in host memory
+    /// and run them on the CPU (llama.cpp's `--n-cpu-moe`); `inspect --check --vram SIZE`
+    /// suggests the N that fits a card.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cpu_moe: usize,
     /// Time the batch's forward stages (synchronizing between them) and print them per step.
     #[arg(long)]
     pub profile: bool,
@@ -90,6 +95,8 @@ pub fn compare_batch(a: &CompareBatchArgs) -> Result<()> {
             moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },
+        seqs: a.batch,
+        cpu_moe: a.cpu_moe,
     };
     let (m, _) = load_any(&path, &dev, &cfg, None)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);

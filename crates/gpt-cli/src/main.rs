@@ -74,6 +74,16 @@ struct InspectCmd {
     /// Context length for the memory plan of --check.
     #[arg(long, default_value_t = 8192)]
     ctx: usize,
+    /// --check: plan with the MoE blocks of the first N layers in host memory (`--cpu-moe`).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    cpu_moe: usize,
+    /// --check: the GPU memory to fit (e.g. 24G); `--cpu-moe` is suggested for it.
+    #[arg(long, value_name = "SIZE")]
+    vram: Option<String>,
+    /// --check: fit the free memory of this device (`cuda`, `cuda:N`); with `--vram`, the
+    /// smaller of the two.
+    #[arg(long)]
+    device: Option<String>,
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -87,7 +97,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 return check::dump(&a.file, name, out);
             }
             if a.check {
-                return check::check(&a.file, a.ctx);
+                return check::check(&check::CheckArgs {
+                    file: &a.file,
+                    ctx: a.ctx,
+                    cpu_moe: a.cpu_moe,
+                    vram: a.vram.as_deref(),
+                    device: a.device.as_deref(),
+                });
             }
             inspect::run(&inspect::InspectArgs {
                 file: a.file,

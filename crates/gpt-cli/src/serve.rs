@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Longest sequence (prompt + completion).
     #[arg(long, default_value_t = 8192)]
     pub ctx: usize,
+    /// On a GPU, keep the MoE blocks (router, experts) of the first N layers in host memory
+    /// and run them on the CPU (llama.cpp's `--n-cpu-moe`); `inspect --check --vram SIZE`
+    /// suggests the N that fits a card.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cpu_moe: usize,
     /// Device: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -74,6 +79,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
             cpu_precision: args.cpu_precision.into(),
             ..Default::default()
         },
+        cpu_moe: args.cpu_moe,
         ..Default::default()
     };
     let config = ServerConfig {

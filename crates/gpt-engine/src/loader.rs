@@ -22,6 +22,12 @@ pub struct LoadConfig {
     pub ctx: usize,
     /// Prefill chunk (for the memory plan).
     pub chunk: usize,
+    /// Most sequences per forward (for the memory plan: rows of logits).
+    pub seqs: usize,
+    /// On a GPU, the MoE blocks (router, experts) of the first this many layers stay in host
+    /// memory and run on the CPU kernels (`--cpu-moe N`, llama.cpp's `--n-cpu-moe`); ignored
+    /// on the CPU.
+    pub cpu_moe: usize,
 }
 
 impl Default for LoadConfig {
@@ -31,8 +37,39 @@ impl Default for LoadConfig {
             model: ModelOptions::default(),
             ctx: 4096,
             chunk: 512,
+            seqs: 1,
+            cpu_moe: 0,
         }
     }
+}
+
+/// The layers whose MoE blocks stay in host memory: `cfg.cpu_moe` on a GPU, none on the CPU.
+fn host_moe_layers_of(config: &GptOssConfig, device: &Device, cfg: &LoadConfig) -> usize {
+    if device.is_cpu() {
+        0
+    } else {
+        cfg.cpu_moe.min(config.n_layer)
+    }
+}
+
+/// The memory plan [`load_model`] checks before loading `file` onto `device` with `cfg`.
+pub fn memory_plan(
+    file: &GgufModel,
+    config: &GptOssConfig,
+    device: &Device,
+    cfg: &LoadConfig,
+) -> Result<plan::MemoryPlan> {
+    let req = PlanRequest {
+        ctx: cfg.ctx,
+        chunk: cfg.chunk,
+        seqs: cfg.seqs,
+        dense: cfg.dense,
+        kv_elem_bytes: 4,
+        fused_decode: device.is_cuda() && !cfg.model.no_fast_decode,
+        cpu_blocks: device.is_cpu(),
+        host_moe_layers: host_moe_layers_of(config, device, cfg),
+    };
+    Ok(plan::plan(file, config, &req)?)
 }
 
 /// Opens `path`, checks it fits in memory, and loads it onto `device`.
@@ -46,15 +83,9 @@ pub fn load_model(
     let file = GgufModel::open(path)?;
     let config = GptOssConfig::from_metadata(file.metadata())?;
     gpt_weights::spec::validate(&file, &config)?;
-    let req = PlanRequest {
-        ctx: cfg.ctx,
-        chunk: cfg.chunk,
-        dense: cfg.dense,
-        kv_elem_bytes: 4,
-        fused_decode: device.is_cuda() && !cfg.model.no_fast_decode,
-        cpu_blocks: device.is_cpu(),
-    };
-    let p = plan::plan(&file, &config, &req)?;
+    let p = memory_plan(&file, &config, device, cfg)?;
+    let host_moe_layers = host_moe_layers_of(&config, device, cfg);
+    tracing::info!("memory plan:\n{p}");
     if device.is_cpu() {
         if let Some(avail) = plan::host_available_bytes() {
             p.check_fits("cpu", avail, true)?;
@@ -68,6 +99,9 @@ pub fn load_model(
         {
             p.check_fits("cuda", free as u64, false)?;
         }
+        if let (true, Some(avail)) = (host_moe_layers > 0, plan::host_available_bytes()) {
+            p.check_host_fits(avail)?;
+        }
     }
     let w = Weights::load_validated(
         &file,
@@ -76,6 +110,7 @@ pub fn load_model(
         LoadOptions {
             dense: cfg.dense,
             progress,
+            host_moe_layers,
         },
     )?;
     Ok((GptOss::new(w, device.clone(), cfg.model)?, file))

@@ -213,11 +213,13 @@ fn the_memory_plan_equals_the_prepared_weights() {
         let (model, file) = load_model(&tiny_path(false), &Device::Cpu, &cfg, None).unwrap();
         let req = PlanRequest {
             ctx: 64,
+            seqs: 1,
             chunk: 16,
             dense,
             kv_elem_bytes: 4,
             fused_decode: false,
             cpu_blocks: true,
+            host_moe_layers: 0,
         };
         let p = plan(&file, model.config(), &req).unwrap();
         assert_eq!(p.weights_device, model.weight_bytes(), "{dense:?}");

@@ -158,6 +158,9 @@ pub struct LoadOptions<'a> {
     pub dense: DenseMode,
     /// Called after each tensor with `(bytes done, bytes total)` of the file's tensor data.
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// The MoE blocks of the first this many layers are loaded into host memory (on
+    /// [`Device::Cpu`]) whatever the device ([`crate::plan::host_moe_tensor`]).
+    pub host_moe_layers: usize,
 }
 
 impl Default for LoadOptions<'_> {
@@ -165,13 +168,17 @@ impl Default for LoadOptions<'_> {
         Self {
             dense: DenseMode::F32,
             progress: None,
+            host_moe_layers: 0,
         }
     }
 }
 
 struct Loader<'m, 'p> {
     model: &'m GgufModel,
+    /// Where the next tensor goes: the load's device, or the host for a host MoE tensor.
     device: &'m Device,
+    main_device: &'m Device,
+    host_moe_layers: usize,
     dense: DenseMode,
     done: u64,
     total: u64,
@@ -197,8 +204,13 @@ fn to_candle_qtype(ty: GgmlType) -> Option<GgmlDType> {
     })
 }
 
-impl Loader<'_, '_> {
-    fn info(&self, name: &TensorName) -> Result<(String, &TensorInfo, &[u8])> {
+impl<'m> Loader<'m, '_> {
+    fn info(&mut self, name: &TensorName) -> Result<(String, &'m TensorInfo, &'m [u8])> {
+        self.device = if crate::plan::host_moe_tensor(name, self.host_moe_layers) {
+            &Device::Cpu
+        } else {
+            self.main_device
+        };
         let s = name.to_string();
         let info = self.model.tensor(&s).ok_or_else(|| Error::Validation {
             problems: vec![crate::spec::Problem::Missing { name: s.clone() }],
@@ -341,6 +353,8 @@ impl Weights {
         let mut l = Loader {
             model,
             device,
+            main_device: device,
+            host_moe_layers: opts.host_moe_layers,
             dense: opts.dense,
             done: 0,
             total,

@@ -28,6 +28,8 @@ pub struct PlanRequest {
     pub ctx: usize,
     /// Largest number of tokens in one forward (prefill chunk).
     pub chunk: usize,
+    /// Most sequences in one forward: the rows of logits it makes (one per sequence).
+    pub seqs: usize,
     /// How dense matrices are held.
     pub dense: DenseMode,
     /// Bytes per KV-cache element (4 for f32).
@@ -39,6 +41,21 @@ pub struct PlanRequest {
     /// The weights take the CPU kernels' form: each Q8_0 dense matrix is copied into a block
     /// tensor the kernels read (same bytes), so while one is copied both exist.
     pub cpu_blocks: bool,
+    /// The MoE blocks (router and experts) of the first this many layers stay in host memory
+    /// and run on the CPU (`--cpu-moe N`, llama.cpp's `--n-cpu-moe`); see [`host_moe_tensor`].
+    pub host_moe_layers: usize,
+}
+
+/// Whether `name` stays in host memory when the MoE blocks of the first `host_moe_layers`
+/// layers run on the CPU: the router, the experts and their biases of those layers.
+pub fn host_moe_tensor(name: &TensorName, host_moe_layers: usize) -> bool {
+    use LayerTensor::*;
+    matches!(
+        name,
+        TensorName::Layer(il, FfnGateInp | FfnGateInpBias | FfnGateExps | FfnGateExpsBias
+            | FfnUpExps | FfnUpExpsBias | FfnDownExps | FfnDownExpsBias)
+            if *il < host_moe_layers
+    )
 }
 
 /// Most bytes of f32 expert weights the generic grouped prefill dequantizes at once (the
@@ -50,13 +67,15 @@ pub const EXPERT_BATCH_BYTES: u64 = 1 << 30;
 pub struct MemoryPlan {
     /// Weights resident on the compute device.
     pub weights_device: u64,
-    /// Weights kept in host memory (the embedding table, read by row).
+    /// Weights kept in host memory (the embedding table, read by row, and the MoE blocks of
+    /// [`PlanRequest::host_moe_layers`]).
     pub weights_host: u64,
     /// KV cache of full-attention layers (grows to `ctx`).
     pub kv_full: u64,
     /// KV cache of sliding layers (holds the window plus one chunk).
     pub kv_sliding: u64,
-    /// Activations and logits for one chunk.
+    /// Activations for one chunk, its logits (one row per sequence), and on the generic path
+    /// one attention tile of scores.
     pub working: u64,
     /// What the CUDA fast form holds beyond the file's bytes (0 unless
     /// [`PlanRequest::fused_decode`]): the split matrices' wider scales and the output bias.
@@ -80,6 +99,20 @@ impl MemoryPlan {
             return Err(Error::OutOfMemory {
                 device: device.to_string(),
                 need,
+                available,
+                plan: self.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the host-resident weights against `available` host bytes (a GPU device with MoE
+    /// blocks on the host).
+    pub fn check_host_fits(&self, available: u64) -> Result<()> {
+        if self.weights_host > available {
+            return Err(Error::OutOfMemory {
+                device: "cpu (host-resident weights)".to_string(),
+                need: self.weights_host,
                 available,
                 plan: self.to_string(),
             });
@@ -208,6 +241,10 @@ pub fn plan_from_infos<'a>(
             weights_host += file_bytes;
             continue;
         }
+        if host_moe_tensor(&name, req.host_moe_layers) {
+            weights_host += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
+            continue;
+        }
         weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
         if info.ty == GgmlType::Q8_0 {
             q8_dense += file_bytes;
@@ -235,16 +272,44 @@ pub fn plan_from_infos<'a>(
     let widest = (cfg.q_dim() + 2 * cfg.kv_dim())
         .max(cfg.n_ff_exp * cfg.n_expert_used * 3)
         .max(cfg.n_embd * 4) as u64;
-    let scores = (cfg.n_head * req.chunk * req.ctx.min(4096)) as u64; // one attention tile
+    // One attention tile of scores; the fast path's prefill attention keeps its tiles on chip.
+    let scores = if fast {
+        0
+    } else {
+        (cfg.n_head * req.chunk * req.ctx.min(4096)) as u64
+    };
+    let logit_rows = req.seqs.clamp(1, req.chunk.max(1)) as u64;
     Ok(MemoryPlan {
         weights_device,
         weights_host,
         kv_full: n_full * req.ctx as u64 * kv_row,
         kv_sliding: n_sliding * slide_len * kv_row,
-        working: 4 * (chunk * (vocab + 4 * widest) + scores),
+        working: 4 * (chunk * 4 * widest + logit_rows * vocab + scores),
         fast_form_extra,
         load_transient,
     })
+}
+
+/// The fewest layers whose MoE blocks must stay in host memory (`--cpu-moe N`) for the plan
+/// of `req` to fit in `available` device bytes (with what loading holds for a moment); `None`
+/// if even all of them on the host do not fit.
+pub fn suggest_host_moe_layers<'a>(
+    cfg: &GptOssConfig,
+    req: &PlanRequest,
+    lookup: impl Fn(&str) -> Option<&'a TensorInfo> + Copy,
+    available: u64,
+) -> Result<Option<usize>> {
+    for n in 0..=cfg.n_layer {
+        let r = PlanRequest {
+            host_moe_layers: n,
+            ..req.clone()
+        };
+        let p = plan_from_infos(cfg, &r, lookup)?;
+        if p.device_total() + p.load_transient <= available {
+            return Ok(Some(n));
+        }
+    }
+    Ok(None)
 }
 
 /// Memory the OS reports available (`MemAvailable` in /proc/meminfo), when it can be read.

@@ -166,11 +166,13 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     let plan_of = |dense, fused_decode| {
         let req = PlanRequest {
             ctx: 8192,
+            seqs: 1,
             chunk: 512,
             dense,
             kv_elem_bytes: 4,
             fused_decode,
             cpu_blocks: false,
+            host_moe_layers: 0,
         };
         plan(&model, &cfg, &req).unwrap()
     };
@@ -203,15 +205,65 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
         .sum();
     assert_eq!(fused.fast_form_extra, q8_dense / 34 * 2 + 201088 * 4);
     assert_eq!(fused.load_transient, 201088 * 2880 / 32 * 34);
+    // The fast path's prefill attention keeps its score tiles on chip: no (heads, chunk, 4096)
+    // f32 tile.
+    let scores = 64 * 512 * 4096 * 4;
     assert_eq!(
         fused.device_total(),
-        p.device_total() + fused.fast_form_extra
+        p.device_total() + fused.fast_form_extra - scores
     );
+    // Logits: one row per sequence, not one per chunk row.
+    let vocab = cfg.vocab_size.unwrap_or(0) as u64;
+    assert_eq!(p.working, 4 * (512 * 4 * 2880 * 4 * 3 + vocab) + scores);
     let e = p
         .check_fits("cuda:0", 8 << 30, false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not enough memory on cuda:0"), "{e}");
+
+    // `--cpu-moe 12`: the router, experts and expert biases of layers 0..12 move to the host.
+    let req = |host_moe_layers| PlanRequest {
+        ctx: 8192,
+        seqs: 1,
+        chunk: 512,
+        dense: DenseMode::Quantized,
+        kv_elem_bytes: 4,
+        fused_decode: true,
+        cpu_blocks: false,
+        host_moe_layers,
+    };
+    let moe_bytes: u64 = model
+        .tensors()
+        .filter(|t| {
+            let layer: Option<usize> = t
+                .name
+                .strip_prefix("blk.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|n| n.parse().ok());
+            layer.is_some_and(|l| l < 12) && t.name.contains(".ffn_")
+        })
+        .map(|t| t.n_bytes().unwrap())
+        .sum();
+    let split = plan(&model, &cfg, &req(12)).unwrap();
+    assert_eq!(split.weights_host, fused.weights_host + moe_bytes);
+    assert_eq!(split.weights_device, fused.weights_device - moe_bytes);
+    assert!(
+        moe_bytes > 4 << 30,
+        "12 layers of 20B experts: {moe_bytes} B"
+    );
+    // The suggested N is the smallest that fits.
+    let lookup = |n: &str| model.tensor(n);
+    let avail = 8u64 << 30;
+    let n = gpt_weights::plan::suggest_host_moe_layers(&cfg, &req(0), lookup, avail)
+        .unwrap()
+        .expect("8 GiB fits with some layers on the host");
+    let fits = |n| {
+        let p = plan(&model, &cfg, &req(n)).unwrap();
+        p.device_total() + p.load_transient <= avail
+    };
+    assert!(n > 0 && fits(n) && !fits(n - 1), "suggested {n}");
+    let none = gpt_weights::plan::suggest_host_moe_layers(&cfg, &req(0), lookup, 1 << 30).unwrap();
+    assert_eq!(none, None, "the dense weights alone exceed 1 GiB");
     let _ = std::fs::remove_file(&path);
 }
 

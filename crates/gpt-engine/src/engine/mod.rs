@@ -70,6 +70,9 @@ pub struct EngineOptions {
     pub dense: Option<DenseMode>,
     /// Forward options.
     pub model: ModelOptions,
+    /// On a GPU, keep the MoE blocks of the first this many layers in host memory and run them
+    /// on the CPU ([`LoadConfig::cpu_moe`]).
+    pub cpu_moe: usize,
 }
 
 impl Default for EngineOptions {
@@ -84,6 +87,7 @@ impl Default for EngineOptions {
             prefix_cache: true,
             dense: None,
             model: ModelOptions::default(),
+            cpu_moe: 0,
         }
     }
 }
@@ -136,7 +140,8 @@ fn default_kv_bytes(cfg: &GptOssConfig, device: &Device, ctx: usize, max_seqs: u
     }
 }
 
-fn free_memory(device: &Device) -> Option<u64> {
+/// Free memory of `device` as its allocator reports it (the host: `MemAvailable`).
+pub fn free_memory(device: &Device) -> Option<u64> {
     if device.is_cpu() {
         return gpt_weights::plan::host_available_bytes();
     }
@@ -169,6 +174,8 @@ impl Engine {
             model: opts.model,
             ctx: opts.ctx.unwrap_or(4096),
             chunk: opts.max_batch_tokens,
+            seqs: opts.max_seqs,
+            cpu_moe: opts.cpu_moe,
         };
         let (model, file) = load_any(path, &opts.device, &lc, progress)?;
         let tok = match &file {

@@ -52,11 +52,23 @@ pub(crate) struct Moe {
     pub grouped_min_slots: usize,
     /// The CPU kernels of the MXFP4 expert matmuls.
     pub cpu: k::CpuKernels,
+    /// The block's tensors are in host memory while the model runs on a GPU (`--cpu-moe`): the
+    /// input goes to the host, the whole block runs on the CPU kernels, the output comes back.
+    pub on_host: bool,
 }
 
 impl Moe {
-    /// `m (t, d)` → `(t, d)`.
+    /// `m (t, d)` → `(t, d)`, on `dev` (the block runs on the host if it lives there).
     pub(crate) fn forward(&self, m: &Tensor, p: &Profiler, dev: &Device) -> Result<Tensor> {
+        if self.on_host {
+            let out = self.forward_on(&m.to_device(&Device::Cpu)?, p, &Device::Cpu)?;
+            return out.to_device(dev);
+        }
+        self.forward_on(m, p, dev)
+    }
+
+    /// [`Moe::forward`] where the block's tensors are.
+    fn forward_on(&self, m: &Tensor, p: &Profiler, dev: &Device) -> Result<Tensor> {
         let logits = m
             .matmul(&self.router_w.t()?)?
             .broadcast_add(&self.router_b)?; // (t, e)
@@ -97,8 +109,16 @@ impl Moe {
         }
     }
 
+    /// Bytes its tensors hold on the model's device (none when it lives on the host).
+    pub(crate) fn device_bytes(&self) -> u64 {
+        if self.on_host {
+            return 0;
+        }
+        self.bytes()
+    }
+
     /// Bytes its tensors hold.
-    pub(crate) fn bytes(&self) -> u64 {
+    fn bytes(&self) -> u64 {
         use super::prepare::tensor_bytes;
         let experts: u64 = match &self.experts {
             ExpertsForm::Generic { gate, up, down } => [gate, up, down]

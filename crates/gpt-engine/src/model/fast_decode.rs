@@ -221,7 +221,12 @@ impl FastDecoder {
                 return Err(err("dense matrices are not in the Q8 split form".into()));
             };
             let ExpertsForm::Planar { gate, up, down } = &l.moe.experts else {
-                return Err(err("experts are not planar MXFP4".into()));
+                let why = if l.moe.on_host {
+                    "its MoE block runs on the host (--cpu-moe)"
+                } else {
+                    "its experts are not planar MXFP4"
+                };
+                return Err(err(format!("layer {il}: {why}")));
             };
             let sliding = cfg.is_sliding(il);
             layers.push(FastLayer {

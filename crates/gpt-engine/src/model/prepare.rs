@@ -47,7 +47,8 @@ impl Prepared {
             match super::repack::fast_form_supported(&w) {
                 Ok(()) => {
                     let min = grouped(super::FAST_GROUPED_MIN_SLOTS);
-                    return super::repack::prepare_fast(w, device, min);
+                    let cpu = gpt_kernels::CpuKernels::detected(opts.cpu_precision);
+                    return super::repack::prepare_fast(w, device, (min, cpu));
                 }
                 Err(why) => tracing::warn!("the fast CUDA kernels do not apply: {why}"),
             }
@@ -84,22 +85,36 @@ impl Prepared {
                     + l.attn_out.bytes()
                     + tensor_bytes(&l.sinks)
                     + tensor_bytes(&l.post_norm)
-                    + l.moe.bytes()
+                    + l.moe.device_bytes()
             })
             .sum();
         layers + tensor_bytes(&self.output_norm) + self.output.bytes()
     }
 }
 
-/// The MoE block of `lw` around `experts`.
+/// Whether `lw`'s MoE block was loaded into host memory for a model on another device
+/// (`--cpu-moe`, [`gpt_weights::load::LoadOptions::host_moe_layers`]).
+pub(crate) fn moe_on_host(lw: &LayerWeights, device: &Device) -> bool {
+    !device.is_cpu() && lw.ffn_gate_inp.device().is_cpu()
+}
+
+/// The MoE block of `lw` around `experts`: on the host (CPU kernels, never grouped: the CPU
+/// kernel groups by expert itself) when [`moe_on_host`].
 pub(crate) fn moe(
     lw: &LayerWeights,
     cfg: &GptOssConfig,
     experts: ExpertsForm,
-    grouped_min_slots: usize,
-    cpu: gpt_kernels::CpuKernels,
+    (grouped_min_slots, cpu): (usize, gpt_kernels::CpuKernels),
+    device: &Device,
 ) -> Moe {
+    let on_host = moe_on_host(lw, device);
+    let grouped_min_slots = if on_host {
+        usize::MAX
+    } else {
+        grouped_min_slots
+    };
     Moe {
+        on_host,
         router_w: lw.ffn_gate_inp.clone(),
         router_b: lw.ffn_gate_inp_b.clone(),
         experts,
@@ -160,8 +175,8 @@ fn generic_layer(
             up: lw.ffn_up_exps.clone(),
             down: lw.ffn_down_exps.clone(),
         },
-        grouped_min_slots,
-        cpu,
+        (grouped_min_slots, cpu),
+        device,
     );
     Ok(Layer {
         qkv: Qkv::Separate(

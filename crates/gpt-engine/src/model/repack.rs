@@ -13,7 +13,7 @@ use gpt_weights::Weights;
 
 use super::experts::{ExpertsForm, Planar};
 use super::linear::{Linear, Qkv};
-use super::prepare::{moe, Layer, Prepared};
+use super::prepare::{moe, moe_on_host, Layer, Prepared};
 
 fn q8_of<'a>(
     m: &'a Matrix,
@@ -137,7 +137,7 @@ fn planar(k: &DecodeKernels, e: &Experts, device: &Device) -> Result<Planar> {
 pub(crate) fn prepare_fast(
     w: Weights,
     device: &Device,
-    grouped_min_slots: usize,
+    experts_cfg: (usize, gpt_kernels::CpuKernels),
 ) -> Result<Prepared> {
     let Device::Cuda(dev) = device else {
         return Err(err("not a CUDA device".into()));
@@ -152,18 +152,21 @@ pub(crate) fn prepare_fast(
         let qkv_b = Tensor::cat(&[&lw.attn_q_b, &lw.attn_k_b, &lw.attn_v_b], 0)?; // ((hq + 2 hkv) hd)
         let qkv = q8_split(&k, &[&lw.attn_q, &lw.attn_k, &lw.attn_v], qkv_b, device)?;
         let attn_out = q8_split(&k, &[&lw.attn_output], lw.attn_output_b.clone(), device)?;
-        let experts = ExpertsForm::Planar {
-            gate: planar(&k, &lw.ffn_gate_exps, device)?,
-            up: planar(&k, &lw.ffn_up_exps, device)?,
-            down: planar(&k, &lw.ffn_down_exps, device)?,
+        // A MoE block kept on the host (`--cpu-moe`) stays as loaded, for the CPU kernels.
+        let experts = if moe_on_host(&lw, device) {
+            ExpertsForm::Generic {
+                gate: lw.ffn_gate_exps.clone(),
+                up: lw.ffn_up_exps.clone(),
+                down: lw.ffn_down_exps.clone(),
+            }
+        } else {
+            ExpertsForm::Planar {
+                gate: planar(&k, &lw.ffn_gate_exps, device)?,
+                up: planar(&k, &lw.ffn_up_exps, device)?,
+                down: planar(&k, &lw.ffn_down_exps, device)?,
+            }
         };
-        let m = moe(
-            &lw,
-            &cfg,
-            experts,
-            grouped_min_slots,
-            gpt_kernels::CpuKernels::default(),
-        );
+        let m = moe(&lw, &cfg, experts, experts_cfg, device);
         // The repack kernels run on the stream: finish them before this layer's loaded
         // tensors are freed at the end of the iteration.
         device.synchronize()?;

@@ -101,7 +101,11 @@ pub fn attention_sinks_cuda(
         let f = dev.get_or_load_custom_func(
             "attention_prefill_f32",
             "gpt_kernels::attention_prefill",
-            ptx::ATTENTION_PREFILL,
+            ptx::for_device(
+                dev,
+                "gpt_kernels::attention_prefill",
+                ptx::ATTENTION_PREFILL,
+            )?,
         )?;
         let cfg = LaunchConfig {
             grid_dim: (
@@ -114,7 +118,11 @@ pub fn attention_sinks_cuda(
         };
         (f, cfg)
     } else {
-        let f = dev.get_or_load_custom_func("attention_sinks_f32", MODULE, ptx::ATTENTION)?;
+        let f = dev.get_or_load_custom_func(
+            "attention_sinks_f32",
+            MODULE,
+            ptx::for_device(dev, MODULE, ptx::ATTENTION)?,
+        )?;
         let cfg = LaunchConfig {
             grid_dim: (grid_for(OP, rows, 1)?, 1, 1),
             block_dim: ((32 * WARPS) as u32, 1, 1),
@@ -196,7 +204,7 @@ pub fn attention_prefill_tf32(
     let func = dev.get_or_load_custom_func(
         "attention_prefill_tf32",
         "gpt_kernels::attention_tc",
-        ptx::ATTENTION_TC,
+        ptx::for_device(dev, "gpt_kernels::attention_tc", ptx::ATTENTION_TC)?,
     )?;
     let ptrs = [
         tensor_ptr(&q)?,

@@ -186,7 +186,11 @@ impl DecodeKernels {
     fn with(dev: &CudaDevice, names: &[&'static str]) -> Result<Self> {
         let mut funcs = Vec::new();
         for &name in names {
-            let f = dev.get_or_load_custom_func(name, MODULE, ptx::DECODE)?;
+            let f = dev.get_or_load_custom_func(
+                name,
+                MODULE,
+                ptx::for_device(dev, MODULE, ptx::DECODE)?,
+            )?;
             funcs.push((name, f.into_cuda_function()));
         }
         Ok(Self {
@@ -576,7 +580,11 @@ pub fn planar_to_blocks(qs: &Tensor, e8: &Tensor) -> Result<Tensor> {
     let candle_core::Device::Cuda(dev) = qs.device() else {
         candle_core::bail!("planar_to_blocks: tensors must be on a CUDA device");
     };
-    let func = dev.get_or_load_custom_func("dec_mxfp4_unplanar", MODULE, ptx::DECODE)?;
+    let func = dev.get_or_load_custom_func(
+        "dec_mxfp4_unplanar",
+        MODULE,
+        ptx::for_device(dev, MODULE, ptx::DECODE)?,
+    )?;
     let out = Tensor::zeros((n, nb_row * 17), DType::U8, qs.device())?;
     let nblocks = n * nb_row;
     let (src_q, src_e, dst) = (tensor_ptr(qs)?, tensor_ptr(e8)?, tensor_ptr(&out)?);

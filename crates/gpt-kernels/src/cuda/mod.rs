@@ -4,9 +4,12 @@
 //! `cuda_fwd` receives), checks dtypes, shapes and contiguity, launches one kernel on the
 //! storage's device stream and returns a new dense (contiguous, row-major) storage.
 //!
-//! The PTX is compiled by `build.rs` (cudaforge, `sm_90a` when `CUDA_COMPUTE_CAP=90`) and
-//! loaded once per device through `CudaDevice::get_or_load_custom_func`, under module keys
-//! prefixed `gpt_kernels::` so that they never collide with other crates' modules.
+//! The PTX is compiled by `build.rs` once per target architecture (`compute_80` ...
+//! `compute_120`, see `cargo xtask cuda-build --arch`); [`ptx::for_device`] picks the highest one
+//! the device runs and loads it once per device through `CudaDevice::get_or_load_custom_func`,
+//! under module keys prefixed `gpt_kernels::` so that they never collide with other crates'
+//! modules. No kernel uses an architecture-specific (`sm_90a`) feature: tensor cores through
+//! `mma.sync` (bf16, tf32, int8), `cp.async` and `ldmatrix`, all from Ampere on.
 
 pub mod attention;
 pub mod decode;
@@ -30,10 +33,77 @@ use candle_core::cuda_backend::cudarc::driver::{CudaView, DeviceRepr};
 use candle_core::cuda_backend::CudaDType;
 use candle_core::{CudaStorage, Layout, Result};
 
-/// The PTX text of each kernel file, e.g. `ptx::MXFP4` for `kernels/mxfp4.cu`.
-#[allow(dead_code)]
+/// The PTX of each kernel file, e.g. `ptx::MXFP4` for `kernels/mxfp4.cu`, one text per
+/// architecture the build targeted, and [`ptx::for_device`], which picks the one for a device.
 pub(crate) mod ptx {
+    use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as Attr;
+    use candle_core::{CudaDevice, Result};
+
+    /// `(compute capability × 10, PTX text)` pairs, ascending.
+    pub(crate) type Kernel = &'static [(u32, &'static str)];
+
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+
+    /// The PTX for a device of compute capability `cc` (e.g. 90): the highest target `<= cc`,
+    /// which the driver JIT-compiles for the device; `None` if every target is newer.
+    pub(crate) fn pick(kernel: Kernel, cc: u32) -> Option<&'static str> {
+        kernel
+            .iter()
+            .rev()
+            .find(|(arch, _)| *arch <= cc)
+            .map(|(_, text)| *text)
+    }
+
+    /// The device's compute capability × 10 (H200: 90).
+    pub(crate) fn compute_cap(dev: &CudaDevice) -> Result<u32> {
+        let ctx = dev.cuda_stream().context().clone();
+        let major = ctx
+            .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+        let minor = ctx
+            .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+            .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+        Ok((major.max(0) * 10 + minor.max(0)) as u32)
+    }
+
+    /// The PTX of `kernel` for `dev` (to load under the module key `module`): the highest
+    /// target the device runs, or an error naming the device and the targets built.
+    pub(crate) fn for_device(
+        dev: &CudaDevice,
+        module: &str,
+        kernel: Kernel,
+    ) -> Result<&'static str> {
+        let cc = compute_cap(dev)?;
+        match pick(kernel, cc) {
+            Some(text) => Ok(text),
+            None => {
+                let built: Vec<u32> = kernel.iter().map(|(a, _)| *a).collect();
+                candle_core::bail!(
+                    "{module}: this device has compute capability {}.{}, but the kernels were \
+                     built for {built:?} only (rebuild with `cargo xtask cuda-build --arch {cc}`)",
+                    cc / 10,
+                    cc % 10
+                )
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::pick;
+
+        #[test]
+        fn picks_the_highest_target_the_device_runs() {
+            let k: super::Kernel = &[(80, "a"), (86, "b"), (90, "c"), (120, "d")];
+            assert_eq!(pick(k, 80), Some("a"));
+            assert_eq!(pick(k, 87), Some("b"));
+            assert_eq!(pick(k, 89), Some("b"));
+            assert_eq!(pick(k, 90), Some("c"));
+            assert_eq!(pick(k, 103), Some("c"));
+            assert_eq!(pick(k, 121), Some("d"));
+            assert_eq!(pick(k, 75), None);
+        }
+    }
 }
 
 pub(crate) use crate::mxfp4::block::{

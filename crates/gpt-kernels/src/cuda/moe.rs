@@ -66,7 +66,11 @@ pub fn mxfp4_moe_matmul_cuda(
     );
     let w_len = w_v.len() as u64;
     let null_ptr: u64 = 0;
-    let func = dev.get_or_load_custom_func("mxfp4_moe_matmul_f32", MODULE, ptx::MXFP4_MATMUL)?;
+    let func = dev.get_or_load_custom_func(
+        "mxfp4_moe_matmul_f32",
+        MODULE,
+        ptx::for_device(dev, MODULE, ptx::MXFP4_MATMUL)?,
+    )?;
     let mut b = func.builder();
     b.arg(&x_v).arg(&w_v).arg(&w_len);
     match &bias_v {

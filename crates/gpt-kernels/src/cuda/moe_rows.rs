@@ -100,7 +100,11 @@ pub fn moe_rows(
         shared_mem_bytes: 0,
     };
     {
-        let f = dev.get_or_load_custom_func("dec_moe_rows_gate_up", MODULE, ptx::DECODE)?;
+        let f = dev.get_or_load_custom_func(
+            "dec_moe_rows_gate_up",
+            MODULE,
+            ptx::for_device(dev, MODULE, ptx::DECODE)?,
+        )?;
         let p = [
             tensor_ptr(gq)?,
             tensor_ptr(ge)?,
@@ -128,7 +132,11 @@ pub fn moe_rows(
     // SAFETY: as for `act`.
     let y = unsafe { Tensor::empty((slots, d), DType::F32, m.device())? };
     {
-        let f = dev.get_or_load_custom_func("dec_moe_rows_down", MODULE, ptx::DECODE)?;
+        let f = dev.get_or_load_custom_func(
+            "dec_moe_rows_down",
+            MODULE,
+            ptx::for_device(dev, MODULE, ptx::DECODE)?,
+        )?;
         let p = [
             tensor_ptr(dq)?,
             tensor_ptr(de)?,

@@ -47,7 +47,11 @@ pub fn mxfp4_dequant_cuda(
     let threads = 256;
     let grid = grid_for(OP, n_blocks * 16, threads)?;
     let n_blocks_arg = to_u32(OP, "number of blocks", n_blocks)?;
-    let func = dev.get_or_load_custom_func("mxfp4_dequant_f32", MODULE_DEQUANT, ptx::MXFP4)?;
+    let func = dev.get_or_load_custom_func(
+        "mxfp4_dequant_f32",
+        MODULE_DEQUANT,
+        ptx::for_device(dev, MODULE_DEQUANT, ptx::MXFP4)?,
+    )?;
     let mut b = func.builder();
     b.arg(&src).arg(&mut dst).arg(&n_blocks_arg);
     let cfg = LaunchConfig {
@@ -102,7 +106,11 @@ pub fn mxfp4_matmul_cuda(
     );
     let w_len = w_v.len() as u64;
     let null_ptr: u64 = 0;
-    let func = dev.get_or_load_custom_func("mxfp4_matmul_f32", MODULE_MATMUL, ptx::MXFP4_MATMUL)?;
+    let func = dev.get_or_load_custom_func(
+        "mxfp4_matmul_f32",
+        MODULE_MATMUL,
+        ptx::for_device(dev, MODULE_MATMUL, ptx::MXFP4_MATMUL)?,
+    )?;
     let mut b = func.builder();
     b.arg(&x_v).arg(&w_v).arg(&w_len);
     match &bias_v {

@@ -18,7 +18,7 @@
 //! each token's expert outputs.
 //! `tests/cuda_prefill.rs` checks each entry point against f64 CPU loops.
 
-use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
@@ -40,6 +40,11 @@ const PG_BN2: usize = 128;
 const fn pg_bf16_smem(mats: usize) -> usize {
     4 * 2 * PG_BM * 40 * 2 + 2 * mats * PG_BN2 * 40 * 2
 }
+
+/// The smallest opt-in shared memory per block of the targeted GPUs (sm_86, sm_89, sm_120:
+/// 99 KiB); the launch also checks the device's own limit.
+const SMALLEST_SMEM_OPTIN: usize = 99 * 1024;
+const _: () = assert!(pg_bf16_smem(2) <= SMALLEST_SMEM_OPTIN);
 
 pub(crate) fn bail<T>(op: &str, msg: String) -> Result<T> {
     Err(candle_core::Error::Msg(format!("{op}: {msg}")))
@@ -100,7 +105,11 @@ impl QRows {
         };
         let nb = u32_of(OP, "blocks", rows * k / 32)?;
         if nb > 0 {
-            let func = dev.get_or_load_custom_func("dec_quant", DECODE_MODULE, ptx::DECODE)?;
+            let func = dev.get_or_load_custom_func(
+                "dec_quant",
+                DECODE_MODULE,
+                ptx::for_device(dev, DECODE_MODULE, ptx::DECODE)?,
+            )?;
             let (px, ph, pl, pd) = (
                 tensor_ptr(&x)?,
                 tensor_ptr(&hi)?,
@@ -151,7 +160,11 @@ impl BRows {
         };
         let n = (rows * k) as u64;
         if n > 0 {
-            let func = dev.get_or_load_custom_func("pg_split_bf16", MODULE, ptx::PREFILL_GEMM)?;
+            let func = dev.get_or_load_custom_func(
+                "pg_split_bf16",
+                MODULE,
+                ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
+            )?;
             let (px, ph, pl) = (tensor_ptr(&x)?, tensor_ptr(&hi)?, tensor_ptr(&lo)?);
             let mut b = func.builder();
             b.arg(&px).arg(&ph).arg(&pl).arg(&n);
@@ -454,7 +467,11 @@ fn launch(
     // SAFETY: every (slot, column) is written by exactly one block's epilogue.
     let y = unsafe { Tensor::empty((plan.slots, n), DType::F32, x.first().device())? };
     let func = dev
-        .get_or_load_custom_func(name, MODULE, ptx::PREFILL_GEMM)?
+        .get_or_load_custom_func(
+            name,
+            MODULE,
+            ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
+        )?
         .into_cuda_function();
     // Columns per block and dynamic shared memory of the kernel.
     let (bn, smem) = match x {
@@ -462,7 +479,21 @@ fn launch(
         PgInput::Bf16(_) => (PG_BN2, pg_bf16_smem(if w1.is_some() { 2 } else { 1 })),
     };
     if smem > 0 {
-        // Above 48 KiB a kernel must opt in to dynamic shared memory.
+        // Above 48 KiB a kernel must opt in to dynamic shared memory, up to the device's limit
+        // (99 KiB on sm_86/89/120, 163 KiB on sm_80, 227 KiB on sm_90/100).
+        let limit = dev
+            .cuda_stream()
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .w()?;
+        if smem > limit.max(0) as usize {
+            return bail(
+                op,
+                format!(
+                    "{name} needs {smem} B of shared memory per block; this device allows {limit}"
+                ),
+            );
+        }
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem as i32,

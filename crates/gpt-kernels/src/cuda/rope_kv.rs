@@ -96,7 +96,11 @@ pub fn rope_kv_rows(
     let (qkv, cos, sin) = (qkv.contiguous()?, cos.contiguous()?, sin.contiguous()?);
     // SAFETY: the kernel writes every element of every row's q.
     let q = unsafe { Tensor::empty((t, hq, hd), DType::F32, qkv.device())? };
-    let f = dev.get_or_load_custom_func("rope_kv_rows", "gpt_kernels::rope_kv", ptx::ROPE_KV)?;
+    let f = dev.get_or_load_custom_func(
+        "rope_kv_rows",
+        "gpt_kernels::rope_kv",
+        ptx::for_device(dev, "gpt_kernels::rope_kv", ptx::ROPE_KV)?,
+    )?;
     let p = [
         tensor_ptr(&qkv)?,
         tensor_ptr(&cos)?,

@@ -45,7 +45,11 @@ pub fn router_topk_softmax_cuda(
             to_u32(OP, "n_experts", n_experts)?,
             to_u32(OP, "k", k)?,
         );
-        let func = dev.get_or_load_custom_func("router_topk_softmax_f32", MODULE, ptx::ROUTER)?;
+        let func = dev.get_or_load_custom_func(
+            "router_topk_softmax_f32",
+            MODULE,
+            ptx::for_device(dev, MODULE, ptx::ROUTER)?,
+        )?;
         let mut b = func.builder();
         b.arg(&src)
             .arg(&mut weights)

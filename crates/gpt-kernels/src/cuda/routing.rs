@@ -64,7 +64,11 @@ pub fn route(ids: &Tensor, n_exp: usize) -> Result<Routing> {
             Tensor::empty((max_tiles, 3), DType::U32, ids.device())?,
         )
     };
-    let func = dev.get_or_load_custom_func("pg_route", MODULE, ptx::PREFILL_GEMM)?;
+    let func = dev.get_or_load_custom_func(
+        "pg_route",
+        MODULE,
+        ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
+    )?;
     let ptrs = [
         tensor_ptr(&ids)?,
         tensor_ptr(&rows)?,
@@ -139,7 +143,11 @@ pub fn combine_slots(y: &Tensor, at: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (y, at, w) = (y.contiguous()?, at.contiguous()?, w.contiguous()?);
     // SAFETY: every element is written by the kernel below.
     let out = unsafe { Tensor::empty((t, d), DType::F32, y.device())? };
-    let func = dev.get_or_load_custom_func("pg_combine", MODULE, ptx::PREFILL_GEMM)?;
+    let func = dev.get_or_load_custom_func(
+        "pg_combine",
+        MODULE,
+        ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
+    )?;
     let ptrs = [
         tensor_ptr(&y)?,
         tensor_ptr(&at)?,
