@@ -48,6 +48,13 @@ pub struct CompareArgs {
     pub cpu_precision: crate::tools::CpuPrecision,
 }
 
+/// The median of `v` (0 when empty).
+fn median_of(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// Relative L2 distance of `a` from the reference `b`.
 pub(crate) fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
@@ -88,11 +95,10 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     let lg: Vec<Vec<f32>> = prefill_logits(&gpu, &prompt)?
         .to_device(&Device::Cpu)?
         .to_vec2()?;
-    let worst = lc
-        .iter()
-        .zip(&lg)
-        .map(|(c, g)| rel_l2(g, c))
-        .fold(0.0, f64::max);
+    let rows: Vec<f64> = lc.iter().zip(&lg).map(|(c, g)| rel_l2(g, c)).collect();
+    let worst = rows.iter().copied().fold(0.0, f64::max);
+    // One token whose expert choice flipped at a near tie differs as a whole; count them.
+    let rows_over = rows.iter().filter(|&&r| r > a.max_rel_l2).count();
     // Token-by-token decode on the device against one CPU prefill of the same tokens.
     let dtoks: Vec<u32> = (0..a.decode_tokens)
         .map(|_| rng.random_range(0..199_998u32))
@@ -137,6 +143,8 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         "{}",
         serde_json::json!({"device": a.device, "fast_decode": gpu.fast_decode(),
             "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
+            "prefill_rows_over_bound": rows_over,
+            "prefill_median_rel_l2": median_of(&rows),
             "decode_tokens": a.decode_tokens, "decode_worst_rel_l2": decode_worst,
             "greedy_steps": a.steps, "greedy_agree": same,
             "divergence": split.as_ref().map(|d| serde_json::json!({
