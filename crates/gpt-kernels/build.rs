@@ -1,6 +1,6 @@
 //! Build script: with the `cuda` feature, compiles every `kernels/*.cu` to PTX once per target
 //! architecture and writes `OUT_DIR/ptx.rs` with one `pub const NAME: Kernel` per kernel file
-//! (file stem, upper-cased): the `(arch, PTX text)` pairs, lowest arch first. At load time
+//! (file stem, upper-cased): its file name and `(arch, PTX text)` pairs, lowest arch first. At load time
 //! `cuda::ptx::load` picks the highest arch the device can run. Without the feature it does
 //! nothing.
 //!
@@ -105,14 +105,17 @@ mod cuda {
         for src in &sources {
             let stem = stem(src)?;
             let name = stem.to_uppercase().replace(['.', '-'], "_");
-            let _ = writeln!(rs, "pub const {name}: Kernel = &[");
+            let _ = writeln!(
+                rs,
+                "pub const {name}: Kernel = Kernel {{ file: \"{stem}.cu\", targets: &["
+            );
             for arch in &archs {
                 let _ = writeln!(
                     rs,
                     "    ({arch}, include_str!(concat!(env!(\"OUT_DIR\"), \"/compute_{arch}/{stem}.ptx\"))),"
                 );
             }
-            let _ = writeln!(rs, "];");
+            let _ = writeln!(rs, "] }};");
         }
         let path = out_dir.join("ptx.rs");
         std::fs::write(&path, rs).map_err(|e| format!("writing {}: {e}", path.display()))

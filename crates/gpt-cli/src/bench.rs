@@ -150,15 +150,15 @@ fn pool_peak(dev: &candle_core::Device) -> Option<u64> {
     None
 }
 
-/// The device total of the memory plan the loader checked (`None` for a checkpoint folder).
+/// The device total of the memory plan the loader checked for the loaded `file` (`None` for a
+/// checkpoint folder).
 fn planned_device_bytes(
-    path: &std::path::Path,
+    file: Option<&gguf_format::GgufModel>,
+    config: &gpt_weights::GptOssConfig,
     dev: &candle_core::Device,
     cfg: &LoadConfig,
 ) -> Option<u64> {
-    let file = gguf_format::GgufModel::open(path).ok()?;
-    let config = gpt_weights::GptOssConfig::from_metadata(file.metadata()).ok()?;
-    let p = gpt_engine::loader::memory_plan(&file, &config, dev, cfg).ok()?;
+    let p = gpt_engine::loader::memory_plan(file?, config, dev, cfg).ok()?;
     Some(p.device_total())
 }
 
@@ -187,10 +187,10 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     };
     candle_core::cuda::set_gemm_reduced_precision_f32(a.tf32);
     let t0 = Instant::now();
-    let (model, _) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
+    let (model, file) = load_any(&path, &dev, &cfg, Some(&mut model_source::load_progress()))
         .with_context(|| format!("loading {}", path.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
-    let plan_device = planned_device_bytes(&path, &dev, &cfg);
+    let plan_device = planned_device_bytes(file.as_ref(), model.config(), &dev, &cfg);
     let vocab = model.vocab_size() as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut tokens = |n: usize| -> Vec<u32> {

@@ -48,13 +48,6 @@ pub struct CompareArgs {
     pub cpu_precision: crate::tools::CpuPrecision,
 }
 
-/// The median of `v` (0 when empty).
-fn median_of(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Relative L2 distance of `a` from the reference `b`.
 pub(crate) fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
@@ -144,7 +137,7 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         serde_json::json!({"device": a.device, "fast_decode": gpu.fast_decode(),
             "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
             "prefill_rows_over_bound": rows_over,
-            "prefill_median_rel_l2": median_of(&rows),
+            "prefill_median_rel_l2": crate::bench::median(rows.clone()),
             "decode_tokens": a.decode_tokens, "decode_worst_rel_l2": decode_worst,
             "greedy_steps": a.steps, "greedy_agree": same,
             "divergence": split.as_ref().map(|d| serde_json::json!({

@@ -175,9 +175,7 @@ impl Default for LoadOptions<'_> {
 
 struct Loader<'m, 'p> {
     model: &'m GgufModel,
-    /// Where the next tensor goes: the load's device, or the host for a host MoE tensor.
     device: &'m Device,
-    main_device: &'m Device,
     host_moe_layers: usize,
     dense: DenseMode,
     done: u64,
@@ -205,12 +203,16 @@ fn to_candle_qtype(ty: GgmlType) -> Option<GgmlDType> {
 }
 
 impl<'m> Loader<'m, '_> {
-    fn info(&mut self, name: &TensorName) -> Result<(String, &'m TensorInfo, &'m [u8])> {
-        self.device = if crate::plan::host_moe_tensor(name, self.host_moe_layers) {
+    /// Where `name` goes: the load's device, or the host for a host MoE tensor.
+    fn device_for(&self, name: &TensorName) -> &'m Device {
+        if crate::plan::host_moe_tensor(name, self.host_moe_layers) {
             &Device::Cpu
         } else {
-            self.main_device
-        };
+            self.device
+        }
+    }
+
+    fn info(&self, name: &TensorName) -> Result<(String, &'m TensorInfo, &'m [u8])> {
         let s = name.to_string();
         let info = self.model.tensor(&s).ok_or_else(|| Error::Validation {
             problems: vec![crate::spec::Problem::Missing { name: s.clone() }],
@@ -239,7 +241,7 @@ impl<'m> Loader<'m, '_> {
     fn float(&mut self, name: TensorName) -> Result<Tensor> {
         let (s, info, bytes) = self.info(&name)?;
         let v = self.f32_vec(&s, info, bytes)?;
-        let t = Tensor::from_vec(v, info.logical_shape(), self.device)?;
+        let t = Tensor::from_vec(v, info.logical_shape(), self.device_for(&name))?;
         self.tick(bytes.len());
         Ok(t)
     }
@@ -251,7 +253,8 @@ impl<'m> Loader<'m, '_> {
             && qmatmul_supported(info.ty)
         {
             if let Some(qt) = to_candle_qtype(info.ty) {
-                let storage = QStorage::from_data(Cow::Borrowed(bytes), self.device, qt)?;
+                let storage =
+                    QStorage::from_data(Cow::Borrowed(bytes), self.device_for(&name), qt)?;
                 let q = QTensor::new(storage, info.logical_shape())?;
                 let m = QMatMul::from_arc(Arc::new(q))?;
                 self.tick(bytes.len());
@@ -270,8 +273,8 @@ impl<'m> Loader<'m, '_> {
                 info.dims[2] as usize,
             );
             // (e, n, k/32*17): one row of k/32 blocks per output unit.
-            let blocks =
-                Tensor::from_raw_buffer(bytes, DType::U8, &[e, n, k / 32 * 17], self.device)?;
+            let dev = self.device_for(&name);
+            let blocks = Tensor::from_raw_buffer(bytes, DType::U8, &[e, n, k / 32 * 17], dev)?;
             self.tick(bytes.len());
             return Ok(Experts::Mxfp4 { blocks, k });
         }
@@ -353,7 +356,6 @@ impl Weights {
         let mut l = Loader {
             model,
             device,
-            main_device: device,
             host_moe_layers: opts.host_moe_layers,
             dense: opts.dense,
             done: 0,

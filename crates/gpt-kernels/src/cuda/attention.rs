@@ -101,11 +101,7 @@ pub fn attention_sinks_cuda(
         let f = dev.get_or_load_custom_func(
             "attention_prefill_f32",
             "gpt_kernels::attention_prefill",
-            ptx::for_device(
-                dev,
-                "gpt_kernels::attention_prefill",
-                ptx::ATTENTION_PREFILL,
-            )?,
+            ptx::for_device(dev, ptx::ATTENTION_PREFILL)?,
         )?;
         let cfg = LaunchConfig {
             grid_dim: (
@@ -121,7 +117,7 @@ pub fn attention_sinks_cuda(
         let f = dev.get_or_load_custom_func(
             "attention_sinks_f32",
             MODULE,
-            ptx::for_device(dev, MODULE, ptx::ATTENTION)?,
+            ptx::for_device(dev, ptx::ATTENTION)?,
         )?;
         let cfg = LaunchConfig {
             grid_dim: (grid_for(OP, rows, 1)?, 1, 1),
@@ -204,7 +200,7 @@ pub fn attention_prefill_tf32(
     let func = dev.get_or_load_custom_func(
         "attention_prefill_tf32",
         "gpt_kernels::attention_tc",
-        ptx::for_device(dev, "gpt_kernels::attention_tc", ptx::ATTENTION_TC)?,
+        ptx::for_device(dev, ptx::ATTENTION_TC)?,
     )?;
     let ptrs = [
         tensor_ptr(&q)?,

@@ -186,11 +186,8 @@ impl DecodeKernels {
     fn with(dev: &CudaDevice, names: &[&'static str]) -> Result<Self> {
         let mut funcs = Vec::new();
         for &name in names {
-            let f = dev.get_or_load_custom_func(
-                name,
-                MODULE,
-                ptx::for_device(dev, MODULE, ptx::DECODE)?,
-            )?;
+            let f =
+                dev.get_or_load_custom_func(name, MODULE, ptx::for_device(dev, ptx::DECODE)?)?;
             funcs.push((name, f.into_cuda_function()));
         }
         Ok(Self {
@@ -583,7 +580,7 @@ pub fn planar_to_blocks(qs: &Tensor, e8: &Tensor) -> Result<Tensor> {
     let func = dev.get_or_load_custom_func(
         "dec_mxfp4_unplanar",
         MODULE,
-        ptx::for_device(dev, MODULE, ptx::DECODE)?,
+        ptx::for_device(dev, ptx::DECODE)?,
     )?;
     let out = Tensor::zeros((n, nb_row * 17), DType::U8, qs.device())?;
     let nblocks = n * nb_row;

@@ -36,11 +36,17 @@ use candle_core::{CudaStorage, Layout, Result};
 /// The PTX of each kernel file, e.g. `ptx::MXFP4` for `kernels/mxfp4.cu`, one text per
 /// architecture the build targeted, and [`ptx::for_device`], which picks the one for a device.
 pub(crate) mod ptx {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as Attr;
     use candle_core::{CudaDevice, Result};
 
-    /// `(compute capability × 10, PTX text)` pairs, ascending.
-    pub(crate) type Kernel = &'static [(u32, &'static str)];
+    /// One kernel file's PTX: `(compute capability × 10, PTX text)` pairs, ascending.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Kernel {
+        pub file: &'static str,
+        pub targets: &'static [(u32, &'static str)],
+    }
 
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 
@@ -48,39 +54,64 @@ pub(crate) mod ptx {
     /// which the driver JIT-compiles for the device; `None` if every target is newer.
     pub(crate) fn pick(kernel: Kernel, cc: u32) -> Option<&'static str> {
         kernel
+            .targets
             .iter()
             .rev()
             .find(|(arch, _)| *arch <= cc)
             .map(|(_, text)| *text)
     }
 
-    /// The device's compute capability × 10 (H200: 90).
-    pub(crate) fn compute_cap(dev: &CudaDevice) -> Result<u32> {
-        let ctx = dev.cuda_stream().context().clone();
-        let major = ctx
-            .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-            .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
-        let minor = ctx
-            .attribute(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
-            .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
-        Ok((major.max(0) * 10 + minor.max(0)) as u32)
+    /// What the launchers ask of a device: compute capability × 10 (H200: 90) and the most
+    /// dynamic shared memory a block may opt in to.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct DeviceInfo {
+        pub cc: u32,
+        pub smem_optin: usize,
     }
 
-    /// The PTX of `kernel` for `dev` (to load under the module key `module`): the highest
-    /// target the device runs, or an error naming the device and the targets built.
-    pub(crate) fn for_device(
-        dev: &CudaDevice,
-        module: &str,
-        kernel: Kernel,
-    ) -> Result<&'static str> {
-        let cc = compute_cap(dev)?;
+    /// [`DeviceInfo`] of the first devices by ordinal, packed `cc << 32 | smem_optin` (0: not
+    /// asked yet): launchers ask on every launch, the driver once per device.
+    static INFO: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+
+    /// The [`DeviceInfo`] of `dev`.
+    pub(crate) fn device_info(dev: &CudaDevice) -> Result<DeviceInfo> {
+        let ctx = dev.cuda_stream().context().clone();
+        let slot = INFO.get(ctx.ordinal());
+        if let Some(v) = slot.map(|s| s.load(Ordering::Relaxed)).filter(|&v| v != 0) {
+            return Ok(DeviceInfo {
+                cc: (v >> 32) as u32,
+                smem_optin: (v & 0xffff_ffff) as usize,
+            });
+        }
+        let attr = |a| {
+            ctx.attribute(a)
+                .map(|v| v.max(0) as u32)
+                .map_err(|e| candle_core::Error::Cuda(Box::new(e)))
+        };
+        let cc = attr(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)? * 10
+            + attr(Attr::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let smem_optin = attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        if let Some(s) = slot {
+            s.store((cc as u64) << 32 | smem_optin as u64, Ordering::Relaxed);
+        }
+        Ok(DeviceInfo {
+            cc,
+            smem_optin: smem_optin as usize,
+        })
+    }
+
+    /// The PTX of `kernel` for `dev`: the highest target the device runs, or an error naming
+    /// the kernel file, the device and the targets built.
+    pub(crate) fn for_device(dev: &CudaDevice, kernel: Kernel) -> Result<&'static str> {
+        let cc = device_info(dev)?.cc;
         match pick(kernel, cc) {
             Some(text) => Ok(text),
             None => {
-                let built: Vec<u32> = kernel.iter().map(|(a, _)| *a).collect();
+                let built: Vec<u32> = kernel.targets.iter().map(|(a, _)| *a).collect();
                 candle_core::bail!(
-                    "{module}: this device has compute capability {}.{}, but the kernels were \
-                     built for {built:?} only (rebuild with `cargo xtask cuda-build --arch {cc}`)",
+                    "{}: this device has compute capability {}.{}, but the kernels were built \
+                     for {built:?} only (rebuild with `cargo xtask cuda-build --arch {cc}`)",
+                    kernel.file,
                     cc / 10,
                     cc % 10
                 )
@@ -90,11 +121,14 @@ pub(crate) mod ptx {
 
     #[cfg(test)]
     mod tests {
-        use super::pick;
+        use super::{pick, Kernel};
 
         #[test]
         fn picks_the_highest_target_the_device_runs() {
-            let k: super::Kernel = &[(80, "a"), (86, "b"), (90, "c"), (120, "d")];
+            let k = Kernel {
+                file: "k.cu",
+                targets: &[(80, "a"), (86, "b"), (90, "c"), (120, "d")],
+            };
             assert_eq!(pick(k, 80), Some("a"));
             assert_eq!(pick(k, 87), Some("b"));
             assert_eq!(pick(k, 89), Some("b"));

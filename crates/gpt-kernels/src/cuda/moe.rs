@@ -69,7 +69,7 @@ pub fn mxfp4_moe_matmul_cuda(
     let func = dev.get_or_load_custom_func(
         "mxfp4_moe_matmul_f32",
         MODULE,
-        ptx::for_device(dev, MODULE, ptx::MXFP4_MATMUL)?,
+        ptx::for_device(dev, ptx::MXFP4_MATMUL)?,
     )?;
     let mut b = func.builder();
     b.arg(&x_v).arg(&w_v).arg(&w_len);

@@ -103,7 +103,7 @@ pub fn moe_rows(
         let f = dev.get_or_load_custom_func(
             "dec_moe_rows_gate_up",
             MODULE,
-            ptx::for_device(dev, MODULE, ptx::DECODE)?,
+            ptx::for_device(dev, ptx::DECODE)?,
         )?;
         let p = [
             tensor_ptr(gq)?,
@@ -135,7 +135,7 @@ pub fn moe_rows(
         let f = dev.get_or_load_custom_func(
             "dec_moe_rows_down",
             MODULE,
-            ptx::for_device(dev, MODULE, ptx::DECODE)?,
+            ptx::for_device(dev, ptx::DECODE)?,
         )?;
         let p = [
             tensor_ptr(dq)?,

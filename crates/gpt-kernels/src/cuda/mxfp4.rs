@@ -50,7 +50,7 @@ pub fn mxfp4_dequant_cuda(
     let func = dev.get_or_load_custom_func(
         "mxfp4_dequant_f32",
         MODULE_DEQUANT,
-        ptx::for_device(dev, MODULE_DEQUANT, ptx::MXFP4)?,
+        ptx::for_device(dev, ptx::MXFP4)?,
     )?;
     let mut b = func.builder();
     b.arg(&src).arg(&mut dst).arg(&n_blocks_arg);
@@ -109,7 +109,7 @@ pub fn mxfp4_matmul_cuda(
     let func = dev.get_or_load_custom_func(
         "mxfp4_matmul_f32",
         MODULE_MATMUL,
-        ptx::for_device(dev, MODULE_MATMUL, ptx::MXFP4_MATMUL)?,
+        ptx::for_device(dev, ptx::MXFP4_MATMUL)?,
     )?;
     let mut b = func.builder();
     b.arg(&x_v).arg(&w_v).arg(&w_len);

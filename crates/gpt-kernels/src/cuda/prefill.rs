@@ -18,7 +18,7 @@
 //! each token's expert outputs.
 //! `tests/cuda_prefill.rs` checks each entry point against f64 CPU loops.
 
-use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
@@ -108,7 +108,7 @@ impl QRows {
             let func = dev.get_or_load_custom_func(
                 "dec_quant",
                 DECODE_MODULE,
-                ptx::for_device(dev, DECODE_MODULE, ptx::DECODE)?,
+                ptx::for_device(dev, ptx::DECODE)?,
             )?;
             let (px, ph, pl, pd) = (
                 tensor_ptr(&x)?,
@@ -163,7 +163,7 @@ impl BRows {
             let func = dev.get_or_load_custom_func(
                 "pg_split_bf16",
                 MODULE,
-                ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
+                ptx::for_device(dev, ptx::PREFILL_GEMM)?,
             )?;
             let (px, ph, pl) = (tensor_ptr(&x)?, tensor_ptr(&hi)?, tensor_ptr(&lo)?);
             let mut b = func.builder();
@@ -467,11 +467,7 @@ fn launch(
     // SAFETY: every (slot, column) is written by exactly one block's epilogue.
     let y = unsafe { Tensor::empty((plan.slots, n), DType::F32, x.first().device())? };
     let func = dev
-        .get_or_load_custom_func(
-            name,
-            MODULE,
-            ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
-        )?
+        .get_or_load_custom_func(name, MODULE, ptx::for_device(dev, ptx::PREFILL_GEMM)?)?
         .into_cuda_function();
     // Columns per block and dynamic shared memory of the kernel.
     let (bn, smem) = match x {
@@ -481,12 +477,8 @@ fn launch(
     if smem > 0 {
         // Above 48 KiB a kernel must opt in to dynamic shared memory, up to the device's limit
         // (99 KiB on sm_86/89/120, 163 KiB on sm_80, 227 KiB on sm_90/100).
-        let limit = dev
-            .cuda_stream()
-            .context()
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .w()?;
-        if smem > limit.max(0) as usize {
+        let limit = ptx::device_info(dev)?.smem_optin;
+        if smem > limit {
             return bail(
                 op,
                 format!(

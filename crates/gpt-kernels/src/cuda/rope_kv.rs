@@ -99,7 +99,7 @@ pub fn rope_kv_rows(
     let f = dev.get_or_load_custom_func(
         "rope_kv_rows",
         "gpt_kernels::rope_kv",
-        ptx::for_device(dev, "gpt_kernels::rope_kv", ptx::ROPE_KV)?,
+        ptx::for_device(dev, ptx::ROPE_KV)?,
     )?;
     let p = [
         tensor_ptr(&qkv)?,

@@ -48,7 +48,7 @@ pub fn router_topk_softmax_cuda(
         let func = dev.get_or_load_custom_func(
             "router_topk_softmax_f32",
             MODULE,
-            ptx::for_device(dev, MODULE, ptx::ROUTER)?,
+            ptx::for_device(dev, ptx::ROUTER)?,
         )?;
         let mut b = func.builder();
         b.arg(&src)

@@ -64,11 +64,8 @@ pub fn route(ids: &Tensor, n_exp: usize) -> Result<Routing> {
             Tensor::empty((max_tiles, 3), DType::U32, ids.device())?,
         )
     };
-    let func = dev.get_or_load_custom_func(
-        "pg_route",
-        MODULE,
-        ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
-    )?;
+    let func =
+        dev.get_or_load_custom_func("pg_route", MODULE, ptx::for_device(dev, ptx::PREFILL_GEMM)?)?;
     let ptrs = [
         tensor_ptr(&ids)?,
         tensor_ptr(&rows)?,
@@ -146,7 +143,7 @@ pub fn combine_slots(y: &Tensor, at: &Tensor, w: &Tensor) -> Result<Tensor> {
     let func = dev.get_or_load_custom_func(
         "pg_combine",
         MODULE,
-        ptx::for_device(dev, MODULE, ptx::PREFILL_GEMM)?,
+        ptx::for_device(dev, ptx::PREFILL_GEMM)?,
     )?;
     let ptrs = [
         tensor_ptr(&y)?,

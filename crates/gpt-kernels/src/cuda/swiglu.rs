@@ -37,11 +37,8 @@ pub fn swiglu_oai_cuda(
     // The kernel loops (grid-stride), so the grid may be capped.
     let grid = grid_for(OP, n.min(threads * 65_535), threads)?;
     let n_arg = n as u64;
-    let func = dev.get_or_load_custom_func(
-        "swiglu_oai_f32",
-        MODULE,
-        ptx::for_device(dev, MODULE, ptx::SWIGLU)?,
-    )?;
+    let func =
+        dev.get_or_load_custom_func("swiglu_oai_f32", MODULE, ptx::for_device(dev, ptx::SWIGLU)?)?;
     let mut b = func.builder();
     b.arg(&g)
         .arg(&u)
