@@ -42,6 +42,49 @@ fn target_memory(a: &CheckArgs<'_>) -> Result<Option<u64>> {
     })
 }
 
+/// Which CUDA path the file's weight types take: the fast form needs dense matrices of
+/// [`gpt_engine::model::FAST_DENSE_TYPES`] and MXFP4 experts.
+fn fast_path(model: &GgufModel, cfg: &GptOssConfig) -> String {
+    use gpt_weights::names::{all, LayerTensor as L, TensorName as N};
+    let mut dense = std::collections::BTreeMap::<String, usize>::new();
+    let mut why = None;
+    for name in all(cfg.n_layer) {
+        let (is_dense, is_expert) = match name {
+            N::Output => (true, false),
+            N::Layer(_, L::AttnQ | L::AttnK | L::AttnV | L::AttnOutput) => (true, false),
+            N::Layer(_, L::FfnGateExps | L::FfnUpExps | L::FfnDownExps) => (false, true),
+            _ => (false, false),
+        };
+        let Some(info) = model.tensor(&name.to_string()) else {
+            continue;
+        };
+        if is_dense {
+            *dense.entry(info.ty.to_string()).or_default() += 1;
+            if !gpt_engine::model::FAST_DENSE_TYPES.contains(&info.ty) && why.is_none() {
+                why = Some(format!("{name} is {}", info.ty));
+            }
+        } else if is_expert && info.ty != gguf_format::GgmlType::MXFP4 && why.is_none() {
+            why = Some(format!("{name} is {} (not MXFP4)", info.ty));
+        }
+    }
+    let types: Vec<String> = dense.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    let fast: Vec<String> = gpt_engine::model::FAST_DENSE_TYPES
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    match why {
+        None => format!(
+            "CUDA path: fast (fused decode, tensor-core prefill); dense matrices {}",
+            types.join(", ")
+        ),
+        Some(w) => format!(
+            "CUDA path: generic, {w} (the fast path takes dense {} and MXFP4 experts); dense matrices {}",
+            fast.join(", "),
+            types.join(", ")
+        ),
+    }
+}
+
 /// Validates `file` as GPT-OSS and prints the config, the report and the memory plans; with a
 /// GPU memory to fit, the `--cpu-moe` that fits it.
 pub fn check(a: &CheckArgs<'_>) -> Result<()> {
@@ -65,6 +108,7 @@ pub fn check(a: &CheckArgs<'_>) -> Result<()> {
         "tensors: {} checked, all as GPT-OSS expects (vocab {})",
         report.tensors, report.vocab_size
     );
+    println!("{}", fast_path(&model, &cfg));
     for (name, dense, fused_decode, cpu_blocks) in [
         ("f32 dense", DenseMode::F32, false, false),
         (

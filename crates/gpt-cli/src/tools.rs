@@ -132,6 +132,12 @@ pub struct GenModelArgs {
     /// RNG seed (default: the preset's).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Type of the dense matrices (embedding, attention, output), like the published variants:
+    /// q8_0 (default), f16, bf16, q4_0, q5_0, q5_1, iq4_nl, q4_k, q5_k, q6_k. K-quants fall back
+    /// as llama.cpp's quantizer does for rows not a multiple of 256 (2880-wide: q4_k to q5_0,
+    /// q5_k to q5_1, q6_k to q8_0).
+    #[arg(long)]
+    pub dense_type: Option<String>,
 }
 
 /// Writes a synthetic model.
@@ -142,6 +148,18 @@ pub fn gen_model(a: &GenModelArgs) -> Result<()> {
         spec.seed = s;
     }
     spec.f32_values = a.f32_values;
+    if let Some(t) = &a.dense_type {
+        let ty = gguf_format::GgmlType::from_name(&t.to_ascii_uppercase())
+            .filter(|ty| gpt_engine::synth::DENSE_TYPES.contains(ty))
+            .with_context(|| {
+                let names: Vec<String> = gpt_engine::synth::DENSE_TYPES
+                    .iter()
+                    .map(|t| t.to_string().to_ascii_lowercase())
+                    .collect();
+                format!("unknown --dense-type {t:?} (one of {})", names.join(", "))
+            })?;
+        spec.dense_type = ty;
+    }
     if let Some(n) = a.layers {
         anyhow::ensure!(n > 0, "--layers must be > 0");
         spec.n_layer = n;

@@ -207,9 +207,56 @@ fn layout(s: &SynthSpec, vocab: usize) -> Vec<(TensorName, Vec<u64>, GgmlType, f
                     FfnDownExpsBias => (vec![d, ne], GgmlType::F32, 0.1),
                 },
             };
+            let ty = if ty == s.dense_type {
+                dense_type_for(ty, dims[0])
+            } else {
+                ty
+            };
             (name, dims, ty, scale)
         })
         .collect()
+}
+
+/// The type a dense matrix of rows of `cols` elements gets when `ty` is asked for: llama.cpp's
+/// quantizer falls back from K-quants (256-element super-blocks) when `cols % 256 != 0`, as in
+/// gpt-oss's 2880-wide rows: Q4_K to Q5_0, Q5_K to Q5_1, Q6_K to Q8_0, and Q2_K / Q3_K to IQ4_NL.
+pub fn dense_type_for(ty: GgmlType, cols: u64) -> GgmlType {
+    use GgmlType as T;
+    if cols.is_multiple_of(256) {
+        return ty;
+    }
+    match ty {
+        T::Q4_K => T::Q5_0,
+        T::Q5_K => T::Q5_1,
+        T::Q6_K => T::Q8_0,
+        T::Q2_K | T::Q3_K => T::IQ4_NL,
+        other => other,
+    }
+}
+
+/// The dense types [`write_model`] can write (`--dense-type`).
+pub const DENSE_TYPES: [GgmlType; 10] = [
+    GgmlType::Q8_0,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4_NL,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Random blocks of `bb` bytes with the f16 scales at `at` set to `scale() * jitter`.
+fn fill_blocks(rng: &mut ChaCha8Rng, out: &mut [u8], bb: usize, scales: &[(usize, f32)]) {
+    rng.fill_bytes(out);
+    for b in out.chunks_exact_mut(bb) {
+        for &(at, v) in scales {
+            let jitter = rng.random_range(0.75f32..1.25);
+            b[at..at + 2].copy_from_slice(&half::f16::from_f32(v * jitter).to_le_bytes());
+        }
+    }
 }
 
 /// Fills `out` with random data of type `ty` whose values are about uniform in
@@ -247,6 +294,26 @@ fn fill(rng: &mut ChaCha8Rng, ty: GgmlType, scale: f32, out: &mut [u8]) -> Resul
                 b[0] = rng.random_range(lo..=lo + 3);
             }
         }
+        GgmlType::F16 | GgmlType::BF16 => {
+            for c in out.chunks_exact_mut(2) {
+                let v = amp * rng.random_range(-1.0f32..1.0);
+                let b = if ty == GgmlType::F16 {
+                    half::f16::from_f32(v).to_le_bytes()
+                } else {
+                    half::bf16::from_f32(v).to_le_bytes()
+                };
+                c.copy_from_slice(&b);
+            }
+        }
+        // Legacy blocks: values (q - 8) d, (q - 16) d, q d + m, KVALUES[q] d.
+        GgmlType::Q4_0 => fill_blocks(rng, out, 18, &[(0, amp / 8.0)]),
+        GgmlType::Q5_0 => fill_blocks(rng, out, 22, &[(0, amp / 16.0)]),
+        GgmlType::Q5_1 => fill_blocks(rng, out, 24, &[(0, amp * 2.0 / 31.0), (2, -amp)]),
+        GgmlType::IQ4_NL => fill_blocks(rng, out, 18, &[(0, amp / 127.0)]),
+        // K-quants: random 6-bit sub-scales (Q4_K/Q5_K: d sc q - dmin m; Q6_K: d sc (q - 32)).
+        GgmlType::Q4_K => fill_blocks(rng, out, 144, &[(0, amp * 2.0 / 945.0), (2, amp / 63.0)]),
+        GgmlType::Q5_K => fill_blocks(rng, out, 176, &[(0, amp * 2.0 / 1953.0), (2, amp / 63.0)]),
+        GgmlType::Q6_K => fill_blocks(rng, out, 210, &[(208, amp / 2048.0)]),
         other => {
             return Err(EngineError::Other(format!(
                 "synthetic models cannot write {other} tensors"
@@ -315,4 +382,55 @@ pub fn write_model(
     std::fs::rename(&tmp, path)
         .map_err(|e| EngineError::Other(format!("rename {}: {e}", tmp.display())))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k_quants_fall_back_like_llama_cpp_on_rows_not_of_256() {
+        assert_eq!(dense_type_for(GgmlType::Q4_K, 2880), GgmlType::Q5_0);
+        assert_eq!(dense_type_for(GgmlType::Q5_K, 2880), GgmlType::Q5_1);
+        assert_eq!(dense_type_for(GgmlType::Q6_K, 2880), GgmlType::Q8_0);
+        assert_eq!(dense_type_for(GgmlType::Q4_K, 4096), GgmlType::Q4_K);
+        assert_eq!(dense_type_for(GgmlType::F16, 2880), GgmlType::F16);
+    }
+
+    /// Every `--dense-type` writes a file that validates as GPT-OSS, whose dense matrices decode
+    /// to values of about the asked spread (not zeros, not huge).
+    #[test]
+    fn every_dense_type_writes_a_valid_model_of_sane_values() {
+        let mut vocab = crate::tokenizer::o200k_harmony_vocab().unwrap();
+        vocab.tokens.truncate(1024);
+        vocab.token_types.truncate(1024);
+        vocab.merges.truncate(1000);
+        let dir = std::env::temp_dir();
+        for ty in DENSE_TYPES {
+            let mut spec = SynthSpec::tiny();
+            spec.dense_type = ty;
+            // 256-wide rows so that K-quants are written as K-quants.
+            spec.n_embd = 256;
+            let path = dir.join(format!("gptoss-dense-{ty}-{}.gguf", std::process::id()));
+            write_model(&spec, &vocab, &path, |_, _| {}).unwrap();
+            let model = gguf_format::GgufModel::open(&path).unwrap();
+            let cfg = gpt_weights::GptOssConfig::from_metadata(model.metadata()).unwrap();
+            gpt_weights::spec::validate(&model, &cfg).unwrap();
+            let info = model.tensor("blk.0.attn_q.weight").unwrap().clone();
+            assert_eq!(info.ty, ty, "row length 256 keeps {ty}");
+            let v = gpt_weights::dequant::dequantize_f32(
+                ty,
+                model.tensor_data(&info.name).unwrap(),
+                info.n_elements() as usize,
+            )
+            .unwrap();
+            let rms = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+            let want = 1.0 / (spec.n_embd as f32).sqrt(); // the layout's scale for attn_q
+            assert!(
+                rms > 0.2 * want && rms < 3.0 * want,
+                "{ty}: rms {rms} against {want}"
+            );
+            std::fs::remove_file(&path).ok();
+        }
+    }
 }

@@ -35,6 +35,16 @@ use rope::{Positions, Rope, YarnRounding};
 
 pub use gpt_kernels::Precision;
 
+/// The dense-matrix types the CUDA fast form (fused decode, tensor-core prefill) takes: those
+/// whose values are exactly an int8 times one scale per 32-block and that Candle loads as
+/// quantized tensors (see `gpt_weights::dequant::split_int8`). Other types run on the
+/// generic CUDA path.
+pub const FAST_DENSE_TYPES: [gguf_format::GgmlType; 3] = [
+    gguf_format::GgmlType::Q8_0,
+    gguf_format::GgmlType::Q4_0,
+    gguf_format::GgmlType::Q5_0,
+];
+
 /// SwiGLU-OAI constants (spec §6.4).
 pub const SWIGLU_ALPHA: f32 = 1.702;
 /// SwiGLU-OAI clamp limit.

@@ -1,5 +1,5 @@
-//! The CUDA fast form of the weights (see [`super::prepare`]): each Q8_0 matrix split into int8
-//! values `(n, k)` and f32 scales `(n, k/32)` for 16-byte loads (Q, K and V stacked into one
+//! The CUDA fast form of the weights (see [`super::prepare`]): each Q8_0, Q4_0 or Q5_0 matrix
+//! split into int8 values `(n, k)` and f32 scales `(n, k/32)` for 16-byte loads (Q, K and V stacked into one
 //! matrix), each MXFP4 expert tensor split into its nibble and exponent planes. Built by
 //! gpt-kernels' repack kernels on the device, one layer at a time, dropping what it replaces.
 
@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use gpt_kernels::cuda::decode::{
     tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, DEC_ATT_D, DEC_ATT_MAX_G, DEC_MAX_D,
 };
+use gpt_weights::dequant::split_int8;
 use gpt_weights::load::{Experts, Matrix};
 use gpt_weights::Weights;
 
@@ -15,13 +16,31 @@ use super::experts::{ExpertsForm, Planar};
 use super::linear::{Linear, Qkv};
 use super::prepare::{moe, moe_on_host, Layer, Prepared};
 
+/// The file type of a dense matrix the Q8 split form holds exactly (Q8_0, Q4_0, Q5_0: Candle's
+/// quantized types among [`gpt_weights::dequant::is_int8_exact`]'s).
+fn int8_type(dt: GgmlDType) -> Option<gguf_format::GgmlType> {
+    use gguf_format::GgmlType as T;
+    Some(match dt {
+        GgmlDType::Q8_0 => T::Q8_0,
+        GgmlDType::Q4_0 => T::Q4_0,
+        GgmlDType::Q5_0 => T::Q5_0,
+        _ => return None,
+    })
+}
+
 fn q8_of<'a>(
     m: &'a Matrix,
     what: &str,
 ) -> std::result::Result<&'a std::sync::Arc<QTensor>, String> {
     match m {
-        Matrix::Quant(QMatMul::QTensor(q)) if q.dtype() == GgmlDType::Q8_0 => Ok(q),
-        _ => Err(format!("{what} is not a Q8_0 quantized matrix")),
+        Matrix::Quant(QMatMul::QTensor(q)) if int8_type(q.dtype()).is_some() => Ok(q),
+        Matrix::Quant(QMatMul::QTensor(q)) => Err(format!(
+            "{what} is {:?} (the fast path takes Q8_0, Q4_0 and Q5_0 dense matrices)",
+            q.dtype()
+        )),
+        _ => Err(format!(
+            "{what} is not a quantized matrix of a type the fast path takes (Q8_0, Q4_0, Q5_0)"
+        )),
     }
 }
 
@@ -32,7 +51,8 @@ fn mx_of(e: &Experts, what: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Whether the fast kernels take `w`: their shapes, Q8_0 dense matrices, MXFP4 experts.
+/// Whether the fast kernels take `w`: their shapes, Q8_0 / Q4_0 / Q5_0 dense matrices, MXFP4
+/// experts.
 pub(crate) fn fast_form_supported(w: &Weights) -> std::result::Result<(), String> {
     let cfg = &w.config;
     let (d, hq, hkv, hd) = (cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim);
@@ -82,7 +102,9 @@ fn err(msg: String) -> candle_core::Error {
     candle_core::Error::Msg(format!("repack: {msg}"))
 }
 
-/// `mats` (Q8_0, same width) stacked into one Q8 split matrix with bias `b`.
+/// `mats` (Q8_0, Q4_0 or Q5_0, same width) stacked into one Q8 split matrix with bias `b`:
+/// all-Q8_0 stacks are split on the device; others on the host ([`split_int8`], exact), then
+/// uploaded.
 fn q8_split(k: &DecodeKernels, mats: &[&Matrix], b: Tensor, device: &Device) -> Result<Linear> {
     let qs_: Vec<_> = mats
         .iter()
@@ -93,9 +115,29 @@ fn q8_split(k: &DecodeKernels, mats: &[&Matrix], b: Tensor, device: &Device) -> 
     for q in &qs_ {
         let (n, kk) = q.shape().dims2()?;
         if kk != cols || kk % 32 != 0 {
-            return Err(err(format!("Q8_0 matrices of {kk} and {cols} columns")));
+            return Err(err(format!("matrices of {kk} and {cols} columns")));
         }
         rows += n;
+    }
+    if qs_.iter().any(|q| q.dtype() != GgmlDType::Q8_0) {
+        let (mut qs, mut d) = (vec![0i8; rows * cols], vec![0f32; rows * cols / 32]);
+        let (mut at, mut atd) = (0, 0);
+        for q in &qs_ {
+            let ty = int8_type(q.dtype()).ok_or_else(|| err("not an int8 type".into()))?;
+            let n = q.shape().elem_count();
+            split_int8(
+                ty,
+                &q.data()?,
+                &mut qs[at..at + n],
+                &mut d[atd..atd + n / 32],
+            )
+            .map_err(|e| err(e.to_string()))?;
+            (at, atd) = (at + n, atd + n / 32);
+        }
+        let qs: Vec<u8> = qs.into_iter().map(|v| v as u8).collect();
+        let qs = Tensor::from_vec(qs, (rows, cols), device)?; // (n, k) int8
+        let d = Tensor::from_vec(d, (rows, cols / 32), device)?; // (n, k/32)
+        return Ok(Linear::Q8Split { qs, d, b });
     }
     let qs = Tensor::zeros((rows, cols), DType::U8, device)?; // (n, k) int8
     let d = Tensor::zeros((rows, cols / 32), DType::F32, device)?; // (n, k/32)

@@ -15,10 +15,13 @@
 //! Large inputs (at least [`PAR_MIN_ELEMS`] elements) are split over the rayon pool.
 
 mod float;
+mod int8;
 mod iq4;
 mod kquants;
 mod legacy;
 pub mod mxfp4;
+
+pub use int8::{is_int8_exact, split_int8};
 
 use gguf_format::GgmlType;
 use rayon::prelude::*;
