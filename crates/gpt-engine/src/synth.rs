@@ -248,7 +248,8 @@ pub const DENSE_TYPES: [GgmlType; 10] = [
     GgmlType::Q6_K,
 ];
 
-/// Random blocks of `bb` bytes with the f16 scales at `at` set to `scale() * jitter`.
+/// Random blocks of `bb` bytes; for each `(at, v)` of `scales`, the f16 at byte `at` of every
+/// block is `v` times a jitter in [0.75, 1.25).
 fn fill_blocks(rng: &mut ChaCha8Rng, out: &mut [u8], bb: usize, scales: &[(usize, f32)]) {
     rng.fill_bytes(out);
     for b in out.chunks_exact_mut(bb) {

@@ -183,7 +183,8 @@ struct Loader<'m, 'p> {
     progress: Option<&'p mut dyn FnMut(u64, u64)>,
 }
 
-fn to_candle_qtype(ty: GgmlType) -> Option<GgmlDType> {
+/// Candle's quantized type for the ggml type `ty`, where Candle has one.
+pub fn to_candle_qtype(ty: GgmlType) -> Option<GgmlDType> {
     use GgmlType::*;
     Some(match ty {
         F32 => GgmlDType::F32,

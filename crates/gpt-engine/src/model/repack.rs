@@ -16,30 +16,35 @@ use super::experts::{ExpertsForm, Planar};
 use super::linear::{Linear, Qkv};
 use super::prepare::{moe, moe_on_host, Layer, Prepared};
 
-/// The file type of a dense matrix the Q8 split form holds exactly (Q8_0, Q4_0, Q5_0: Candle's
-/// quantized types among [`gpt_weights::dequant::is_int8_exact`]'s).
+/// The file type of a dense matrix the Q8 split form holds exactly: the one of
+/// [`super::FAST_DENSE_TYPES`] Candle stores as `dt`.
 fn int8_type(dt: GgmlDType) -> Option<gguf_format::GgmlType> {
-    use gguf_format::GgmlType as T;
-    Some(match dt {
-        GgmlDType::Q8_0 => T::Q8_0,
-        GgmlDType::Q4_0 => T::Q4_0,
-        GgmlDType::Q5_0 => T::Q5_0,
-        _ => return None,
-    })
+    super::FAST_DENSE_TYPES
+        .into_iter()
+        .find(|&t| gpt_weights::load::to_candle_qtype(t) == Some(dt))
 }
 
 fn q8_of<'a>(
     m: &'a Matrix,
     what: &str,
 ) -> std::result::Result<&'a std::sync::Arc<QTensor>, String> {
+    let fast = || {
+        let names: Vec<String> = super::FAST_DENSE_TYPES
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        names.join(", ")
+    };
     match m {
         Matrix::Quant(QMatMul::QTensor(q)) if int8_type(q.dtype()).is_some() => Ok(q),
         Matrix::Quant(QMatMul::QTensor(q)) => Err(format!(
-            "{what} is {:?} (the fast path takes Q8_0, Q4_0 and Q5_0 dense matrices)",
-            q.dtype()
+            "{what} is {:?} (the fast path takes dense {})",
+            q.dtype(),
+            fast()
         )),
         _ => Err(format!(
-            "{what} is not a quantized matrix of a type the fast path takes (Q8_0, Q4_0, Q5_0)"
+            "{what} is not a quantized matrix of a type the fast path takes ({})",
+            fast()
         )),
     }
 }

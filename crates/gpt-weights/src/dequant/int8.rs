@@ -32,12 +32,10 @@ pub fn is_int8_exact(ty: GgmlType) -> bool {
 
 /// Block bytes of an [`is_int8_exact`] type (32 elements each).
 fn block_bytes(ty: GgmlType) -> Option<usize> {
-    Some(match ty {
-        GgmlType::Q8_0 => 34,
-        GgmlType::Q4_0 | GgmlType::IQ4_NL => 18,
-        GgmlType::Q5_0 => 22,
-        _ => return None,
-    })
+    match ty.block_layout() {
+        Some((32, bytes)) if is_int8_exact(ty) => Some(bytes as usize),
+        _ => None,
+    }
 }
 
 /// Splits the blocks in `bytes` (type `ty`, `d.len()` blocks) into `qs` (32 values per block,
