@@ -3,8 +3,13 @@
 else running, alternating runs. Prints a markdown table of prefill 64 / 512 tokens and decode
 128 tokens (tok/s, medians over --reps alternations) with ratios.
 
-  python3 scripts/bench/cpu_race.py [--reps 3] [--threads 2] [--precision exact,fast]
-                                    [--models tiny,20b-4l]
+  python3 scripts/bench/cpu_race.py [--reps 3] [--inner-reps 3] [--threads 2]
+                                    [--precision exact,fast] [--models tiny,20b-4l]
+
+Each run times --inner-reps repetitions after its engine's own warm-up (gptoss: the median;
+llama-bench: its mean): with one repetition llama-bench's tg128 on the tiny model read ~600
+tok/s against ~1,040 with five on the same build (its warm-up decodes a single token, so its
+first repetition pays for cold caches).
 
 Builds what it needs once: llama.cpp's `llama-bench` from the llama-cpp-python sdist
 (scripts/bench/build_llamacpp_cpu.sh, cached in target/llamacpp-cpu/), the release `gptoss`,
@@ -35,17 +40,17 @@ def model_path(name):
     return path
 
 
-def ours(path, threads, precision, prompt, gen):
+def ours(path, threads, precision, prompt, gen, reps):
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    out = run([GPTOSS, "bench", "--model", path, "--device", "cpu", "--json", "--reps", "1",
+    out = run([GPTOSS, "bench", "--model", path, "--device", "cpu", "--json", "--reps", str(reps),
                "--prompt-tokens", str(prompt), "--gen-tokens", str(gen),
                "--cpu-precision", precision], env=env, stderr=subprocess.DEVNULL)
     j = json.loads(out.strip().splitlines()[-1])
     return j["prefill_tok_s"] if prompt else j["decode_tok_s"]
 
 
-def llama(llama_bench, path, threads, prompt, gen):
-    out = run([llama_bench, "-m", path, "-t", str(threads), "-r", "1", "-o", "json",
+def llama(llama_bench, path, threads, prompt, gen, reps):
+    out = run([llama_bench, "-m", path, "-t", str(threads), "-r", str(reps), "-o", "json",
                "-p", str(prompt), "-n", str(gen)], stderr=subprocess.DEVNULL)
     return json.loads(out)[0]["avg_ts"]
 
@@ -53,6 +58,7 @@ def llama(llama_bench, path, threads, prompt, gen):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--inner-reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="exact,fast")
     ap.add_argument("--models", default="tiny,20b-4l")
@@ -69,8 +75,8 @@ def main():
             ref = []
             for _ in range(a.reps):  # alternate: ours (each precision), then llama.cpp
                 for p in precisions:
-                    got[p].append(ours(path, a.threads, p, prompt, gen))
-                ref.append(llama(llama_bench, path, a.threads, prompt, gen))
+                    got[p].append(ours(path, a.threads, p, prompt, gen, a.inner_reps))
+                ref.append(llama(llama_bench, path, a.threads, prompt, gen, a.inner_reps))
             r = statistics.median(ref)
             cells = []
             for p in precisions:
@@ -78,7 +84,8 @@ def main():
                 cells.append(f"{v:,.1f} ({v / r:.2f}x)")
             rows.append((name, test, cells, r))
             print(f"{name} {test}: " + ", ".join(cells) + f", llama.cpp {r:,.1f}", file=sys.stderr)
-    print(f"\nthreads {a.threads}, medians of {a.reps} alternating runs, tok/s\n")
+    print(f"\nthreads {a.threads}, medians of {a.reps} alternating runs of {a.inner_reps} "
+          "repetitions each, tok/s\n")
     print("| model | test | " + " | ".join(f"gptoss {p} (ratio)" for p in precisions) + " | llama.cpp |")
     print("|---|---|" + "---|" * len(precisions) + "---|")
     for name, test, cells, r in rows:

@@ -9,7 +9,8 @@
 //! - [`GgufModel`]: one file or a split set `name-00001-of-00003.gguf` opened as one model.
 //! - [`Metadata`]: the key/value pairs in file order with typed getters ([`Value`], [`Array`]).
 //! - [`GgufWriter`]: writes v3 files with gguf-py's `GGUFWriter` byte layout, with tensor data
-//!   given up front or streamed at write time.
+//!   given up front or streamed at write time, as one file or a split set
+//!   ([`GgufWriter::write_split`], [`SplitPolicy`]).
 //!
 //! Tensor dims are in GGUF order (`dims[0]` = ne0, contiguous); [`TensorInfo::logical_shape`]
 //! gives the row-major shape (dims reversed). Tensor types are [`GgmlType`]; unknown type ids are
@@ -23,6 +24,7 @@ mod ggml_type;
 mod metadata;
 mod model;
 mod parse;
+mod split;
 mod tensor;
 mod value;
 mod writer;
@@ -35,6 +37,7 @@ pub use model::{
     parse_split_name, split_path, GgufModel, SPLIT_COUNT_KEY, SPLIT_NO_KEY, SPLIT_TENSORS_COUNT_KEY,
 };
 pub use parse::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
+pub use split::SplitPolicy;
 pub use tensor::{TensorInfo, MAX_DIMS};
 pub use value::{Array, Value, ValueType};
 pub use writer::GgufWriter;

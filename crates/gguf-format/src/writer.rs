@@ -14,9 +14,9 @@ use crate::{Array, Error, GgmlType, Metadata, Result, TensorInfo, Value};
 /// Builds a GGUF file in memory (metadata and tensor infos) and writes it out.
 #[derive(Debug, Default)]
 pub struct GgufWriter {
-    metadata: Metadata,
+    pub(crate) metadata: Metadata,
     /// Infos (offsets filled in by `layout`) and data given up front, if any.
-    tensors: Vec<(TensorInfo, Option<Vec<u8>>)>,
+    pub(crate) tensors: Vec<(TensorInfo, Option<Vec<u8>>)>,
     names: HashSet<String>,
 }
 

@@ -132,6 +132,72 @@ fn writer_matches_gguf_py_byte_for_byte() {
     }
 }
 
+/// The whole model of gguf-py's split fixtures (metadata of the first shard less the split
+/// keys, every tensor) written by `write_split` with gguf-py's policy reproduces each shard.
+#[test]
+fn split_writer_matches_gguf_py_byte_for_byte() {
+    let model = GgufModel::open(fixture("py_split-00001-of-00003.gguf")).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in model.metadata().iter() {
+        if !k.starts_with("split.") {
+            w.add_kv(k, v.clone()).unwrap();
+        }
+    }
+    for t in model.tensors() {
+        let data = model.tensor_data(&t.name).unwrap().to_vec();
+        w.add_tensor(t.name.clone(), &t.dims, t.ty, data).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("gguf-split-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = gguf_format::SplitPolicy {
+        max_tensors: Some(2),
+        max_bytes: None,
+    };
+    let paths = w
+        .write_split(dir.join("py_split.gguf"), policy, |_, _, _| Ok(()))
+        .unwrap();
+    assert_eq!(paths.len(), 3);
+    for (i, p) in paths.iter().enumerate() {
+        let name = format!("py_split-0000{}-of-00003.gguf", i + 1);
+        assert_eq!(p.file_name().unwrap().to_str().unwrap(), name);
+        let (ours, want) = (
+            std::fs::read(p).unwrap(),
+            std::fs::read(fixture(&name)).unwrap(),
+        );
+        assert_eq!(ours.len(), want.len(), "{name}: size");
+        let first_diff = ours.iter().zip(&want).position(|(a, b)| a != b);
+        assert_eq!(first_diff, None, "{name}: first differing byte");
+    }
+    // Split by bytes: t0..t4 are 16, 32, 48, 64, 80 bytes; at most 100 per shard.
+    let policy = gguf_format::SplitPolicy {
+        max_tensors: None,
+        max_bytes: Some(100),
+    };
+    let paths = w
+        .write_split(dir.join("by_size.gguf"), policy, |_, _, _| Ok(()))
+        .unwrap();
+    let shards: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            GgufFile::open(p)
+                .unwrap()
+                .tensors()
+                .iter()
+                .map(|t| t.name.clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(shards, [vec!["t0", "t1", "t2"], vec!["t3"], vec!["t4"]]);
+    let back = GgufModel::open(&paths[2]).unwrap();
+    for t in model.tensors() {
+        assert_eq!(
+            back.tensor_data(&t.name).unwrap(),
+            model.tensor_data(&t.name).unwrap()
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn opens_gguf_py_split_set_as_one_model() {
     // Any shard's name opens the whole set.

@@ -228,7 +228,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             }
             if let Some(l) = &last {
                 sync(l)?;
-                let _ = l.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+                let _ = gpt_engine::sampling::argmax_rows(l)?;
             }
             let s = t.elapsed().as_secs_f64();
             pp.push(a.prompt_tokens as f64 / s);
@@ -255,7 +255,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             let t = Instant::now();
             for _ in 0..a.gen_tokens {
                 let l = model.forward_seq(&[next], &mut cache, Logits::Last)?;
-                next = l.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
+                next = gpt_engine::sampling::argmax_rows(&l)?[0];
             }
             tg.push(a.gen_tokens as f64 / t.elapsed().as_secs_f64());
         }

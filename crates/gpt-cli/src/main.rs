@@ -132,6 +132,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Candle's own CPU worker threads (elementwise ops over 64K values) would spin beside the
+    // rayon pool that runs every CPU kernel, one more thread than cores; keep Candle's work on
+    // the calling thread unless the user asked otherwise. Before any other thread exists.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("GPTOSS_LOG"))
         .with_writer(std::io::stderr)

@@ -28,16 +28,18 @@ pub fn cache_dir() -> PathBuf {
 
 /// Generates the synthetic model `preset` at `path` with a progress line on stderr.
 pub fn generate_synthetic(spec: &SynthSpec, path: &Path) -> Result<()> {
-    generate_synthetic_vocab(spec, path, None)
+    generate_synthetic_vocab(spec, path, None, Default::default()).map(|_| ())
 }
 
 /// [`generate_synthetic`] with the vocabulary cut to its first `vocab_size` tokens (small
-/// embedding tables for fixtures; the tokenizer of such a file is not usable).
+/// embedding tables for fixtures; the tokenizer of such a file is not usable), split into
+/// shards by `split`. Returns the files written.
 pub fn generate_synthetic_vocab(
     spec: &SynthSpec,
     path: &Path,
     vocab_size: Option<usize>,
-) -> Result<()> {
+    split: gguf_format::SplitPolicy,
+) -> Result<Vec<PathBuf>> {
     let mut vocab = gpt_engine::tokenizer::o200k_harmony_vocab()
         .context("building the o200k_harmony vocabulary")?;
     if let Some(n) = vocab_size {
@@ -54,7 +56,7 @@ pub fn generate_synthetic_vocab(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut last = 0u64;
-    synth::write_model(spec, &vocab, path, |done, total| {
+    let paths = synth::write_model_split(spec, &vocab, path, split, |done, total| {
         let pct = done * 100 / total.max(1);
         if pct >= last + 5 || done == total {
             last = pct;
@@ -63,7 +65,7 @@ pub fn generate_synthetic_vocab(
     })
     .with_context(|| format!("writing synthetic model {}", path.display()))?;
     eprintln!();
-    Ok(())
+    Ok(paths)
 }
 
 /// A progress bar on stderr for [`gpt_engine::loader::load_model`]'s `(done, total)` bytes.

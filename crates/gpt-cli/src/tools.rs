@@ -138,6 +138,38 @@ pub struct GenModelArgs {
     /// q5_k to q5_1, q6_k to q8_0).
     #[arg(long)]
     pub dense_type: Option<String>,
+    /// Split into shards of at most this many tensor bytes, named `NAME-00001-of-0000N.gguf`
+    /// like the published multi-file models (gguf-split's `--split-max-size`: `500M`, `25G`,
+    /// decimal units). Default: `25G` for the 120b preset (three shards), none otherwise; `0`
+    /// writes one file.
+    #[arg(long)]
+    pub split_max_size: Option<String>,
+    /// Split after at most this many tensors per shard (gguf-split's `--split-max-tensors`).
+    #[arg(long)]
+    pub split_max_tensors: Option<usize>,
+}
+
+/// A size as gguf-split takes it: a number of bytes with an optional `K`, `M` or `G` (powers
+/// of 1000).
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult = match c.to_ascii_uppercase() {
+                'K' => 1_000,
+                'M' => 1_000_000,
+                'G' => 1_000_000_000,
+                _ => anyhow::bail!("size {s:?}: unknown unit {c:?} (K, M or G)"),
+            };
+            (&t[..i], mult)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("size {s:?}: not a whole number with K, M or G"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size {s:?} is too large"))
 }
 
 /// Writes a synthetic model.
@@ -165,8 +197,18 @@ pub fn gen_model(a: &GenModelArgs) -> Result<()> {
         spec.n_layer = n;
         spec.name = format!("{} ({n} layers)", spec.name);
     }
-    model_source::generate_synthetic_vocab(&spec, &a.out, a.vocab_size)?;
-    eprintln!("wrote {}", a.out.display());
+    let default_size = (a.preset == "120b").then(|| "25G".to_string());
+    let max_bytes = match a.split_max_size.clone().or(default_size) {
+        Some(s) => Some(parse_size(&s)?).filter(|&n| n > 0),
+        None => None,
+    };
+    let split = gguf_format::SplitPolicy {
+        max_tensors: a.split_max_tensors,
+        max_bytes,
+    };
+    for p in model_source::generate_synthetic_vocab(&spec, &a.out, a.vocab_size, split)? {
+        eprintln!("wrote {}", p.display());
+    }
     Ok(())
 }
 

@@ -108,6 +108,66 @@ fn logits_have_shape_t_by_vocab() {
     assert!(String::from_utf8_lossy(&bytes[10..90]).contains("'shape': (4, 201088)"));
 }
 
+/// `gen-model --split-max-size` writes a set like the published multi-file models; any shard's
+/// name loads the whole model, with the same logits as the single file.
+#[test]
+fn split_model_loads_from_any_shard_with_the_same_logits() {
+    let dir = tmp().join("split");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("tiny.gguf");
+    let (_, err) = ok(&[
+        "gen-model",
+        "--preset",
+        "tiny",
+        "--out",
+        out.to_str().unwrap(),
+        "--split-max-size",
+        "10M",
+    ]);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    // The 201,088 x 64 Q8_0 embedding and output matrices (13.7 MB each) get shards of their own.
+    assert!(names.len() >= 3, "{names:?}\n{err}");
+    let n = names.len();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(*name, format!("tiny-{:05}-of-{n:05}.gguf", i + 1));
+    }
+    let logits = |model: &str, npy: &Path| {
+        let args = [
+            "logits",
+            "--model",
+            model,
+            "--tokens",
+            "5,17,200006,9",
+            "--device",
+            "cpu",
+        ];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--out", npy.to_str().unwrap()]);
+        ok(&args);
+        std::fs::read(npy).unwrap()
+    };
+    let single = logits(m(), &dir.join("single.npy"));
+    let last = dir.join(&names[n - 1]);
+    let split = logits(last.to_str().unwrap(), &dir.join("split.npy"));
+    assert_eq!(single, split, "a split set must hold the same model");
+    let (out, _) = ok(&["inspect", last.to_str().unwrap(), "--check"]);
+    assert!(out.contains("79 checked"), "{out}");
+    let bad = dir.join("bad.gguf");
+    let e = gptoss(&[
+        "gen-model",
+        "--out",
+        bad.to_str().unwrap(),
+        "--split-max-size",
+        "3X",
+    ]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("unknown unit"));
+}
+
 #[test]
 fn tokenize_and_render() {
     let (out, _) = ok(&[

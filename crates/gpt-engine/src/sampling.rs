@@ -104,18 +104,53 @@ pub fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams) 
     }
 }
 
+/// Values per chunk of [`argmax`]'s first pass.
+const ARGMAX_CHUNK: usize = 1024;
+
 /// Index of the largest non-NaN value (lowest index on ties; 0 if none).
+///
+/// Two passes that vectorize: each chunk's maximum in 16 lanes (`v > m` skips NaN), then the
+/// first position of the best chunk's maximum — a 201,088-token row in tens of microseconds.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &v) in logits.iter().enumerate() {
-        if v.is_nan() {
-            continue;
+    let (mut best, mut at) = (f32::NEG_INFINITY, None);
+    for (c, chunk) in logits.chunks(ARGMAX_CHUNK).enumerate() {
+        let mut lanes = [f32::NEG_INFINITY; 16];
+        let mut it = chunk.chunks_exact(16);
+        for v16 in &mut it {
+            for (m, &v) in lanes.iter_mut().zip(v16) {
+                *m = if v > *m { v } else { *m };
+            }
         }
-        if best.is_none_or(|(_, b)| v > b) {
-            best = Some((i, v));
+        let m = it
+            .remainder()
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        if m > best || (at.is_none() && chunk.iter().any(|v| !v.is_nan())) {
+            (best, at) = (m, Some(c));
         }
     }
-    best.map_or(0, |(i, _)| i as u32)
+    let Some(c) = at else { return 0 };
+    let start = c * ARGMAX_CHUNK;
+    let pos = logits[start..].iter().position(|&v| v == best).unwrap_or(0);
+    (start + pos) as u32
+}
+
+/// The [`argmax`] of each row of `logits (rows, vocab)`: on the CPU straight from the tensor's
+/// memory, rows in parallel; elsewhere on the device, with only the ids copied back.
+pub fn argmax_rows(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>> {
+    use rayon::prelude::*;
+    let (rows, vocab) = logits.dims2()?;
+    if !logits.device().is_cpu() {
+        return logits.argmax(1)?.to_vec1();
+    }
+    let l = logits.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let (storage, layout) = l.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("argmax_rows: a CPU tensor without CPU storage");
+    };
+    let data = &cpu.as_slice::<f32>()?[layout.start_offset()..][..rows * vocab];
+    Ok(data.par_chunks(vocab.max(1)).map(argmax).collect())
 }
 
 /// Descending by value, ascending by id on ties.

@@ -6,9 +6,9 @@
 //! norm after projection, MXFP4 exponents are chosen from the input width.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use gguf_format::{Array, GgmlType, GgufWriter, Value};
+use gguf_format::{Array, GgmlType, GgufWriter, SplitPolicy, Value};
 use gpt_weights::names::{self, LayerTensor, TensorName};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -330,8 +330,22 @@ pub fn write_model(
     spec: &SynthSpec,
     vocab: &Vocab,
     path: &Path,
-    mut progress: impl FnMut(u64, u64),
+    progress: impl FnMut(u64, u64),
 ) -> Result<()> {
+    write_model_split(spec, vocab, path, SplitPolicy::default(), progress).map(|_| ())
+}
+
+/// [`write_model`] as a split set next to `path` (`name.gguf` gives `name-00001-of-0000N.gguf`,
+/// …; the published gpt-oss-120b files' layout) when `split` asks for more than one shard, else
+/// `path` itself. The shards are written into a hidden folder beside them and moved in place
+/// at the end, so an interrupted run leaves no set that looks whole. Returns the paths.
+pub fn write_model_split(
+    spec: &SynthSpec,
+    vocab: &Vocab,
+    path: &Path,
+    split: SplitPolicy,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Vec<PathBuf>> {
     let mut w = GgufWriter::new();
     metadata(&mut w, spec, vocab)?;
     let tensors = layout(spec, vocab.tokens.len());
@@ -348,10 +362,17 @@ pub fn write_model(
         let n: u64 = dims.iter().product();
         total += stored(*ty).bytes_for(n).unwrap_or(0);
     }
-    let tmp = path.with_extension("gguf.partial");
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        EngineError::Other(format!("{what} {}: {e}", p.display()))
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| EngineError::Other(format!("{}: no file name", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    std::fs::create_dir_all(&tmp).map_err(|e| io("create", &tmp, e))?;
     let mut done = 0u64;
     let mut buf = Vec::new();
-    w.write_file(&tmp, |i, info, out: &mut dyn Write| {
+    let written = w.write_split(tmp.join(name), split, |i, info, out: &mut dyn Write| {
         let (_, _, ty, scale) = &tensors[i];
         // One RNG stream per tensor: the file does not depend on write order or chunking.
         let mut rng =
@@ -380,9 +401,14 @@ pub fn write_model(
         progress(done, total);
         Ok(())
     })?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| EngineError::Other(format!("rename {}: {e}", tmp.display())))?;
-    Ok(())
+    let mut out = Vec::with_capacity(written.len());
+    for p in written {
+        let dst = path.with_file_name(p.file_name().unwrap_or_default());
+        std::fs::rename(&p, &dst).map_err(|e| io("rename", &p, e))?;
+        out.push(dst);
+    }
+    std::fs::remove_dir(&tmp).map_err(|e| io("remove", &tmp, e))?;
+    Ok(out)
 }
 
 #[cfg(test)]

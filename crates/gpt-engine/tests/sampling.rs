@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use gpt_engine::sampling::{apply_penalties, argmax, Sampler, SamplingParams};
+use gpt_engine::sampling::{apply_penalties, argmax, argmax_rows, Sampler, SamplingParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -191,6 +191,49 @@ fn greedy_is_argmax() {
     // Ties go to the lowest id; NaN is ignored.
     assert_eq!(argmax(&[0.5, 2.0, f32::NAN, 2.0]), 1);
     assert_eq!(s.sample(&[f32::NAN, -1.0, -3.0], &[]), 1);
+}
+
+/// The chunked argmax against a plain scan: lengths around its chunk and lane sizes, ties
+/// (lowest index wins, also across chunks), NaN anywhere, rows of only -inf or only NaN; and
+/// `argmax_rows` on a tensor row by row.
+#[test]
+fn chunked_argmax_equals_a_plain_scan() {
+    let (seed, mut rng) = seeded();
+    let plain = |l: &[f32]| -> u32 {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &v) in l.iter().enumerate() {
+            if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
+                best = Some((i, v));
+            }
+        }
+        best.map_or(0, |(i, _)| i as u32)
+    };
+    for n in [1, 15, 16, 17, 1023, 1024, 1025, 3000, 201_088] {
+        for _ in 0..4 {
+            // Few distinct values: ties within and across chunks.
+            let mut l: Vec<f32> = (0..n).map(|_| rng.random_range(0..6) as f32).collect();
+            for _ in 0..rng.random_range(0..4) {
+                let i = rng.random_range(0..n);
+                l[i] = [f32::NAN, f32::NEG_INFINITY, f32::INFINITY][rng.random_range(0..3)];
+            }
+            assert_eq!(argmax(&l), plain(&l), "seed {seed}, n {n}");
+        }
+        let mut l = vec![f32::NEG_INFINITY; n];
+        l[n / 2] = f32::NAN;
+        assert_eq!(argmax(&l), plain(&l), "n {n}: only -inf and NaN");
+        assert_eq!(argmax(&vec![f32::NAN; n]), 0, "n {n}: only NaN");
+    }
+    let (rows, vocab) = (5, 3001);
+    let l: Vec<f32> = (0..rows * vocab)
+        .map(|_| rng.random_range(-8.0f32..8.0))
+        .collect();
+    let t =
+        candle_core::Tensor::from_vec(l.clone(), (rows, vocab), &candle_core::Device::Cpu).unwrap();
+    let want: Vec<u32> = l.chunks(vocab).map(plain).collect();
+    assert_eq!(argmax_rows(&t).unwrap(), want, "seed {seed}");
+    // A view that starts inside its storage.
+    let tail = t.narrow(0, 2, 3).unwrap();
+    assert_eq!(argmax_rows(&tail).unwrap(), want[2..], "seed {seed}");
 }
 
 #[test]

@@ -296,7 +296,7 @@ fn rows_for(logits: &Tensor, ids: &[u64], live: &HashMap<u64, Live<'_>>) -> Resu
         })
     });
     Ok(if plain {
-        Rows::Argmax(logits.argmax(1)?.to_vec1()?)
+        Rows::Argmax(crate::sampling::argmax_rows(logits)?)
     } else {
         Rows::Host(logits.to_vec2()?)
     })

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use crate::dot::{axpy, dot};
 
 /// Shapes of one attention call: q (b, t, hq, d), k and v (b, s, hkv, d).
+#[derive(Debug)]
 pub(crate) struct AttnDims {
     pub b: usize,
     pub t: usize,
@@ -45,11 +46,17 @@ pub(crate) fn visible_keys(
 /// over plain arrays that the compiler vectorizes.
 const KEY_BLOCK: usize = 64;
 
+/// Calls whose query tiles would hold at least this many rows (queries × query heads per KV
+/// head) run [`super::tiled`]; fewer (decode) run one row at a time here, where a tile would
+/// not repay transposing each key block.
+pub(crate) const TILED_MIN_ROWS: usize = 16;
+
 /// Attention with per-head sink logits → (b, t, hq, d).
 ///
-/// `q` (b, t, hq, d), `k`/`v` (b, s, hkv, d), `sinks` (hq), all contiguous f32. Each
-/// (batch, query, head) row is an online softmax over blocks of [`KEY_BLOCK`] keys; on AVX2
-/// machines the row runs compiled for AVX2 + FMA.
+/// `q` (b, t, hq, d), `k`/`v` (b, s, hkv, d), `sinks` (hq), all contiguous f32. Prefill-sized
+/// calls take the query tiles of [`super::tiled`]; otherwise each (batch, query, head) row is
+/// an online softmax over blocks of [`KEY_BLOCK`] keys; on AVX2 machines the row runs compiled
+/// for AVX2 + FMA.
 pub(crate) fn attention(
     dims: &AttnDims,
     params: &AttnParams,
@@ -63,9 +70,13 @@ pub(crate) fn attention(
     if d == 0 || out.is_empty() {
         return out;
     }
+    let io = Io { q, k, v, sinks };
+    if dims.t * (dims.hq / dims.hkv.max(1)) >= TILED_MIN_ROWS {
+        super::tiled::attention(dims, params, &io, &mut out);
+        return out;
+    }
     let avx2 =
         cfg!(target_arch = "x86_64") && crate::simd::Isa::detected() >= crate::simd::Isa::Avx2;
-    let io = Io { q, k, v, sinks };
     out.par_chunks_mut(d)
         .with_min_len(4)
         .enumerate()
@@ -82,11 +93,11 @@ pub(crate) fn attention(
 }
 
 /// The inputs of one call.
-struct Io<'a> {
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    sinks: &'a [f32],
+pub(crate) struct Io<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub sinks: &'a [f32],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -274,7 +285,7 @@ fn attend_row(
 /// polynomial in r, then 2^n by the exponent bits; relative error ~2e-7), clamped at
 /// exp(−87.3) ≈ 1.2e-38, the smallest normal range. Branch-free, so loops of it vectorize.
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub(crate) fn exp_neg(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -3,6 +3,7 @@
 
 pub(crate) mod cpu;
 pub mod paged;
+mod tiled;
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 

@@ -2,6 +2,7 @@
 //! expert's weights are decoded once per call and reused for all of its tokens.
 
 use candle_core::{bail, Result};
+use rayon::prelude::*;
 
 use crate::mxfp4::block::row_bytes;
 use crate::simd::matmul::matmul;
@@ -44,21 +45,29 @@ pub(crate) fn moe_matmul(
         list.push(slot);
     }
     let expert_bytes = n * row_bytes(k);
+    // The experts with work run in parallel (each matmul parallel inside too): a small model's
+    // expert matrices are too narrow to keep both cores busy one expert at a time.
+    let work: Vec<(usize, &Vec<usize>)> = slots_of
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let outs: Vec<Vec<f32>> = work
+        .par_iter()
+        .map(|&(ex, slots)| {
+            // The activation rows of this expert's slots: (m_e, k).
+            let mut xg = Vec::with_capacity(slots.len() * k);
+            for &slot in slots {
+                let row = if d.x_per_slot { slot } else { slot / d.top_k };
+                xg.extend_from_slice(&x[row * k..(row + 1) * k]);
+            }
+            let we = &w[ex * expert_bytes..(ex + 1) * expert_bytes];
+            let be = bias.map(|b| &b[ex * n..(ex + 1) * n]);
+            matmul(cpu, Format::Mxfp4, &xg, (slots.len(), k, n), we, be) // (m_e, n)
+        })
+        .collect();
     let mut y = vec![0f32; d.t * d.top_k * n];
-    let mut xg: Vec<f32> = Vec::new();
-    for (ex, slots) in slots_of.iter().enumerate() {
-        if slots.is_empty() {
-            continue;
-        }
-        // Gather the activation rows of this expert's slots: (m_e, k).
-        xg.clear();
-        for &slot in slots {
-            let row = if d.x_per_slot { slot } else { slot / d.top_k };
-            xg.extend_from_slice(&x[row * k..(row + 1) * k]);
-        }
-        let we = &w[ex * expert_bytes..(ex + 1) * expert_bytes];
-        let be = bias.map(|b| &b[ex * n..(ex + 1) * n]);
-        let ye = matmul(cpu, Format::Mxfp4, &xg, (slots.len(), k, n), we, be); // (m_e, n)
+    for ((_, slots), ye) in work.iter().zip(&outs) {
         for (i, &slot) in slots.iter().enumerate() {
             y[slot * n..(slot + 1) * n].copy_from_slice(&ye[i * n..(i + 1) * n]);
         }

@@ -31,6 +31,9 @@ const PAR_MIN_BYTES: usize = 64 << 10;
 /// more rows per tile (up to 4096), so a tile is never a tiny `gemm` call.
 const GEMM_TILE_BYTES: usize = 128 * 2880 * 4;
 
+/// Weight rows of one GEMM tile, at least (smaller tiles are `gemm` calls too small to pay).
+const GEMM_MIN_TILE_ROWS: usize = 16;
+
 thread_local! {
     /// The dequantized weight tile of the GEMM path, reused across calls.
     static TILE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -71,7 +74,13 @@ pub(crate) fn matmul(
             add_bias(yt, m, r0, bias);
         });
     } else {
-        let tile_rows = (GEMM_TILE_BYTES / (4 * k)).clamp(128, 4096);
+        // Tiles of up to GEMM_TILE_BYTES of f32 weights, but at least two per thread where
+        // the matrix allows (a narrow matrix, 128 rows of the tiny model's q, would otherwise be
+        // one tile on one core), and never under GEMM_MIN_TILE_ROWS rows.
+        let per_thread = n
+            .div_ceil(2 * rayon::current_num_threads())
+            .max(GEMM_MIN_TILE_ROWS);
+        let tile_rows = (GEMM_TILE_BYTES / (4 * k)).clamp(128, 4096).min(per_thread);
         yt.par_chunks_mut(tile_rows * m)
             .enumerate()
             .for_each(|(c, yt)| {
