@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
 # gpt-oss-120b's shape on one H200 in one call of the device tool: `compare-devices` on 2 layers
-# of 120b shape (CUDA vs CPU, 64 greedy tokens), then the full-size random file (36 layers, 128
-# experts, ~61 GiB) generated into /dev/shm (the disk is too small beside everything else), its
-# memory plan, and decode / prefill tok/s beside llama.cpp's `llama-bench` on the same file.
-# Carry in .carry/: gptoss.xz, llama-bench.xz.* (saved by coverage_check.sh).
+# of 120b shape (CUDA vs CPU, 64 greedy tokens), then the full-size random model (36 layers, 128
+# experts, ~61 GiB) generated into /dev/shm (the disk is too small beside everything else) as
+# the published files are, a split set `120b-0000N-of-00003.gguf` (gen-model's default for the
+# 120b preset), its memory plan, and decode / prefill tok/s beside llama.cpp's `llama-bench` on
+# the same files (both open the set from its first shard).
+# Carry in .carry/: gptoss.xz, llama-bench.xz.* (saved by coverage_check.sh). SKIP_LLAMA=1 times
+# only ours (no llama.cpp build or run).
 . scripts/device/common.sh m120
-. scripts/device/llama_build.sh llama-bench
+[ "${SKIP_LLAMA:-0}" = 1 ] || . scripts/device/llama_build.sh llama-bench
 step "2 layers of 120b shape"
 $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf 2>&1 | tail -1
 $B/gptoss compare-devices --model /tmp/120b2.gguf --device cuda --steps 64 2>&1 | tail -1 | tee $R/compare_120b2.txt
 rm -f /tmp/120b2.gguf
 step "gen 120b (full size, /dev/shm)"
-F=/dev/shm/120b.gguf
-$B/gptoss gen-model --preset 120b --out $F 2>&1 | tail -1
-ls -la $F
+$B/gptoss gen-model --preset 120b --out /dev/shm/120b.gguf 2>&1 | tail -4
+ls -la /dev/shm/120b-*.gguf | tee $R/shards_120b.txt
+F=$(ls /dev/shm/120b-00001-of-*.gguf)
 $B/gptoss inspect $F --check --ctx 8192 2>&1 | tail -10 | tee $R/check_120b.txt
 step "gptoss bench 120b"
 $B/gptoss bench --model $F --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 1 2>/dev/null | tail -1 | tee $R/ours_120b.json
+if [ "${SKIP_LLAMA:-0}" = 1 ]; then
+  python3 - "$R" <<'PY'
+import json, os, sys
+o = json.load(open(os.path.join(sys.argv[1], "ours_120b.json")))
+g = 1 << 30
+print(f"120b: decode {o['decode_tok_s']:.1f}, prefill512 {o['prefill_tok_s']:.1f} tok/s; fast decode "
+      f"{o['fast_decode']}; device in use {o['device_mem_used_bytes']/g:.2f} GiB, plan "
+      f"{o['plan_device_total_bytes']/g:.2f} GiB, load {o['load_s']:.1f} s (llama.cpp not run)")
+PY
+else
 step "llama-bench 120b"
 $LD/llama-bench -m $F -ngl 99 -fa 1 -p 512 -n 128 -r 1 -o json 2>/dev/null > $R/llama_120b.json
 python3 - "$R" <<'PY'
@@ -31,4 +44,5 @@ print(f"120b: decode {o['decode_tok_s']:.1f} vs llama {lt:.1f} ({o['decode_tok_s
       f"{o['prefill_tok_s']:.1f} vs llama {lp:.1f} ({o['prefill_tok_s']/lp:.2f}x); fast decode {o['fast_decode']}; "
       f"device in use {o['device_mem_used_bytes']/g:.2f} GiB, plan {o['plan_device_total_bytes']/g:.2f} GiB, load {o['load_s']:.1f} s")
 PY
-rm -f $F
+fi
+rm -f /dev/shm/120b-*.gguf

@@ -8,7 +8,11 @@ use gpt_kernels as k;
 use gpt_weights::load::Experts;
 
 use super::moe::{experts_forward, ExpertGroups};
+use super::probe::RouterProbe;
 use super::profile::{Profiler, Stage};
+
+/// What watches a forward: the stage timer and the router probe.
+pub(crate) type Observers<'a> = (&'a Profiler, &'a RouterProbe);
 use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 
 /// Planar MXFP4 experts: nibble bytes `U8 (e, n, k/2)`, exponent bytes `U8 (e, n, k/32)`.
@@ -59,19 +63,20 @@ pub(crate) struct Moe {
 
 impl Moe {
     /// `m (t, d)` → `(t, d)`, on `dev` (the block runs on the host if it lives there).
-    pub(crate) fn forward(&self, m: &Tensor, p: &Profiler, dev: &Device) -> Result<Tensor> {
+    pub(crate) fn forward(&self, m: &Tensor, obs: Observers<'_>, dev: &Device) -> Result<Tensor> {
         if self.on_host {
-            let out = self.forward_on(&m.to_device(&Device::Cpu)?, p, &Device::Cpu)?;
+            let out = self.forward_on(&m.to_device(&Device::Cpu)?, obs, &Device::Cpu)?;
             return out.to_device(dev);
         }
-        self.forward_on(m, p, dev)
+        self.forward_on(m, obs, dev)
     }
 
     /// [`Moe::forward`] where the block's tensors are.
-    fn forward_on(&self, m: &Tensor, p: &Profiler, dev: &Device) -> Result<Tensor> {
+    fn forward_on(&self, m: &Tensor, (p, probe): Observers<'_>, dev: &Device) -> Result<Tensor> {
         let logits = m
             .matmul(&self.router_w.t()?)?
             .broadcast_add(&self.router_b)?; // (t, e)
+        probe.record(&logits, self.top_k)?;
         let (ids, weights) = k::router_topk_softmax(&logits, self.top_k)?; // (t, k) u32, f32
         p.mark(dev, Stage::Router);
         match &self.experts {

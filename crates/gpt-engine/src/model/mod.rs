@@ -15,6 +15,7 @@ mod moe;
 #[cfg(feature = "cuda")]
 mod prefill;
 mod prepare;
+pub mod probe;
 pub mod profile;
 #[cfg(feature = "cuda")]
 mod repack;
@@ -30,6 +31,7 @@ use attend::{AttnInput, AttnKernel};
 use fused::FusedStep;
 use linear::{Qkv, RowPlan};
 use prepare::{Layer, Prepared};
+use probe::RouterProbe;
 use profile::{Profiler, Stage};
 use rope::{Positions, Rope, YarnRounding};
 
@@ -63,6 +65,9 @@ pub struct ModelOptions {
     pub yarn: YarnRounding,
     /// Time each stage (synchronizes the device at stage boundaries).
     pub profile: bool,
+    /// Record every token's router margin per MoE layer ([`probe::RouterProbe`]; the layer
+    /// loop runs for every step, also where the fused decode would).
+    pub probe_router: bool,
     /// MoE layers of at least this many (token, expert) slots run their experts as grouped
     /// GEMMs (CUDA's generic path: dequantize + dense GEMM per expert; the fast path: the
     /// tensor-core kernels); fewer run kernels that read each expert's weights once and loop
@@ -89,6 +94,7 @@ pub struct GptOss {
     attn: AttnKernel,
     device: Device,
     profiler: Profiler,
+    probe: RouterProbe,
     fused: FusedStep,
 }
 
@@ -115,6 +121,7 @@ impl GptOss {
             attn,
             device,
             profiler: Profiler::new(opts.profile),
+            probe: RouterProbe::new(opts.probe_router),
             fused,
         })
     }
@@ -133,6 +140,12 @@ impl GptOss {
     /// Stage times recorded since the last call (empty unless profiling is on).
     pub fn take_profile(&self) -> Vec<(Stage, std::time::Duration)> {
         self.profiler.take()
+    }
+
+    /// Router gaps recorded since the last call, `[MoE layer run][token row]` (empty unless
+    /// [`ModelOptions::probe_router`] is on).
+    pub fn take_router_gaps(&self) -> Vec<Vec<probe::RouterGap>> {
+        self.probe.take()
     }
 
     /// Whether a single decoding sequence runs the fused CUDA step (else the batched path).
@@ -207,6 +220,7 @@ impl GptOss {
                 && chunk.logits != Logits::None
                 && self.fused.available()
                 && !self.profiler.enabled()
+                && !self.probe.enabled()
             {
                 return self.fused.step(&self.p, chunk.tokens[0], c, pool);
             }
@@ -226,7 +240,7 @@ impl GptOss {
             let a = rms_norm(&h, &l.attn_norm, eps)?;
             h = (h + self.attention(il, l, &a, step, pool, &rows, &at)?)?;
             let m = rms_norm(&h, &l.post_norm, eps)?;
-            h = (&h + l.moe.forward(&m, p, &self.device)?)?;
+            h = (&h + l.moe.forward(&m, (p, &self.probe), &self.device)?)?;
         }
         let want = batch.logit_rows();
         if want.is_empty() {

@@ -42,6 +42,15 @@ impl Prepared {
     /// Builds the device form of `w` on `device`.
     pub(crate) fn new(w: Weights, device: &Device, opts: &ModelOptions) -> Result<Self> {
         let grouped = |default: usize| opts.moe_grouped_min_slots.unwrap_or(default);
+        // Candle's CUDA QMatMul quantizes batched activations to 8 bits (q8_1, its MMQ kernels)
+        // unless told to dequantize the weights and multiply in f32: ~1e-2 relative error in
+        // the logits, enough to flip many near-tie expert choices (measured on 2 layers of
+        // 120b / 20B shape, 256-token prefills). Both CUDA paths want f32 (a process-wide
+        // switch; the fast path's dense matrices are not Candle's).
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() {
+            candle_core::quantized::cuda::set_force_dmmv(true);
+        }
         #[cfg(feature = "cuda")]
         if device.is_cuda() && !opts.no_fast_decode {
             match super::repack::fast_form_supported(&w) {

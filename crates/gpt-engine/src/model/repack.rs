@@ -189,9 +189,6 @@ pub(crate) fn prepare_fast(
     let Device::Cuda(dev) = device else {
         return Err(err("not a CUDA device".into()));
     };
-    // Candle's CUDA QMatMul otherwise quantizes activations to 8 bits (q8_1) for batched
-    // inputs; this makes it dequantize the weights and multiply in f32 (a process-wide switch).
-    candle_core::quantized::cuda::set_force_dmmv(true);
     let k = DecodeKernels::new(dev)?;
     let cfg = w.config.clone();
     let mut layers = Vec::with_capacity(cfg.n_layer);

@@ -57,12 +57,38 @@ unsafe fn f32_block<const MX: bool, const R: usize>(
     b: usize,
 ) {
     unsafe {
+        if !MX {
+            // Q8_0: Σ d·q·x = d · Σ q·x, the int8 values converted once and the block's scale
+            // applied once per row (one multiply fewer per 16 weights than scaling them).
+            let (q, d) = q8_f32(w, b);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xp = x.add(r * k + b * 32);
+                let t = _mm512_mul_ps(q[0], _mm512_loadu_ps(xp));
+                let t = _mm512_fmadd_ps(q[1], _mm512_loadu_ps(xp.add(16)), t);
+                a[0] = _mm512_fmadd_ps(t, d, a[0]);
+            }
+            return;
+        }
         let [w0, w1] = weights_f32::<MX>(w, b);
         for (r, a) in acc.iter_mut().enumerate() {
             let xp = x.add(r * k + b * 32);
             a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), a[0]);
             a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), a[1]);
         }
+    }
+}
+
+/// Q8_0 block `b`: its 32 int8 as two f32 vectors of 16 (unscaled) and its scale broadcast.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_f32(w: *const u8, b: usize) -> ([__m512; 2], __m512) {
+    unsafe {
+        let p = w.add(b * 34);
+        let bits = i32::from(u16::from_le_bytes([*p, *p.add(1)]));
+        let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits))));
+        let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2).cast())));
+        let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18).cast())));
+        ([q0, q1], d)
     }
 }
 
@@ -280,9 +306,16 @@ unsafe fn f32_rows4<const MX: bool>(
                 if b % 2 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(wr.add(b * bb + PREFETCH).cast());
                 }
-                let [w0, w1] = weights_f32::<MX>(wr, b);
-                a[0] = _mm512_fmadd_ps(w0, x0, a[0]);
-                a[1] = _mm512_fmadd_ps(w1, x1, a[1]);
+                if MX {
+                    let [w0, w1] = weights_f32::<MX>(wr, b);
+                    a[0] = _mm512_fmadd_ps(w0, x0, a[0]);
+                    a[1] = _mm512_fmadd_ps(w1, x1, a[1]);
+                } else {
+                    // Q8_0: the block's scale once per row, as in `f32_block`.
+                    let (q, d) = q8_f32(wr, b);
+                    let t = _mm512_fmadd_ps(q[1], x1, _mm512_mul_ps(q[0], x0));
+                    a[b % 2] = _mm512_fmadd_ps(t, d, a[b % 2]);
+                }
             }
         }
         let v = acc.map(|a| _mm512_add_ps(a[0], a[1]));
