@@ -125,7 +125,9 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
     out: *mut f32,
 ) {
     unsafe {
-        // Even and odd blocks into separate accumulators: four FMA chains per row in flight.
+        // Even and odd blocks into separate accumulators: four FMA chains per row in flight
+        // (with more than four rows, the rows' own chains are enough and one set fits the
+        // registers).
         let mut even = [[_mm512_setzero_ps(); 2]; R];
         let mut odd = [[_mm512_setzero_ps(); 2]; R];
         let nb = k / 32;
@@ -134,7 +136,11 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
         while b + 1 < nb {
             _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + PREFETCH).cast());
             f32_block::<MX, R>(&mut even, w, x, k, b);
-            f32_block::<MX, R>(&mut odd, w, x, k, b + 1);
+            if R > 4 {
+                f32_block::<MX, R>(&mut even, w, x, k, b + 1);
+            } else {
+                f32_block::<MX, R>(&mut odd, w, x, k, b + 1);
+            }
             b += 2;
         }
         if b < nb {
@@ -434,16 +440,29 @@ pub(super) unsafe fn dot_f32(
     out: &mut [f32],
 ) {
     let dims = (fmt.row_bytes(k), out.len() / m);
+    // Eight activation rows per pass over the weights first: each block is decoded once for
+    // eight rows (prefill's small expert groups are bound by that decoding at four).
+    let m8 = m / WIDE_ROWS * WIDE_ROWS;
     unsafe {
-        by_rows!(fmt, m, |MX, R, i| f32_slab::<MX, R>(
+        for i in (0..m8).step_by(WIDE_ROWS) {
+            let (xi, oi) = (x.as_ptr().add(i * k), (out.as_mut_ptr().add(i), m));
+            match fmt {
+                Format::Mxfp4 => f32_slab::<true, WIDE_ROWS>(w.as_ptr(), dims, xi, k, oi),
+                Format::Q8_0 => f32_slab::<false, WIDE_ROWS>(w.as_ptr(), dims, xi, k, oi),
+            }
+        }
+        by_rows!(fmt, m - m8, |MX, R, j| f32_slab::<MX, R>(
             w.as_ptr(),
             dims,
-            x.as_ptr().add(i * k),
+            x.as_ptr().add((m8 + j) * k),
             k,
-            (out.as_mut_ptr().add(i), m)
+            (out.as_mut_ptr().add(m8 + j), m)
         ));
     }
 }
+
+/// Activation rows of the exact kernels' widest pass.
+const WIDE_ROWS: usize = 8;
 
 pub(super) unsafe fn dot_q8(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
     let (k, m) = (x.k, x.rows);

@@ -67,7 +67,7 @@ fn the_row_kernels_equal_f64_sums_on_every_isa() {
     for fmt in [Format::Mxfp4, Format::Q8_0] {
         for k in [32usize, 96, 160, 2880] {
             let w = weights(&mut rng, fmt, 3, k);
-            for m in [1usize, 2, 3, 4, 5, 7, 9] {
+            for m in [1usize, 2, 3, 4, 5, 7, 8, 9, 13, 16] {
                 let x = randn(&mut rng, m * k);
                 let xq = QuantRows::new(&x, k);
                 for r in 0..3 {
