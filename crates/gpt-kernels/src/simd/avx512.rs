@@ -320,7 +320,7 @@ unsafe fn f32_rows4<const MX: bool>(
                     // Q8_0: the block's scale once per row, as in `f32_block`.
                     let (q, d) = q8_f32(wr, b);
                     let t = _mm512_fmadd_ps(q[1], x1, _mm512_mul_ps(q[0], x0));
-                    a[b % 2] = _mm512_fmadd_ps(t, d, a[b % 2]);
+                    a[0] = _mm512_fmadd_ps(t, d, a[0]);
                 }
             }
         }
