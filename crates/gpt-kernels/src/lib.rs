@@ -18,8 +18,10 @@
 //! MXFP4 and Q8_0 weights stay in their GGUF bytes (`DType::U8`, ggml block layouts, see
 //! [`mxfp4::block`]). On the CPU the quantized matmuls run the vectorized kernels of [`simd`]
 //! at a [`Precision`]: exact (f32 activations, the default) or fast (activations quantized to
-//! int8 per 32-block, as llama.cpp does); the `*_with` entry points take a [`CpuKernels`]. The
-//! crate knows nothing of GGUF files or the GPT-OSS config.
+//! int8 per 32-block, as llama.cpp does); the `*_with` entry points take a [`CpuKernels`].
+//! [`attention_with_sinks`] on the CPU runs prefill-sized calls over query tiles (queries ×
+//! heads of one KV head sharing each transposed 64-key block) and one-query calls row by row.
+//! The crate knows nothing of GGUF files or the GPT-OSS config.
 //!
 //! With the `cuda` feature, `cuda::decode` also holds the fused kernels of the batch-1 decode
 //! step, launched on raw device pointers (no allocation, so a step can be captured in a CUDA
