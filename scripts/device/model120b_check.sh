@@ -20,29 +20,25 @@ F=$(ls /dev/shm/120b-00001-of-*.gguf)
 $B/gptoss inspect $F --check --ctx 8192 2>&1 | tail -10 | tee $R/check_120b.txt
 step "gptoss bench 120b"
 $B/gptoss bench --model $F --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 1 2>/dev/null | tail -1 | tee $R/ours_120b.json
-if [ "${SKIP_LLAMA:-0}" = 1 ]; then
-  python3 - "$R" <<'PY'
-import json, os, sys
-o = json.load(open(os.path.join(sys.argv[1], "ours_120b.json")))
-g = 1 << 30
-print(f"120b: decode {o['decode_tok_s']:.1f}, prefill512 {o['prefill_tok_s']:.1f} tok/s; fast decode "
-      f"{o['fast_decode']}; device in use {o['device_mem_used_bytes']/g:.2f} GiB, plan "
-      f"{o['plan_device_total_bytes']/g:.2f} GiB, load {o['load_s']:.1f} s (llama.cpp not run)")
-PY
-else
-step "llama-bench 120b"
-$LD/llama-bench -m $F -ngl 99 -fa 1 -p 512 -n 128 -r 1 -o json 2>/dev/null > $R/llama_120b.json
+if [ "${SKIP_LLAMA:-0}" != 1 ]; then
+  step "llama-bench 120b"
+  $LD/llama-bench -m $F -ngl 99 -fa 1 -p 512 -n 128 -r 1 -o json 2>/dev/null > $R/llama_120b.json
+fi
 python3 - "$R" <<'PY'
 import json, os, sys
 R = sys.argv[1]
 o = json.load(open(os.path.join(R, "ours_120b.json")))
-ll = json.load(open(os.path.join(R, "llama_120b.json")))
-lt = [r["avg_ts"] for r in ll if r.get("n_gen", 0) > 0][0]
-lp = [r["avg_ts"] for r in ll if r.get("n_prompt", 0) > 0][0]
+lp_path = os.path.join(R, "llama_120b.json")
+vs = lambda ours, ref: f" vs llama {ref:.1f} ({ours/ref:.2f}x)" if ref else ""
+lt = lp = None
+if os.path.exists(lp_path):
+    ll = json.load(open(lp_path))
+    lt = [r["avg_ts"] for r in ll if r.get("n_gen", 0) > 0][0]
+    lp = [r["avg_ts"] for r in ll if r.get("n_prompt", 0) > 0][0]
 g = 1 << 30
-print(f"120b: decode {o['decode_tok_s']:.1f} vs llama {lt:.1f} ({o['decode_tok_s']/lt:.2f}x); prefill512 "
-      f"{o['prefill_tok_s']:.1f} vs llama {lp:.1f} ({o['prefill_tok_s']/lp:.2f}x); fast decode {o['fast_decode']}; "
-      f"device in use {o['device_mem_used_bytes']/g:.2f} GiB, plan {o['plan_device_total_bytes']/g:.2f} GiB, load {o['load_s']:.1f} s")
+print(f"120b: decode {o['decode_tok_s']:.1f}{vs(o['decode_tok_s'], lt)}; prefill512 "
+      f"{o['prefill_tok_s']:.1f}{vs(o['prefill_tok_s'], lp)}; fast decode {o['fast_decode']}; "
+      f"device in use {o['device_mem_used_bytes']/g:.2f} GiB, plan {o['plan_device_total_bytes']/g:.2f} GiB, "
+      f"load {o['load_s']:.1f} s{'' if lt else ' (llama.cpp not run)'}")
 PY
-fi
 rm -f /dev/shm/120b-*.gguf

@@ -234,24 +234,24 @@ struct PrefillVerdict {
 impl PrefillVerdict {
     fn of(rows: &[f64], gaps: &[Vec<RouterGap>], bound: f64) -> Self {
         let median_row = crate::bench::median(rows.to_vec());
-        let tie = |i: usize| -> (f32, bool) {
-            let at = |g: &RouterGap| (g.margin, g.margin <= 8.0 * median_row as f32 * g.scale);
-            gaps.iter()
-                .filter_map(|l| l.get(i).map(at))
-                .fold((f32::INFINITY, false), |(m, t), (gm, gt)| {
-                    (m.min(gm), t || gt)
-                })
-        };
+        // Each row's smallest margin over the layers, and whether some layer's is a near tie.
+        let ties: Vec<(f32, bool)> = (0..rows.len())
+            .map(|i| {
+                let at = |g: &RouterGap| (g.margin, g.margin <= 8.0 * median_row as f32 * g.scale);
+                gaps.iter()
+                    .filter_map(|l| l.get(i).map(at))
+                    .fold((f32::INFINITY, false), |(m, t), (gm, gt)| {
+                        (m.min(gm), t || gt)
+                    })
+            })
+            .collect();
         let over: Vec<RowOver> = (0..rows.len())
             .filter(|&i| rows[i] > bound)
-            .map(|i| {
-                let (margin, near_tie) = tie(i);
-                RowOver {
-                    row: i,
-                    rel_l2: rows[i],
-                    margin,
-                    near_tie,
-                }
+            .map(|i| RowOver {
+                row: i,
+                rel_l2: rows[i],
+                margin: ties[i].0,
+                near_tie: ties[i].1,
             })
             .collect();
         let flips = over.iter().all(|o| o.near_tie) && over.len() * 20 <= rows.len();
@@ -259,7 +259,7 @@ impl PrefillVerdict {
             .filter(|i| !(flips && over.iter().any(|o| o.row == *i)))
             .map(|i| rows[i])
             .fold(0.0, f64::max);
-        let margins: Vec<f64> = (0..rows.len()).map(|i| f64::from(tie(i).0)).collect();
+        let margins: Vec<f64> = ties.iter().map(|t| f64::from(t.0)).collect();
         Self {
             over,
             median_row,

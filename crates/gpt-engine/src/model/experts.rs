@@ -10,10 +10,10 @@ use gpt_weights::load::Experts;
 use super::moe::{experts_forward, ExpertGroups};
 use super::probe::RouterProbe;
 use super::profile::{Profiler, Stage};
+use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 
 /// What watches a forward: the stage timer and the router probe.
 pub(crate) type Observers<'a> = (&'a Profiler, &'a RouterProbe);
-use super::{SWIGLU_ALPHA, SWIGLU_LIMIT};
 
 /// Planar MXFP4 experts: nibble bytes `U8 (e, n, k/2)`, exponent bytes `U8 (e, n, k/32)`.
 #[cfg(feature = "cuda")]

@@ -1,8 +1,8 @@
 //! Opt-in record of how close each token's expert choice was: per MoE layer and token, the
-//! router's margin between its k-th and (k+1)-th logits, and the scale of its logits. Two devices whose router inputs
-//! differ by rounding pick different experts only where this margin is about that small, so
-//! `gptoss compare-devices` uses it to tell a near-tie expert flip from a wrong result. Off by
-//! default (it copies every router's logits to the host).
+//! router's margin between its k-th and (k+1)-th logits, and the scale of its logits. Two
+//! devices whose router inputs differ by rounding pick different experts only where this margin
+//! is about that small, so `gptoss compare-devices` uses it to tell a near-tie expert flip from
+//! a wrong result. Off by default (it copies every router's logits to the host).
 
 use std::sync::Mutex;
 
@@ -34,7 +34,7 @@ impl RouterProbe {
         }
     }
 
-    /// Whether margins are being recorded.
+    /// Whether gaps are being recorded.
     pub fn enabled(&self) -> bool {
         self.enabled
     }

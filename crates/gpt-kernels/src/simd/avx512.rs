@@ -11,14 +11,16 @@ use super::quant::QuantView;
 use super::Format;
 use crate::mxfp4::block::{e8m0_to_f32_half, KVALUES, KVALUES_F32};
 
-/// The 32 int8 of `q` as two f32 vectors of 16, each multiplied by `d`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+/// Q8_0 block `b`: its 32 int8 as two f32 vectors of 16 (unscaled) and its scale broadcast.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
-unsafe fn widen(q: __m256i, d: f32) -> [__m512; 2] {
-    let ds = _mm512_set1_ps(d);
-    let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
-    let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
-    [_mm512_mul_ps(lo, ds), _mm512_mul_ps(hi, ds)]
+unsafe fn q8_f32(w: *const u8, b: usize) -> ([__m512; 2], __m512) {
+    unsafe {
+        let (q, d) = load::<false>(w, b);
+        let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q)));
+        let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1)));
+        ([lo, hi], _mm512_set1_ps(d))
+    }
 }
 
 /// Block `b` of a row as two f32 vectors of 16 (elements 0..16, 16..32), dequantized exactly.
@@ -40,8 +42,8 @@ unsafe fn weights_f32<const MX: bool>(w: *const u8, b: usize) -> [__m512; 2] {
                 _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), lut),
             ]
         } else {
-            let (q, d) = load::<false>(w, b);
-            widen(q, d)
+            let ([lo, hi], d) = q8_f32(w, b);
+            [_mm512_mul_ps(lo, d), _mm512_mul_ps(hi, d)]
         }
     }
 }
@@ -75,20 +77,6 @@ unsafe fn f32_block<const MX: bool, const R: usize>(
             a[0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), a[0]);
             a[1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp.add(16)), a[1]);
         }
-    }
-}
-
-/// Q8_0 block `b`: its 32 int8 as two f32 vectors of 16 (unscaled) and its scale broadcast.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-#[inline]
-unsafe fn q8_f32(w: *const u8, b: usize) -> ([__m512; 2], __m512) {
-    unsafe {
-        let p = w.add(b * 34);
-        let bits = i32::from(u16::from_le_bytes([*p, *p.add(1)]));
-        let d = _mm512_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits))));
-        let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(2).cast())));
-        let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(18).cast())));
-        ([q0, q1], d)
     }
 }
 
