@@ -42,8 +42,9 @@ fn target_memory(a: &CheckArgs<'_>) -> Result<Option<u64>> {
     })
 }
 
-/// Which CUDA path the file's weight types take: the fast form needs dense matrices of
-/// [`gpt_engine::model::FAST_DENSE_TYPES`] and MXFP4 experts.
+/// Which CUDA path the file's weight types take: the fast form needs MXFP4 experts; it holds
+/// dense matrices of [`gpt_engine::model::INT8_DENSE_TYPES`] exactly as int8, any other type as
+/// 15-bit block integers.
 fn fast_path(model: &GgufModel, cfg: &GptOssConfig) -> String {
     use gpt_weights::names::{all, LayerTensor as L, TensorName as N};
     let mut dense = std::collections::BTreeMap::<String, usize>::new();
@@ -59,27 +60,24 @@ fn fast_path(model: &GgufModel, cfg: &GptOssConfig) -> String {
             continue;
         };
         if is_dense {
-            *dense.entry(info.ty.to_string()).or_default() += 1;
-            if !gpt_engine::model::FAST_DENSE_TYPES.contains(&info.ty) && why.is_none() {
-                why = Some(format!("{name} is {}", info.ty));
-            }
+            let form = if gpt_engine::model::INT8_DENSE_TYPES.contains(&info.ty) {
+                "int8"
+            } else {
+                "15-bit"
+            };
+            *dense.entry(format!("{} ({form})", info.ty)).or_default() += 1;
         } else if is_expert && info.ty != gguf_format::GgmlType::MXFP4 && why.is_none() {
             why = Some(format!("{name} is {} (not MXFP4)", info.ty));
         }
     }
     let types: Vec<String> = dense.iter().map(|(t, n)| format!("{t} x{n}")).collect();
-    let fast: Vec<String> = gpt_engine::model::FAST_DENSE_TYPES
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
     match why {
         None => format!(
             "CUDA path: fast (fused decode, tensor-core prefill); dense matrices {}",
             types.join(", ")
         ),
         Some(w) => format!(
-            "CUDA path: generic, {w} (the fast path takes dense {} and MXFP4 experts); dense matrices {}",
-            fast.join(", "),
+            "CUDA path: generic, {w} (the fast path takes MXFP4 experts); dense matrices {}",
             types.join(", ")
         ),
     }

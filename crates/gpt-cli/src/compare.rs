@@ -95,7 +95,8 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         .map(|_| rng.random_range(0..199_998u32))
         .collect();
     let lc: Vec<Vec<f32>> = prefill_logits(&cpu, &prompt)?.to_vec2()?;
-    let gaps = cpu.take_router_gaps(); // [layer][row]
+    let n_layer = cpu.config().n_layer;
+    let gaps = by_layer(cpu.take_router_gaps(), n_layer); // [layer][row]
     let lg: Vec<Vec<f32>> = prefill_logits(&gpu, &prompt)?
         .to_device(&Device::Cpu)?
         .to_vec2()?;
@@ -103,15 +104,17 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     let worst = rows.iter().copied().fold(0.0, f64::max);
     // One token whose expert choice flipped at a near tie differs as a whole; count them.
     let rows_over = rows.iter().filter(|&&r| r > a.max_rel_l2).count();
-    let v = PrefillVerdict::of(&rows, &gaps, a.max_rel_l2);
+    let v = RowVerdict::of(&rows, &gaps, a.max_rel_l2);
     // Token-by-token decode on the device against one CPU prefill of the same tokens.
     let dtoks: Vec<u32> = (0..a.decode_tokens)
         .map(|_| rng.random_range(0..199_998u32))
         .collect();
-    let mut decode_worst = 0.0f64;
+    let mut decode_rows = Vec::with_capacity(dtoks.len());
+    let mut dgaps = vec![];
     if !dtoks.is_empty() {
         let mut cache = gpu.new_cache(dtoks.len(), 1)?;
         let lcd = prefill_logits(&cpu, &dtoks)?; // (t, vocab)
+        dgaps = by_layer(cpu.take_router_gaps(), n_layer);
         for (i, &t) in dtoks.iter().enumerate() {
             let g: Vec<f32> = gpu
                 .forward_seq(&[t], &mut cache, Logits::Last)?
@@ -119,9 +122,11 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
                 .to_device(&Device::Cpu)?
                 .to_vec1()?;
             let c: Vec<f32> = lcd.get(i)?.to_vec1()?;
-            decode_worst = decode_worst.max(rel_l2(&g, &c));
+            decode_rows.push(rel_l2(&g, &c));
         }
     }
+    let dv = RowVerdict::of(&decode_rows, &dgaps, a.max_rel_l2);
+    let decode_worst = decode_rows.iter().copied().fold(0.0, f64::max);
     // Greedy: the prompt in one forward, then one token at a time.
     let go = |m: &GptOss| -> Result<Vec<u32>> {
         let mut cache = m.new_cache(n0 + a.steps + 1, n0)?;
@@ -155,6 +160,9 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
             "router_margin_median": v.margin_median,
             "prefill_median_rel_l2": v.median_row,
             "decode_tokens": a.decode_tokens, "decode_worst_rel_l2": decode_worst,
+            "decode_rows_over_bound": dv.over.iter().map(|o| serde_json::json!({
+                "row": o.row, "rel_l2": o.rel_l2, "router_margin": o.margin,
+                "near_tie": o.near_tie})).collect::<Vec<_>>(),
             "greedy_steps": a.steps, "greedy_agree": same,
             "divergence": split.as_ref().map(|d| serde_json::json!({
                 "cpu_token": d.cpu_token, "device_token": d.device_token,
@@ -169,17 +177,23 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         v.over.len(),
         v.over.iter().filter(|o| o.near_tie).count()
     );
-    for o in &v.over {
-        eprintln!(
-            "near tie: prefill row {} differs by {:.3e}, an expert flip: its router's k-th and \
-             (k+1)-th logits are {:.3e} apart on the CPU (median row {:.3e})",
-            o.row, o.rel_l2, o.margin, v.margin_median
-        );
+    for (what, verdict) in [("prefill", &v), ("decode", &dv)] {
+        for o in &verdict.over {
+            eprintln!(
+                "near tie: {what} row {} differs by {:.3e}, an expert flip: its router's k-th \
+                 and (k+1)-th logits are {:.3e} apart on the CPU (median row {:.3e})",
+                o.row, o.rel_l2, o.margin, verdict.margin_median
+            );
+        }
     }
     anyhow::ensure!(
-        decode_worst <= a.max_rel_l2,
-        "decode logits differ: relative L2 {decode_worst:.3e} > {}",
-        a.max_rel_l2
+        dv.worst_other <= a.max_rel_l2,
+        "decode logits differ: relative L2 {:.3e} > {} ({} rows over the bound, {} of them at a \
+         router near tie)",
+        dv.worst_other,
+        a.max_rel_l2,
+        dv.over.len(),
+        dv.over.iter().filter(|o| o.near_tie).count()
     );
     if let Some(d) = &split {
         anyhow::ensure!(
@@ -198,32 +212,47 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "ok: {} vs cpu: worst relative L2 {:.3e} (prefill{}), {decode_worst:.3e} (decode), {same}/{} greedy tokens equal",
+        "ok: {} vs cpu: worst relative L2 {:.3e} (prefill{}), {:.3e} (decode{}), {same}/{} greedy tokens equal",
         a.device,
         v.worst_other,
         if v.over.is_empty() { "" } else { ", rows at near ties aside" },
+        dv.worst_other,
+        if dv.over.is_empty() { "" } else { ", rows at near ties aside" },
         a.steps
     );
     Ok(())
 }
 
-/// A prefill row over the bound.
+/// The probe's runs (one per MoE layer per forward, in order) as `[layer][row]` over all the
+/// forwards: a prefill longer than a chunk runs every layer once per chunk.
+fn by_layer(runs: Vec<Vec<RouterGap>>, n_layer: usize) -> Vec<Vec<RouterGap>> {
+    let mut out: Vec<Vec<RouterGap>> = vec![Vec::new(); n_layer];
+    for (i, run) in runs.into_iter().enumerate() {
+        if let Some(l) = out.get_mut(i % n_layer.max(1)) {
+            l.extend(run);
+        }
+    }
+    out
+}
+
+/// A row over the bound (prefill or token-by-token decode).
 struct RowOver {
     row: usize,
     rel_l2: f64,
     /// Its smallest router margin over the layers (CPU).
     margin: f32,
-    /// Whether some layer's margin is within the devices' difference (see [`PrefillVerdict`]).
+    /// Whether some layer's margin is within the devices' difference (see [`RowVerdict`]).
     near_tie: bool,
 }
 
-/// The prefill rows against the bound, with the CPU's router gaps `[layer][row]`. A row over
+/// The rows (of a prefill, or of the token-by-token decode against one CPU prefill) against the
+/// bound, with the CPU's router gaps `[layer][row]`. A row over
 /// the bound is an expert flip at a near tie when, at some layer, its router's margin is within
 /// what the devices' difference moves router logits by: the typical row's relative difference
 /// (the median) times the token's logit scale, with a factor of 8 to spare. Such rows are set
 /// aside only if all rows over the bound are flips and they are at most one in 20 (more would be
 /// a wrong kernel, whatever the margins).
-struct PrefillVerdict {
+struct RowVerdict {
     over: Vec<RowOver>,
     median_row: f64,
     margin_median: f64,
@@ -231,7 +260,7 @@ struct PrefillVerdict {
     worst_other: f64,
 }
 
-impl PrefillVerdict {
+impl RowVerdict {
     fn of(rows: &[f64], gaps: &[Vec<RouterGap>], bound: f64) -> Self {
         let median_row = crate::bench::median(rows.to_vec());
         // Each row's smallest margin over the layers, and whether some layer's is a near tie.
@@ -316,7 +345,7 @@ fn divergence(
 
 #[cfg(test)]
 mod tests {
-    use super::{Divergence, PrefillVerdict, RouterGap};
+    use super::{by_layer, Divergence, RouterGap, RowVerdict};
 
     fn d(cpu_margin: f32, logit_diff: f32) -> Divergence {
         Divergence {
@@ -338,7 +367,7 @@ mod tests {
         let ordinary = vec![g(0.05, 1.0); 40];
         let mut tied = ordinary.clone();
         tied[7] = g(1e-4, 1.0);
-        let v = PrefillVerdict::of(&rows, &[ordinary.clone(), tied.clone()], 1e-2);
+        let v = RowVerdict::of(&rows, &[ordinary.clone(), tied.clone()], 1e-2);
         assert_eq!(
             (v.over.len(), v.over[0].row, v.over[0].near_tie),
             (1, 7, true)
@@ -346,7 +375,7 @@ mod tests {
         assert_eq!(v.worst_other, 3e-4);
         assert_eq!(v.over[0].margin, 1e-4);
         // The same row with ordinary margins at every layer: a failure.
-        let v = PrefillVerdict::of(&rows, &[ordinary.clone(), ordinary.clone()], 1e-2);
+        let v = RowVerdict::of(&rows, &[ordinary.clone(), ordinary.clone()], 1e-2);
         assert!(!v.over[0].near_tie);
         assert_eq!(v.worst_other, 0.2);
         // Three tie rows in 40 (> 1 in 20): a failure too.
@@ -354,9 +383,29 @@ mod tests {
             rows[i] = 0.3;
             tied[i] = g(1e-5, 1.0);
         }
-        let v = PrefillVerdict::of(&rows, &[ordinary, tied], 1e-2);
+        let v = RowVerdict::of(&rows, &[ordinary, tied], 1e-2);
         assert!(v.over.iter().all(|o| o.near_tie));
         assert_eq!(v.worst_other, 0.3);
+    }
+
+    /// Two chunks of a 2-layer model: runs (chunk 0 layer 0, chunk 0 layer 1, chunk 1 layer 0,
+    /// chunk 1 layer 1) become each layer's rows in order.
+    #[test]
+    fn probe_runs_join_by_layer_across_chunks() {
+        let g = |m: f32| RouterGap {
+            margin: m,
+            scale: 1.0,
+        };
+        let runs = vec![
+            vec![g(1.0), g(2.0)],
+            vec![g(10.0), g(20.0)],
+            vec![g(3.0)],
+            vec![g(30.0)],
+        ];
+        let l = by_layer(runs, 2);
+        let m = |v: &Vec<RouterGap>| v.iter().map(|x| x.margin).collect::<Vec<_>>();
+        assert_eq!(m(&l[0]), vec![1.0, 2.0, 3.0]);
+        assert_eq!(m(&l[1]), vec![10.0, 20.0, 30.0]);
     }
 
     #[test]

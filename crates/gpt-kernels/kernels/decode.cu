@@ -7,7 +7,9 @@
 // products (dp4a) at a small cost in precision.
 //
 // Weight layouts (repacked once at load from ggml blocks, for 16-byte loads):
-// - Q8 "split" matrices: qs int8 (n, k) and d f32 (n, k/32) (ggml Q8_0 with scales moved out).
+// - Q8 "split" matrices: qs int8 (n, k) and d f32 (n, k/32) (ggml Q8_0 with scales moved out);
+//   two-plane ones add a low plane wl int8 (n, k): weight = d * (128 * qs + wl) (other dense
+//   types, held as 15-bit block integers).
 // - MXFP4 "planar" experts: qs u8 (e, n, k/2) (block_mxfp4's 16 nibble bytes) and
 //   e8 u8 (e, n, k/32) (its exponent byte).
 // An input vector consumed by MXFP4 weights is stored permuted within each 32-block so that
@@ -80,20 +82,32 @@ __device__ __forceinline__ int q8_chunk_dot(int4 w, int4 h, int4 l) {
 }
 
 // Row `row` of a Q8 split matrix (k columns) against a quantized x: the warp's dot product
-// (every lane returns the full sum).
-__device__ __forceinline__ float q8_row_dot(const int8_t *__restrict__ w, const float *__restrict__ wd,
-                                            uint64_t row, uint32_t k, const int8_t *__restrict__ qh,
-                                            const int8_t *__restrict__ ql, const float *__restrict__ qd,
-                                            uint32_t lane) {
+// (every lane returns the full sum). A two-plane matrix (`wl` not null) holds each weight as
+// d * (128 * w + wl), a 15-bit integer per 32-block scale.
+__device__ __forceinline__ float q8_row_dot(const int8_t *__restrict__ w, const int8_t *__restrict__ wl,
+                                            const float *__restrict__ wd, uint64_t row, uint32_t k,
+                                            const int8_t *__restrict__ qh, const int8_t *__restrict__ ql,
+                                            const float *__restrict__ qd, uint32_t lane) {
     const int4 *w4 = (const int4 *)(w + row * k);
+    const int4 *wl4 = wl ? (const int4 *)(wl + row * k) : nullptr;
     const float *wdr = wd + row * (k / 32);
     const int4 *h4 = (const int4 *)qh, *l4 = (const int4 *)ql;
     float acc = 0.f;
     const uint32_t chunks = k / 16;
+    if (wl4) {
 #pragma unroll 4
-    for (uint32_t c = lane; c < chunks; c += 32) {
-        const int s = q8_chunk_dot(__ldg(w4 + c), __ldg(h4 + c), __ldg(l4 + c));
-        acc += (float)s * (__ldg(wdr + c / 2) * __ldg(qd + c / 2));
+        for (uint32_t c = lane; c < chunks; c += 32) {
+            const int4 h = __ldg(h4 + c), l = __ldg(l4 + c);
+            const float sh = (float)q8_chunk_dot(__ldg(w4 + c), h, l);
+            const float sl = (float)q8_chunk_dot(__ldg(wl4 + c), h, l);
+            acc += fmaf(sh, 128.f, sl) * (__ldg(wdr + c / 2) * __ldg(qd + c / 2));
+        }
+    } else {
+#pragma unroll 4
+        for (uint32_t c = lane; c < chunks; c += 32) {
+            const int s = q8_chunk_dot(__ldg(w4 + c), __ldg(h4 + c), __ldg(l4 + c));
+            acc += (float)s * (__ldg(wdr + c / 2) * __ldg(qd + c / 2));
+        }
     }
     return warp_sum(acc);
 }
@@ -144,9 +158,10 @@ extern "C" __global__ void dec_quant(const float *__restrict__ x, const uint32_t
     quant_block(x[(uint64_t)b * 32 + lane], lane, perm, b, qh, ql, qd);
 }
 
-// y[row] (+)= W[row] . x + bias[row] for a Q8 split W (n, k). One warp per row, DEC_WARPS rows
-// per block. `accumulate` adds into y (the residual stream).
-extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const float *__restrict__ wd,
+// y[row] (+)= W[row] . x + bias[row] for a Q8 split W (n, k) (two-plane when `wl` is not null).
+// One warp per row, DEC_WARPS rows per block. `accumulate` adds into y (the residual stream).
+extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const int8_t *__restrict__ wl,
+                                       const float *__restrict__ wd,
                                        const float *__restrict__ bias, const int8_t *__restrict__ qh,
                                        const int8_t *__restrict__ ql, const float *__restrict__ qd,
                                        float *__restrict__ y, const uint32_t n, const uint32_t k,
@@ -154,7 +169,7 @@ extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const float
     const uint32_t lane = threadIdx.x & 31;
     const uint64_t row = (uint64_t)blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
     if (row >= n) return;
-    const float acc = q8_row_dot(w, wd, row, k, qh, ql, qd, lane);
+    const float acc = q8_row_dot(w, wl, wd, row, k, qh, ql, qd, lane);
     if (lane == 0) {
         const float v = acc + (bias ? bias[row] : 0.f);
         y[row] = accumulate ? y[row] + v : v;
@@ -164,8 +179,9 @@ extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const float
 // The fused QKV projection (rows: hq heads of q, hkv of k, hkv of v; hd each) with bias and
 // NeoX RoPE on q and k (cos, sin of pos * inv_freq[i], times mscale); q goes to q_out
 // (hq * hd), k and v to row p[1 + 3 layer] of the layer's caches (cap, hkv, hd). One warp per
-// pair of rows (i, i + hd/2) of a head.
-extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const float *__restrict__ wd,
+// pair of rows (i, i + hd/2) of a head. `wl`: as dec_q8_gemv's.
+extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const int8_t *__restrict__ wl,
+                                        const float *__restrict__ wd,
                                         const float *__restrict__ bias, const int8_t *__restrict__ qh,
                                         const int8_t *__restrict__ ql, const float *__restrict__ qd,
                                         const uint32_t k, const uint32_t hq, const uint32_t hkv,
@@ -179,8 +195,8 @@ extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const floa
     if (pair >= (hq + 2 * hkv) * half) return;
     const uint32_t head = pair / half, i = pair % half;
     const uint64_t ra = (uint64_t)head * hd + i, rb = ra + half;
-    float a = q8_row_dot(w, wd, ra, k, qh, ql, qd, lane) + bias[ra];
-    float b = q8_row_dot(w, wd, rb, k, qh, ql, qd, lane) + bias[rb];
+    float a = q8_row_dot(w, wl, wd, ra, k, qh, ql, qd, lane) + bias[ra];
+    float b = q8_row_dot(w, wl, wd, rb, k, qh, ql, qd, lane) + bias[rb];
     if (lane != 0) return;
     if (head < hq + hkv) {
         const float theta = (float)p[0] * inv_freq[i];

@@ -9,7 +9,8 @@
 // gate/up) or row s when `row_map` is null. Output rows are slots, in the order listed.
 //
 // Two kernels, one per weight format:
-// - pg_q8, dense Q8 split matrices (int8 qs + f32 scale per 32-block) on int8 MMAs
+// - pg_q8 / pg_q8w2, dense Q8 split matrices (int8 qs + f32 scale per 32-block; pg_q8w2 with
+//   a second, low int8 plane: 15-bit weights) on int8 MMAs
 //   (mma.sync m16n8k32): inputs are quantized per 32-block into two int8 planes,
 //   x ~= d * (128 * hi + lo), by decode.cu's `dec_quant` (natural order), so each 32-wide
 //   k-block is two exact int8 MMAs whose results are combined as 128 * hi + lo and scaled by
@@ -57,15 +58,17 @@ __device__ __forceinline__ void mma_s8(int c[4], const int a[4], int b0, int b1)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Q8 split weights (wq int8 (e, n, k), ws f32 (e, n, k/32)) against int8 planes xh, xl
-// (rows, k) with scales xd (rows, k/32). Grid (ceil(n / PG_BN), tiles), PG_THREADS threads.
-extern "C" __global__ void __launch_bounds__(PG_THREADS)
-    pg_q8(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
-          const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
-          const int8_t *__restrict__ wq, const float *__restrict__ ws, const float *__restrict__ bias,
-          float *__restrict__ y, const uint32_t n, const uint32_t k) {
+// Q8 split weights (wq int8 (e, n, k), ws f32 (e, n, k/32); with W2 a low plane wl int8
+// (e, n, k) too: weight = ws * (128 * wq + wl)) against int8 planes xh, xl (rows, k) with scales
+// xd (rows, k/32). Grid (ceil(n / PG_BN), tiles), PG_THREADS threads.
+template <bool W2>
+__device__ __forceinline__ void pg_q8_body(
+    const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+    const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
+    const int8_t *__restrict__ wq, const int8_t *__restrict__ wl, const float *__restrict__ ws,
+    const float *__restrict__ bias, float *__restrict__ y, const uint32_t n, const uint32_t k) {
     __shared__ __align__(16) int8_t sa[2][2][PG_BM * PG_AS];  // [stage][hi/lo]
-    __shared__ __align__(16) int8_t sw[2][PG_BN * PG_AS];
+    __shared__ __align__(16) int8_t sw[2][W2 ? 2 : 1][PG_BN * PG_AS];  // [stage][hi/lo]
     __shared__ float sxd[2][PG_BM * PG_KB];
     __shared__ float swd[2][PG_BN * PG_KB];
 
@@ -84,7 +87,7 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
     const uint64_t a_src = a_ok ? (uint64_t)(row_map ? row_map[m0 + c_row] : m0 + c_row) : 0;
     const uint32_t w_n = n0 + c_row;
     const bool w_ok = w_n < n;
-    const int8_t *w_base = wq + ((uint64_t)e * n + (w_ok ? w_n : 0)) * k;
+    const uint64_t w_at = ((uint64_t)e * n + (w_ok ? w_n : 0)) * k;
     // Its scale slots (threads < 128): row tid/2, block tid%2 of the stage, for x and for W.
     const uint32_t s_row = tid >> 1, s_j = tid & 1;
     const bool xs_ok = tid < PG_BM * PG_KB && s_row < rows;
@@ -98,7 +101,11 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
         const uint64_t ao = a_src * k + kk;
         cp_async16(&sa[buf][0][c_row * PG_AS + c_part * 16], ak ? (const void *)(xh + ao) : xh, ak);
         cp_async16(&sa[buf][1][c_row * PG_AS + c_part * 16], ak ? (const void *)(xl + ao) : xl, ak);
-        cp_async16(&sw[buf][c_row * PG_AS + c_part * 16], wk ? (const void *)(w_base + kk) : wq, wk);
+        cp_async16(&sw[buf][0][c_row * PG_AS + c_part * 16], wk ? (const void *)(wq + w_at + kk) : wq, wk);
+        if (W2) {
+            cp_async16(&sw[buf][W2 ? 1 : 0][c_row * PG_AS + c_part * 16],
+                       wk ? (const void *)(wl + w_at + kk) : wl, wk);
+        }
         const uint32_t kb = k0 / 32;
         if (tid < PG_BM * PG_KB) {
             sxd[buf][tid] = xs_ok && kb + s_j < nkb ? xd[xs_src * nkb + kb + s_j] : 0.f;
@@ -146,8 +153,15 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
             }
 #pragma unroll
             for (int ni = 0; ni < 2; ni++) {
-                const int8_t *pw = &sw[buf][(wn + ni * 8 + g) * PG_AS + kb * 32 + tig * 4];
+                const uint32_t wo = (wn + ni * 8 + g) * PG_AS + kb * 32 + tig * 4;
+                const int8_t *pw = &sw[buf][0][wo];
                 const int bf0 = *(const int *)pw, bf1 = *(const int *)(pw + 16);
+                int bl0 = 0, bl1 = 0;
+                if (W2) {
+                    const int8_t *pl = &sw[buf][W2 ? 1 : 0][wo];
+                    bl0 = *(const int *)pl;
+                    bl1 = *(const int *)(pl + 16);
+                }
                 const uint32_t cc = wn + ni * 8 + tig * 2;
                 const float w0s = swd[buf][cc * PG_KB + kb], w1s = swd[buf][(cc + 1) * PG_KB + kb];
 #pragma unroll
@@ -159,12 +173,25 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
                     int cl[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
                     mma_s8(ch, ah[mi], bf0, bf1);
                     mma_s8(cl, al[mi], bf0, bf1);
+                    // The low weight plane's products (W2): (128 wq + wl) . x.
+                    int dh[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
+                    int dl[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
+                    if (W2) {
+                        mma_s8(dh, ah[mi], bl0, bl1);
+                        mma_s8(dl, al[mi], bl0, bl1);
+                    }
 #pragma unroll
                     for (int c = 0; c < 4; c++) {
                         const float sc = xs[mi][c >> 1] * ((c & 1) ? w1s : w0s);
                         const float fh = __int_as_float(ch[c]) - PG_MAGIC_F;
                         const float fl = __int_as_float(cl[c]) - PG_MAGIC_F;
-                        acc[mi][ni][c] += fmaf(fh, 128.f, fl) * sc;
+                        float v = fmaf(fh, 128.f, fl);
+                        if (W2) {
+                            const float gh = __int_as_float(dh[c]) - PG_MAGIC_F;
+                            const float gl = __int_as_float(dl[c]) - PG_MAGIC_F;
+                            v = fmaf(v, 128.f, fmaf(gh, 128.f, gl));
+                        }
+                        acc[mi][ni][c] += v * sc;
                     }
                 }
             }
@@ -190,6 +217,24 @@ extern "C" __global__ void __launch_bounds__(PG_THREADS)
             }
         }
     }
+}
+
+// One-plane Q8 split weights (`wl` unused).
+extern "C" __global__ void __launch_bounds__(PG_THREADS)
+    pg_q8(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+          const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
+          const int8_t *__restrict__ wq, const int8_t *__restrict__ wl, const float *__restrict__ ws,
+          const float *__restrict__ bias, float *__restrict__ y, const uint32_t n, const uint32_t k) {
+    pg_q8_body<false>(xh, xl, xd, row_map, tiles, wq, wl, ws, bias, y, n, k);
+}
+
+// Two-plane Q8 split weights.
+extern "C" __global__ void __launch_bounds__(PG_THREADS)
+    pg_q8w2(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
+            const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
+            const int8_t *__restrict__ wq, const int8_t *__restrict__ wl, const float *__restrict__ ws,
+            const float *__restrict__ bias, float *__restrict__ y, const uint32_t n, const uint32_t k) {
+    pg_q8_body<true>(xh, xl, xd, row_map, tiles, wq, wl, ws, bias, y, n, k);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -162,6 +162,7 @@ fn q8_split_quant_and_gemv_match_cpu() -> R<()> {
     let dd = Tensor::zeros((n, kk / 32), DType::F32, &dev)?;
     let wp = Q8Ptrs {
         qs: p(&qs),
+        lo: 0,
         d: p(&dd),
     };
     k.q8_0_split(p(&src), nb, wp)?;
@@ -198,6 +199,43 @@ fn q8_split_quant_and_gemv_match_cpu() -> R<()> {
         }
         check_close("q8 gemv", &f32s(&yt)?, &want, &quant, &abs);
     }
+    Ok(())
+}
+
+/// A two-plane (15-bit) matrix, each weight `d * (128 * hi + lo)`, as `dec_quant` writes it
+/// from f32 weights, against the same input: the gemv within the input's quantization bound.
+#[test]
+fn two_plane_quant_and_gemv_match_cpu() -> R<()> {
+    let (dev, k, mut rng) = setup("two-plane gemv")?;
+    let (n, kk) = (45, 4096 + 96);
+    let wf = uniform(&mut rng, n * kk, -0.05, 0.05);
+    let wt = Tensor::from_vec(wf.clone(), n * kk, &dev)?;
+    let wq = QBuf::new(&dev, n * kk)?;
+    k.quant(p(&wt), n * kk / 32, wq.ptrs(), false)?;
+    // Within half a step of the f32 weights (the engine's conversion of other dense types).
+    let w = check_quant("w", &wq, &wf, false)?;
+    let wp = Q8Ptrs {
+        qs: p(&wq.hi),
+        lo: p(&wq.lo),
+        d: p(&wq.d),
+    };
+    let x = uniform(&mut rng, kk, -3.0, 3.0);
+    let xt = Tensor::from_vec(x.clone(), kk, &dev)?;
+    let q = QBuf::new(&dev, kk)?;
+    k.quant(p(&xt), kk / 32, q.ptrs(), false)?;
+    let (xv, xh) = q.values(false)?;
+    let bias = uniform(&mut rng, n, -1.0, 1.0);
+    let bt = Tensor::from_vec(bias.clone(), n, &dev)?;
+    let yt = Tensor::zeros(n, DType::F32, &dev)?;
+    k.q8_gemv(wp, p(&bt), q.ptrs(), p(&yt), n, kk, false)?;
+    let (mut want, mut quant, mut abs) = (vec![], vec![], vec![]);
+    for r in 0..n {
+        let (v, qb, ab) = qdot(&w[r * kk..(r + 1) * kk], &xv, &xh);
+        want.push(v + f64::from(bias[r]));
+        quant.push(qb);
+        abs.push(ab + f64::from(bias[r]).abs());
+    }
+    check_close("two-plane gemv", &f32s(&yt)?, &want, &quant, &abs);
     Ok(())
 }
 
@@ -448,16 +486,35 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
     for hd in [64usize, 32] {
         for window in [0usize, 40] {
             let rows = (hq + 2 * hkv) * hd;
+            // The windowed runs take a two-plane (15-bit) matrix: d * (128 * qs + lo).
+            let two = window > 0;
             let qs: Vec<u8> = (0..rows * dm)
                 .map(|_| rng.random_range(-127i8..=127) as u8)
                 .collect();
+            let lo: Vec<u8> = (0..rows * dm)
+                .map(|_| {
+                    if two {
+                        rng.random_range(-64i8..=63) as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
             let sc = uniform(&mut rng, rows * dm / 32, 0.001, 0.01);
+            let sc: Vec<f32> = sc
+                .iter()
+                .map(|v| if two { v / 128.0 } else { *v })
+                .collect();
             let bias = uniform(&mut rng, rows, -0.5, 0.5);
             let wv: Vec<f64> = (0..rows * dm)
-                .map(|i| f64::from(qs[i] as i8) * f64::from(sc[i / 32]))
+                .map(|i| {
+                    let q = f64::from(qs[i] as i8) * if two { 128.0 } else { 1.0 };
+                    (q + f64::from(lo[i] as i8)) * f64::from(sc[i / 32])
+                })
                 .collect();
-            let (qst, sct, bt) = (
+            let (qst, lot, sct, bt) = (
                 Tensor::from_vec(qs, rows * dm, &dev)?,
+                Tensor::from_vec(lo, rows * dm, &dev)?,
                 Tensor::from_vec(sc, rows * dm / 32, &dev)?,
                 Tensor::from_vec(bias.clone(), rows, &dev)?,
             );
@@ -485,6 +542,7 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
             k.qkv_rope(
                 Q8Ptrs {
                     qs: p(&qst),
+                    lo: if two { p(&lot) } else { 0 },
                     d: p(&sct),
                 },
                 p(&bt),

@@ -340,17 +340,36 @@ fn mxfp4_swiglu_and_down_match_cpu() -> R<()> {
 fn dense_q8_matches_cpu_and_bad_calls_are_errors() -> R<()> {
     let (dev, mut rng) = setup("q8 dense")?;
     // (rows, n, k): tiles of 64, 64 and 2 rows, a column tail, full and half stages.
-    for (rows, n, k) in [(130, 200, 2880), (3, 64, 96)] {
+    // Two-plane (15-bit) weights, d * (128 * qs + lo), on the second and third shapes.
+    for (rows, n, k, two) in [
+        (130, 200, 2880, false),
+        (3, 64, 96, true),
+        (70, 130, 4096, true),
+    ] {
         let qs: Vec<u8> = (0..n * k)
             .map(|_| rng.random_range(-127i8..=127) as u8)
             .collect();
+        let lo: Vec<u8> = (0..n * k)
+            .map(|_| {
+                if two {
+                    rng.random_range(-64i8..=63) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
         let d = uniform(&mut rng, n * k / 32, 0.001, 0.02);
+        let d: Vec<f32> = d.iter().map(|v| if two { v / 128.0 } else { *v }).collect();
         let w: Vec<f64> = (0..n * k)
-            .map(|i| f64::from(qs[i] as i8) * f64::from(d[i / 32]))
+            .map(|i| {
+                let q = f64::from(qs[i] as i8) * if two { 128.0 } else { 1.0 };
+                (q + f64::from(lo[i] as i8)) * f64::from(d[i / 32])
+            })
             .collect();
         let bias = uniform(&mut rng, n, -1.0, 1.0);
-        let (qt, dt, bt) = (
+        let (qt, lt, dt, bt) = (
             Tensor::from_vec(qs, (n, k), &dev)?,
+            Tensor::from_vec(lo, (n, k), &dev)?,
             Tensor::from_vec(d, (n, k / 32), &dev)?,
             Tensor::from_vec(bias.clone(), n, &dev)?,
         );
@@ -359,7 +378,11 @@ fn dense_q8_matches_cpu_and_bad_calls_are_errors() -> R<()> {
         let xq = QRows::quantize(&xt)?;
         let xv = quantized_values(&xq, &x)?;
         let plan = GroupPlan::dense(rows, &dev)?;
-        let wq = PgWeights::Q8 { qs: &qt, d: &dt };
+        let wq = PgWeights::Q8 {
+            qs: &qt,
+            lo: two.then_some(&lt),
+            d: &dt,
+        };
         let y = grouped_gemm(&xq, &plan, wq, &bt)?;
         assert_eq!(y.dims(), &[rows, n]);
         let (mut want, mut tol) = (vec![], vec![]);
@@ -384,6 +407,13 @@ fn dense_q8_matches_cpu_and_bad_calls_are_errors() -> R<()> {
         let long = GroupPlan::dense(rows + 1, &dev)?;
         let e = grouped_gemm(&xq, &long, wq, &bt).expect_err("plan past x");
         assert!(e.to_string().contains("plan reads"), "{e}");
+        let bad = PgWeights::Q8 {
+            qs: &qt,
+            lo: Some(&dt),
+            d: &dt,
+        };
+        let e = grouped_gemm(&xq, &plan, bad, &bt).expect_err("low plane of scales");
+        assert!(e.to_string().contains("low plane"), "{e}");
         let empty = GroupPlan::new(&[], None, &dev)?;
         assert_eq!(grouped_gemm(&xq, &empty, wq, &bt)?.dims(), &[0, n]);
     }

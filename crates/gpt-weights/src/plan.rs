@@ -80,7 +80,9 @@ pub struct MemoryPlan {
     /// What the CUDA fast form holds beyond the file's bytes (0 unless
     /// [`PlanRequest::fused_decode`]): the split matrices' wider scales and the output bias.
     pub fast_form_extra: u64,
-    /// Held only while the model is built: the largest Q8_0 matrix in both forms at once.
+    /// Held only while the model is built: the largest Q8_0 matrix in both forms at once, or
+    /// for other dense types what their loaded forms hold beyond the fast form plus the largest
+    /// one's conversion.
     pub load_transient: u64,
 }
 
@@ -180,6 +182,16 @@ impl fmt::Display for MemoryPlan {
     }
 }
 
+/// Whether the CUDA fast form holds `name` as a split matrix (the attention's and the output
+/// head's dense matrices).
+fn fast_dense(name: &TensorName) -> bool {
+    use LayerTensor::*;
+    matches!(
+        name,
+        TensorName::Output | TensorName::Layer(_, AttnQ | AttnK | AttnV | AttnOutput)
+    )
+}
+
 /// Whether Candle's `QMatMul` runs this type directly.
 pub fn qmatmul_supported(ty: GgmlType) -> bool {
     use GgmlType::*;
@@ -231,6 +243,9 @@ pub fn plan_from_infos<'a>(
     let mut q8_dense = 0u64; // Q8_0 dense bytes on the device
     let mut q8_largest = 0u64; // the largest Q8_0 dense matrix
     let mut output_rows = 0u64; // rows of the output head (the vocabulary)
+    let fast = req.fused_decode && req.dense == DenseMode::Quantized;
+    let mut conv_surplus = 0u64; // loaded bytes beyond the fast form, freed layer by layer
+    let mut conv_largest = 0u64; // the largest other dense matrix's conversion
     for name in crate::names::all(cfg.n_layer) {
         let s = name.to_string();
         let info = lookup(&s).ok_or_else(|| Error::Validation {
@@ -245,7 +260,28 @@ pub fn plan_from_infos<'a>(
             weights_host += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
             continue;
         }
-        weights_device += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
+        let loaded = loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
+        if fast && fast_dense(&name) && info.ty != GgmlType::Q8_0 {
+            // Held in the split form (see gpt-engine's repack): one int8 plane for the types it
+            // splits exactly, two (15-bit) for the rest, and f32 scales per 32-block.
+            let n = info.n_elements();
+            let planes = if crate::dequant::is_int8_exact(info.ty)
+                && crate::load::to_candle_qtype(info.ty).is_some()
+            {
+                1
+            } else {
+                2
+            };
+            let held = n * planes + n / 32 * 4;
+            weights_device += held;
+            conv_surplus += loaded.saturating_sub(held);
+            // Its loaded form, its f32 values (two-plane forms of a packed loaded form) and its
+            // new form at once.
+            let f32_copy = if planes == 2 && loaded < n * 4 { n * 4 } else { 0 };
+            conv_largest = conv_largest.max(loaded + held + f32_copy);
+            continue;
+        }
+        weights_device += loaded;
         if info.ty == GgmlType::Q8_0 {
             q8_dense += file_bytes;
             q8_largest = q8_largest.max(file_bytes);
@@ -255,9 +291,11 @@ pub fn plan_from_infos<'a>(
             output_rows = info.dims.get(1).copied().unwrap_or(0);
         }
     }
-    let fast = req.fused_decode && req.dense == DenseMode::Quantized;
     let (fast_form_extra, load_transient) = if fast {
-        (q8_dense / 34 * 2 + output_rows * 4, q8_largest)
+        (
+            q8_dense / 34 * 2 + output_rows * 4,
+            q8_largest.max(conv_surplus + conv_largest),
+        )
     } else if req.cpu_blocks && req.dense == DenseMode::Quantized {
         (0, q8_largest)
     } else {

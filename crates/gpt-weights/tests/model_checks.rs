@@ -264,6 +264,52 @@ fn twenty_b_shaped_plan_from_metadata_alone() {
     assert!(n > 0 && fits(n) && !fits(n - 1), "suggested {n}");
     let none = gpt_weights::plan::suggest_host_moe_layers(&cfg, &req(0), lookup, 1 << 30).unwrap();
     assert_eq!(none, None, "the dense weights alone exceed 1 GiB");
+
+    // The same shapes with F16 attention and output matrices (an F16 variant; loaded as f32):
+    // the fast form holds each as two int8 planes and f32 scales (2.125 bytes per weight), and
+    // while loading holds what the f32 forms take beyond that plus the largest one in both forms
+    // (its loaded f32 values are what the conversion reads: no third copy).
+    let f16_infos: std::collections::HashMap<String, gguf_format::TensorInfo> = model
+        .tensors()
+        .map(|t| {
+            let mut t = t.clone();
+            let dense = t.name == "output.weight"
+                || ["attn_q.", "attn_k.", "attn_v.", "attn_output."]
+                    .iter()
+                    .any(|m| t.name.contains(m) && t.name.ends_with(".weight"));
+            if dense {
+                t.ty = gguf_format::GgmlType::F16;
+            }
+            (t.name.clone(), t)
+        })
+        .collect();
+    let dense_n: Vec<u64> = f16_infos
+        .values()
+        .filter(|t| t.ty == gguf_format::GgmlType::F16)
+        .map(|t| t.n_elements())
+        .collect();
+    assert_eq!(dense_n.len(), 24 * 4 + 1);
+    let f16_plan = |fused_decode| {
+        let r = PlanRequest {
+            fused_decode,
+            ..req(0)
+        };
+        gpt_weights::plan::plan_from_infos(&cfg, &r, |n| f16_infos.get(n)).unwrap()
+    };
+    let (generic, fast) = (f16_plan(false), f16_plan(true));
+    let (f32_bytes, split_bytes): (u64, u64) = (
+        dense_n.iter().map(|n| n * 4).sum(),
+        dense_n.iter().map(|n| n * 2 + n / 32 * 4).sum(),
+    );
+    assert_eq!(
+        fast.weights_device,
+        generic.weights_device - f32_bytes + split_bytes
+    );
+    let largest = dense_n.iter().max().unwrap();
+    assert_eq!(
+        fast.load_transient,
+        f32_bytes - split_bytes + largest * 6 + largest / 32 * 4
+    );
     let _ = std::fs::remove_file(&path);
 }
 

@@ -51,7 +51,7 @@ fn sptr<T>(s: &CudaSlice<T>) -> DevPtr {
 /// A Q8 split matrix's addresses, and its tensors (shared with the prepared weights), held so
 /// the addresses stay valid.
 struct Q8Mat {
-    _tensors: [Tensor; 2],
+    _tensors: Vec<Tensor>,
     p: Q8Ptrs,
 }
 
@@ -159,12 +159,17 @@ pub(crate) struct FastDecoder {
 
 fn q8_mat(l: &Linear, what: &str) -> CResult<Q8Mat> {
     match l {
-        Linear::Q8Split { qs, d, .. } => Ok(Q8Mat {
+        Linear::Q8Split { qs, lo, d, .. } => Ok(Q8Mat {
             p: Q8Ptrs {
                 qs: dptr(qs)?,
+                lo: lo.as_ref().map(dptr).transpose()?.unwrap_or(0),
                 d: dptr(d)?,
             },
-            _tensors: [qs.clone(), d.clone()],
+            _tensors: [Some(qs), lo.as_ref(), Some(d)]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
         }),
         _ => Err(err(format!("{what} is not in the Q8 split form"))),
     }

@@ -2,7 +2,8 @@
 //! loaded matrix (f32 or Candle's quantized `QMatMul`) on the generic path; on the CPU, Q8_0
 //! matrices as their file's blocks for the vectorized kernels; or, on CUDA, the
 //! Q8 split form the fused decode and the tensor-core prefill read (int8 `(n, k)` and f32
-//! scales `(n, k/32)`; Q, K and V stacked into one matrix).
+//! scales `(n, k/32)`, plus a low int8 plane for 15-bit types; Q, K and V stacked into one
+//! matrix).
 
 use candle_core::{Device, Result, Tensor};
 use gpt_weights::load::Matrix;
@@ -53,11 +54,14 @@ pub(crate) enum Linear {
         cpu: gpt_kernels::CpuKernels,
     },
     /// Q8 split on CUDA: int8 `qs (n, k)`, f32 scales `d (n, k/32)`, bias `(n)` (zeros when the
-    /// matrix has none).
+    /// matrix has none). Types that are not an int8 per 32-block scale add a low plane `lo`:
+    /// each weight `d · (128·qs + lo)`, a 15-bit integer per block.
     #[cfg(feature = "cuda")]
     Q8Split {
         /// `(n, k)` int8 (stored as u8).
         qs: Tensor,
+        /// `(n, k)` int8 low plane (stored as u8), two-plane matrices only.
+        lo: Option<Tensor>,
         /// `(n, k/32)`.
         d: Tensor,
         /// `(n)`.
@@ -79,12 +83,17 @@ impl Linear {
             }
             Linear::Q8Blocks { w, b, cpu } => gpt_kernels::q8_0_matmul_with(x, w, b.as_ref(), *cpu),
             #[cfg(feature = "cuda")]
-            Linear::Q8Split { qs, d, b } => {
+            Linear::Q8Split { qs, lo, d, b } => {
                 use gpt_kernels::cuda::prefill::{grouped_gemm, PgWeights, QRows};
                 let Some(plan) = &rows.plan else {
                     candle_core::bail!("linear: a Q8 split matrix needs the tensor-core plan");
                 };
-                grouped_gemm(&QRows::quantize(x)?, plan, PgWeights::Q8 { qs, d }, b)
+                let w = PgWeights::Q8 {
+                    qs,
+                    lo: lo.as_ref(),
+                    d,
+                };
+                grouped_gemm(&QRows::quantize(x)?, plan, w, b)
             }
         }
     }
@@ -104,8 +113,9 @@ impl Linear {
                 super::prepare::tensor_bytes(w) + b.as_ref().map_or(0, super::prepare::tensor_bytes)
             }
             #[cfg(feature = "cuda")]
-            Linear::Q8Split { qs, d, b } => [qs, d, b]
+            Linear::Q8Split { qs, lo, d, b } => [Some(qs), lo.as_ref(), Some(d), Some(b)]
                 .into_iter()
+                .flatten()
                 .map(super::prepare::tensor_bytes)
                 .sum(),
         }

@@ -1,12 +1,14 @@
 //! The CUDA fast form of the weights (see [`super::prepare`]): each Q8_0, Q4_0 or Q5_0 matrix
-//! split into int8 values `(n, k)` and f32 scales `(n, k/32)` for 16-byte loads (Q, K and V stacked into one
+//! split into int8 values `(n, k)` and f32 scales `(n, k/32)` for 16-byte loads, every other
+//! dense type into two int8 planes of 15-bit block integers (Q, K and V stacked into one
 //! matrix), each MXFP4 expert tensor split into its nibble and exponent planes. Built by
 //! gpt-kernels' repack kernels on the device, one layer at a time, dropping what it replaces.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Result, Tensor};
 use gpt_kernels::cuda::decode::{
-    tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, DEC_ATT_D, DEC_ATT_MAX_G, DEC_MAX_D,
+    tensor_ptr as dptr, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec, DEC_ATT_D, DEC_ATT_MAX_G,
+    DEC_MAX_D,
 };
 use gpt_weights::dequant::split_int8;
 use gpt_weights::load::{Experts, Matrix};
@@ -16,37 +18,12 @@ use super::experts::{ExpertsForm, Planar};
 use super::linear::{Linear, Qkv};
 use super::prepare::{moe, moe_on_host, Layer, Prepared};
 
-/// The file type of a dense matrix the Q8 split form holds exactly: the one of
-/// [`super::FAST_DENSE_TYPES`] Candle stores as `dt`.
+/// The file type of a dense matrix the Q8 split form holds exactly in one int8 plane: the
+/// one of [`super::INT8_DENSE_TYPES`] Candle stores as `dt`.
 fn int8_type(dt: GgmlDType) -> Option<gguf_format::GgmlType> {
-    super::FAST_DENSE_TYPES
+    super::INT8_DENSE_TYPES
         .into_iter()
         .find(|&t| gpt_weights::load::to_candle_qtype(t) == Some(dt))
-}
-
-fn q8_of<'a>(
-    m: &'a Matrix,
-    what: &str,
-) -> std::result::Result<&'a std::sync::Arc<QTensor>, String> {
-    let fast = || {
-        let names: Vec<String> = super::FAST_DENSE_TYPES
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        names.join(", ")
-    };
-    match m {
-        Matrix::Quant(QMatMul::QTensor(q)) if int8_type(q.dtype()).is_some() => Ok(q),
-        Matrix::Quant(QMatMul::QTensor(q)) => Err(format!(
-            "{what} is {:?} (the fast path takes dense {})",
-            q.dtype(),
-            fast()
-        )),
-        _ => Err(format!(
-            "{what} is not a quantized matrix of a type the fast path takes ({})",
-            fast()
-        )),
-    }
 }
 
 fn mx_of(e: &Experts, what: &str) -> std::result::Result<(), String> {
@@ -56,8 +33,8 @@ fn mx_of(e: &Experts, what: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// Whether the fast kernels take `w`: their shapes, Q8_0 / Q4_0 / Q5_0 dense matrices, MXFP4
-/// experts.
+/// Whether the fast kernels take `w`: their shapes and MXFP4 experts (dense matrices of any
+/// type: [`q8_split`]).
 pub(crate) fn fast_form_supported(w: &Weights) -> std::result::Result<(), String> {
     let cfg = &w.config;
     let (d, hq, hkv, hd) = (cfg.n_embd, cfg.n_head, cfg.n_head_kv, cfg.head_dim);
@@ -90,16 +67,7 @@ pub(crate) fn fast_form_supported(w: &Weights) -> std::result::Result<(), String
         mx_of(&lw.ffn_gate_exps, "ffn_gate")?;
         mx_of(&lw.ffn_up_exps, "ffn_up")?;
         mx_of(&lw.ffn_down_exps, "ffn_down")?;
-        for (m, what) in [
-            (&lw.attn_q, "attn_q"),
-            (&lw.attn_k, "attn_k"),
-            (&lw.attn_v, "attn_v"),
-            (&lw.attn_output, "attn_output"),
-        ] {
-            q8_of(m, what)?;
-        }
     }
-    q8_of(&w.output, "output")?;
     Ok(())
 }
 
@@ -107,61 +75,129 @@ fn err(msg: String) -> candle_core::Error {
     candle_core::Error::Msg(format!("repack: {msg}"))
 }
 
-/// `mats` (Q8_0, Q4_0 or Q5_0, same width) stacked into one Q8 split matrix with bias `b`:
-/// all-Q8_0 stacks are split on the device; others on the host ([`split_int8`], exact), then
-/// uploaded.
-fn q8_split(k: &DecodeKernels, mats: &[&Matrix], b: Tensor, device: &Device) -> Result<Linear> {
-    let qs_: Vec<_> = mats
-        .iter()
-        .map(|m| q8_of(m, "matrix").map_err(err))
-        .collect::<Result<_>>()?;
-    let cols = qs_[0].shape().dims2()?.1;
-    let mut rows = 0;
-    for q in &qs_ {
-        let (n, kk) = q.shape().dims2()?;
-        if kk != cols || kk % 32 != 0 {
-            return Err(err(format!("matrices of {kk} and {cols} columns")));
+/// One matrix in the Q8 split form: int8 `qs (n, k)`, the low plane `lo (n, k)` of a
+/// two-plane one, f32 scales `d (n, k/32)`.
+struct Split {
+    qs: Tensor,
+    lo: Option<Tensor>,
+    d: Tensor,
+}
+
+impl Split {
+    /// `m` in the split form: Q8_0 split on the device, Q4_0 / Q5_0 on the host
+    /// ([`split_int8`]), both exact; any other type dequantized to f32 on the device and held
+    /// as 15-bit block integers, `d · (128·qs + lo)` with `d = amax / 16256` per 32-block (the
+    /// decode kernels' quantization of their inputs, error at most `d / 2`).
+    fn of(k: &DecodeKernels, m: &Matrix, device: &Device) -> Result<Self> {
+        if let Matrix::Quant(QMatMul::QTensor(q)) = m {
+            let (n, cols) = q.shape().dims2()?;
+            if q.dtype() == GgmlDType::Q8_0 {
+                let qs = Tensor::zeros((n, cols), DType::U8, device)?; // (n, k) int8
+                let d = Tensor::zeros((n, cols / 32), DType::F32, device)?; // (n, k/32)
+                let dst = Q8Ptrs {
+                    qs: dptr(&qs)?,
+                    lo: 0,
+                    d: dptr(&d)?,
+                };
+                k.q8_0_split(q.device_ptr()? as DevPtr, n * cols / 32, dst)?;
+                return Ok(Self { qs, lo: None, d });
+            }
+            if let Some(ty) = int8_type(q.dtype()) {
+                let (mut qs, mut d) = (vec![0i8; n * cols], vec![0f32; n * cols / 32]);
+                split_int8(ty, &q.data()?, &mut qs, &mut d).map_err(|e| err(e.to_string()))?;
+                let qs: Vec<u8> = qs.into_iter().map(|v| v as u8).collect();
+                return Ok(Self {
+                    qs: Tensor::from_vec(qs, (n, cols), device)?, // (n, k) int8
+                    lo: None,
+                    d: Tensor::from_vec(d, (n, cols / 32), device)?, // (n, k/32)
+                });
+            }
         }
-        rows += n;
-    }
-    if qs_.iter().any(|q| q.dtype() != GgmlDType::Q8_0) {
-        let (mut qs, mut d) = (vec![0i8; rows * cols], vec![0f32; rows * cols / 32]);
-        let (mut at, mut atd) = (0, 0);
-        for q in &qs_ {
-            let ty = int8_type(q.dtype()).ok_or_else(|| err("not an int8 type".into()))?;
-            let n = q.shape().elem_count();
-            split_int8(
-                ty,
-                &q.data()?,
-                &mut qs[at..at + n],
-                &mut d[atd..atd + n / 32],
-            )
-            .map_err(|e| err(e.to_string()))?;
-            (at, atd) = (at + n, atd + n / 32);
+        let f = match m {
+            Matrix::Dense(t) => t.to_dtype(DType::F32)?,
+            Matrix::Quant(QMatMul::QTensor(q)) => q.dequantize(device)?,
+            Matrix::Quant(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.to_dtype(DType::F32)?,
         }
-        let qs: Vec<u8> = qs.into_iter().map(|v| v as u8).collect();
-        let qs = Tensor::from_vec(qs, (rows, cols), device)?; // (n, k) int8
-        let d = Tensor::from_vec(d, (rows, cols / 32), device)?; // (n, k/32)
-        return Ok(Linear::Q8Split { qs, d, b });
-    }
-    let qs = Tensor::zeros((rows, cols), DType::U8, device)?; // (n, k) int8
-    let d = Tensor::zeros((rows, cols / 32), DType::F32, device)?; // (n, k/32)
-    let p = Q8Ptrs {
-        qs: dptr(&qs)?,
-        d: dptr(&d)?,
-    };
-    let mut r0 = 0;
-    for q in &qs_ {
-        let n = q.shape().dims2()?.0;
-        let src = q.device_ptr()? as DevPtr;
-        let dst = Q8Ptrs {
-            qs: p.qs + (r0 * cols) as u64,
-            d: p.d + (r0 * cols / 32 * 4) as u64,
+        .to_device(device)?
+        .contiguous()?; // (n, k)
+        let (n, cols) = f.dims2()?;
+        if cols % 32 != 0 {
+            return Err(err(format!(
+                "a matrix of {cols} columns (a multiple of 32 needed)"
+            )));
+        }
+        let qs = Tensor::zeros((n, cols), DType::U8, device)?; // (n, k) int8
+        let lo = Tensor::zeros((n, cols), DType::U8, device)?; // (n, k) int8
+        let d = Tensor::zeros((n, cols / 32), DType::F32, device)?; // (n, k/32)
+        let q = QVec {
+            hi: dptr(&qs)?,
+            lo: dptr(&lo)?,
+            d: dptr(&d)?,
         };
-        k.q8_0_split(src, n * cols / 32, dst)?;
-        r0 += n;
+        k.quant(dptr(&f)?, n * cols / 32, q, false)?;
+        Ok(Self {
+            qs,
+            lo: Some(lo),
+            d,
+        })
     }
-    Ok(Linear::Q8Split { qs, d, b })
+
+    /// The same values with a low plane: `lo = 0`, `d / 128` (exact: a power of two).
+    fn two_plane(self) -> Result<Self> {
+        if self.lo.is_some() {
+            return Ok(self);
+        }
+        Ok(Self {
+            lo: Some(self.qs.zeros_like()?),
+            d: (self.d / 128.0)?,
+            qs: self.qs,
+        })
+    }
+}
+
+/// `mats` (same width) stacked into one Q8 split matrix with bias `b` ([`Split::of`]); a stack
+/// with any two-plane member is two-plane throughout.
+fn q8_split(k: &DecodeKernels, mats: &[&Matrix], b: Tensor, device: &Device) -> Result<Linear> {
+    let mut parts: Vec<Split> = mats
+        .iter()
+        .map(|m| Split::of(k, m, device))
+        .collect::<Result<_>>()?;
+    let cols = parts[0].qs.dims2()?.1;
+    if let Some(p) = parts
+        .iter()
+        .find(|p| p.qs.dims2().map(|d| d.1).ok() != Some(cols))
+    {
+        return Err(err(format!(
+            "stacked matrices of {cols} and {:?} columns",
+            p.qs.dims()
+        )));
+    }
+    if parts.iter().any(|p| p.lo.is_some()) {
+        parts = parts
+            .into_iter()
+            .map(Split::two_plane)
+            .collect::<Result<_>>()?;
+    }
+    if parts.len() == 1 {
+        let Split { qs, lo, d } = parts.remove(0);
+        return Ok(Linear::Q8Split { qs, lo, d, b });
+    }
+    let cat = |f: &dyn Fn(&Split) -> &Tensor| -> Result<Tensor> {
+        Tensor::cat(&parts.iter().map(f).collect::<Vec<_>>(), 0) // (Σn, ..)
+    };
+    // All parts have a low plane, or none has.
+    let lo = parts
+        .iter()
+        .map(|p| p.lo.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .map(|v| Tensor::cat(&v, 0)) // (Σn, k)
+        .transpose()?;
+    Ok(Linear::Q8Split {
+        qs: cat(&|p| &p.qs)?,
+        lo,
+        d: cat(&|p| &p.d)?,
+        b,
+    })
 }
 
 /// MXFP4 expert blocks `(e, n, k/32*17)` as planes.

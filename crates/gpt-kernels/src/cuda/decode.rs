@@ -72,11 +72,14 @@ pub struct QVec {
     pub d: DevPtr,
 }
 
-/// A Q8 split matrix `(n, k)`: `qs` int8 `(n, k)`, `d` f32 `(n, k/32)`.
+/// A Q8 split matrix `(n, k)`: `qs` int8 `(n, k)`, `d` f32 `(n, k/32)`; a two-plane one also
+/// `lo` int8 `(n, k)`, each weight `d * (128 * qs + lo)` (15-bit block integers).
 #[derive(Clone, Copy, Debug)]
 pub struct Q8Ptrs {
-    /// Int8 weights.
+    /// Int8 weights (the high plane of a two-plane matrix).
     pub qs: DevPtr,
+    /// The low plane of a two-plane matrix; 0 for one plane.
+    pub lo: DevPtr,
     /// Per-32 scales.
     pub d: DevPtr,
 }
@@ -274,6 +277,7 @@ impl DecodeKernels {
         let nn = u32_of("n", n)?;
         let args = [
             P(w.qs),
+            P(w.lo),
             P(w.d),
             P(bias),
             P(x.hi),
@@ -313,6 +317,7 @@ impl DecodeKernels {
         let pairs = u32_of("qkv pairs", (hq + 2 * hkv) * hd / 2)?;
         let args = [
             P(w.qs),
+            P(w.lo),
             P(w.d),
             P(bias),
             P(x.hi),
@@ -537,7 +542,7 @@ impl DecodeKernels {
         )
     }
 
-    /// ggml Q8_0 blocks at `src` (`nblocks * 34` bytes) to split `qs`, `d`.
+    /// ggml Q8_0 blocks at `src` (`nblocks * 34` bytes) to split `qs`, `d` (`lo` unused).
     pub fn q8_0_split(&self, src: DevPtr, nblocks: usize, dst: Q8Ptrs) -> Result<()> {
         use Arg::*;
         let grid = u32_of("blocks", nblocks.div_ceil(256))?;

@@ -226,10 +226,13 @@ pub enum PgWeights<'a> {
         /// Exponent bytes.
         e8: &'a Tensor,
     },
-    /// A Q8 split matrix (one "expert"): `qs` U8 (int8) `(n, k)`, `d` F32 `(n, k/32)`.
+    /// A Q8 split matrix (one "expert"): `qs` U8 (int8) `(n, k)`, `d` F32 `(n, k/32)`; with
+    /// `lo` U8 (int8) `(n, k)` each weight is `d * (128 * qs + lo)`.
     Q8 {
-        /// int8 weights.
+        /// int8 weights (the high plane with `lo`).
         qs: &'a Tensor,
+        /// The low plane of a two-plane (15-bit) matrix.
+        lo: Option<&'a Tensor>,
         /// Scale of each 32-block.
         d: &'a Tensor,
     },
@@ -240,7 +243,7 @@ impl PgWeights<'_> {
     fn dims(&self, op: &str) -> Result<(usize, usize, usize)> {
         let (q, s, q_div, s_dt) = match self {
             Self::Mxfp4 { qs, e8 } => (qs, e8, 2, DType::U8),
-            Self::Q8 { qs, d } => (qs, d, 1, DType::F32),
+            Self::Q8 { qs, d, .. } => (qs, d, 1, DType::F32),
         };
         let (e, n, kq) = match q.dims() {
             &[n, kq] => (1, n, kq),
@@ -265,6 +268,19 @@ impl PgWeights<'_> {
                 ),
             );
         }
+        if let Self::Q8 { lo: Some(lo), .. } = self {
+            if lo.dtype() != DType::U8 || lo.dims() != q.dims() {
+                return bail(
+                    op,
+                    format!(
+                        "low plane {:?} {:?} against weights {:?}",
+                        lo.dtype(),
+                        lo.dims(),
+                        q.dims()
+                    ),
+                );
+            }
+        }
         Ok((e, n, k))
     }
 
@@ -275,9 +291,17 @@ impl PgWeights<'_> {
     fn ptrs(&self) -> Result<(u64, u64)> {
         let (q, s) = match self {
             Self::Mxfp4 { qs, e8 } => (qs, e8),
-            Self::Q8 { qs, d } => (qs, d),
+            Self::Q8 { qs, d, .. } => (qs, d),
         };
         Ok((tensor_ptr(q)?, tensor_ptr(s)?))
+    }
+
+    /// The low plane of two-plane Q8 weights.
+    fn lo(&self) -> Option<&Tensor> {
+        match self {
+            Self::Q8 { lo, .. } => *lo,
+            Self::Mxfp4 { .. } => None,
+        }
     }
 }
 
@@ -434,6 +458,7 @@ fn launch(
     let name = match (x, w0.mx(), w1.is_some()) {
         (PgInput::Bf16(_), true, true) => "pg_mxb_swiglu",
         (PgInput::Bf16(_), true, false) => "pg_mxb",
+        (PgInput::Q15(_), false, false) if w0.lo().is_some() => "pg_q8w2",
         (PgInput::Q15(_), false, false) => "pg_q8",
         _ => {
             return bail(
@@ -506,7 +531,7 @@ fn launch(
         .unwrap_or(0);
     let (nu, ku) = (u32_of(op, "n", n)?, u32_of(op, "k", k)?);
     let args: Vec<u64> = match x {
-        // pg_q8(xh, xl, xd, row_map, tiles, wq, ws, bias, y, n, k)
+        // pg_q8(w2)(xh, xl, xd, row_map, tiles, wq, wl, ws, bias, y, n, k)
         PgInput::Q15(q) => vec![
             tensor_ptr(&q.hi)?,
             tensor_ptr(&q.lo)?,
@@ -514,6 +539,7 @@ fn launch(
             row_map,
             tensor_ptr(tiles)?,
             w0q,
+            w0.lo().map(tensor_ptr).transpose()?.unwrap_or(0),
             w0s,
             tensor_ptr(&b0c)?,
             tensor_ptr(&y)?,
