@@ -41,6 +41,33 @@ pub fn e8m0_to_f32_half(e: u8) -> f32 {
     f32::from_bits(bits)
 }
 
+/// [`KVALUES_F32`] times [`e8m0_to_f32_half`]`(e)` for every exponent byte `e`: one 64-byte
+/// row per exponent (16 KiB), so a kernel loads its block's scaled value table instead of
+/// building the scale and multiplying (the same f32 products, computed at compile time).
+#[repr(C, align(64))]
+pub(crate) struct ScaledTables(pub [[f32; 16]; 256]);
+
+/// The [`ScaledTables`].
+pub(crate) static MX_SCALED: ScaledTables = {
+    let mut t = [[0f32; 16]; 256];
+    let mut e = 0;
+    while e < 256 {
+        let bits = if e < 2 {
+            0x0020_0000u32 << e
+        } else {
+            (e as u32 - 1) << 23
+        };
+        let d = f32::from_bits(bits);
+        let mut i = 0;
+        while i < 16 {
+            t[e][i] = KVALUES_F32[i] * d;
+            i += 1;
+        }
+        e += 1;
+    }
+    ScaledTables(t)
+};
+
 /// Dequantizes one 17-byte block into 32 f32 values (`out.len() == 32`).
 #[inline]
 pub fn decode_block(block: &[u8], out: &mut [f32]) {
@@ -62,6 +89,17 @@ mod tests {
         for e in 0u8..=255 {
             let want = 2f64.powi(i32::from(e) - 128) as f32;
             assert_eq!(e8m0_to_f32_half(e).to_bits(), want.to_bits(), "e = {e}");
+        }
+    }
+
+    #[test]
+    fn scaled_tables_are_the_products() {
+        for e in 0u8..=255 {
+            for (i, &k) in KVALUES_F32.iter().enumerate() {
+                let want = k * e8m0_to_f32_half(e);
+                let got = MX_SCALED.0[usize::from(e)][i];
+                assert_eq!(got.to_bits(), want.to_bits(), "e = {e}, code {i}");
+            }
         }
     }
 

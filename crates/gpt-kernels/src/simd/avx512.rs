@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 use super::avx2::{by_rows, load};
 use super::quant::QuantView;
 use super::Format;
-use crate::mxfp4::block::{e8m0_to_f32_half, KVALUES, KVALUES_F32};
+use crate::mxfp4::block::{e8m0_to_f32_half, KVALUES, MX_SCALED};
 
 /// Q8_0 block `b`: its 32 int8 as two f32 vectors of 16 (unscaled) and its scale broadcast.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -25,7 +25,8 @@ unsafe fn q8_f32(w: *const u8, b: usize) -> ([__m512; 2], __m512) {
 
 /// Block `b` of a row as two f32 vectors of 16 (elements 0..16, 16..32), dequantized exactly.
 /// MXFP4: the byte values index the 16-entry value table scaled by the block's power of two
-/// (`vpermps` reads the low 4 bits, so the low nibble needs no mask), no int → float step.
+/// ([`MX_SCALED`]'s row for its exponent; `vpermps` reads the low 4 bits, so the low nibble
+/// needs no mask), no int → float step.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 #[inline]
 unsafe fn weights_f32<const MX: bool>(w: *const u8, b: usize) -> [__m512; 2] {
@@ -33,10 +34,8 @@ unsafe fn weights_f32<const MX: bool>(w: *const u8, b: usize) -> [__m512; 2] {
         if MX {
             let p = w.add(b * 17);
             let idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(1).cast()));
-            let lut = _mm512_mul_ps(
-                _mm512_loadu_ps(KVALUES_F32.as_ptr()),
-                _mm512_set1_ps(e8m0_to_f32_half(*p)),
-            );
+            // The block's scaled value table, one aligned load.
+            let lut = _mm512_load_ps(MX_SCALED.0.get_unchecked(usize::from(*p)).as_ptr());
             [
                 _mm512_permutexvar_ps(idx, lut),
                 _mm512_permutexvar_ps(_mm512_srli_epi32(idx, 4), lut),
