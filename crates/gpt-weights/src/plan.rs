@@ -277,7 +277,11 @@ pub fn plan_from_infos<'a>(
             conv_surplus += loaded.saturating_sub(held);
             // Its loaded form, its f32 values (two-plane forms of a packed loaded form) and its
             // new form at once.
-            let f32_copy = if planes == 2 && loaded < n * 4 { n * 4 } else { 0 };
+            let f32_copy = if planes == 2 && loaded < n * 4 {
+                n * 4
+            } else {
+                0
+            };
             conv_largest = conv_largest.max(loaded + held + f32_copy);
             continue;
         }
