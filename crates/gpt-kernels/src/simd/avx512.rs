@@ -147,6 +147,12 @@ pub(super) const PREFETCH: usize = 4096;
 /// Weight rows up to this many bytes take the four-row kernels at one activation row.
 const ROWS4_MAX_BYTES: usize = 1024;
 
+/// MXFP4 rows up to this many bytes take the exact four-row kernel too (the experts' 2880-wide
+/// rows, 1,530 bytes: the MoE decode GEMV 17.7–18.6 → 22.4–23.0 GiB/s in one alternating run of
+/// the criterion bench; wide Q8_0 rows were twice as slow that way, and the fast kernels no
+/// faster).
+const MX_ROWS4_MAX_BYTES: usize = 2048;
+
 /// Blocks `b` and `b + 1` as 64 int8 in one register and their two scales `[d_b, d_b+1]`.
 /// Q8_0: block b's 32 values, then block b+1's. MXFP4: 128-bit lanes `[b lo, b+1 lo, b hi,
 /// b+1 hi]` (elements 0..16 and 16..32 of each block), the order [`pair_x`] gives activations.
@@ -382,8 +388,14 @@ unsafe fn f32_slab<const MX: bool, const R: usize>(
     unsafe {
         let mut r = 0;
         // Narrow rows: four at a time share one reduction (the per-row cost dominates);
-        // wide rows stream one at a time (one sequential stream prefetches best).
-        if R == 1 && rb <= ROWS4_MAX_BYTES {
+        // wide rows stream one at a time (one sequential stream prefetches best), but for
+        // MXFP4 rows up to MX_ROWS4_MAX_BYTES.
+        let rows4_max = if MX {
+            MX_ROWS4_MAX_BYTES
+        } else {
+            ROWS4_MAX_BYTES
+        };
+        if R == 1 && rb <= rows4_max {
             while r + 4 <= rows {
                 f32_rows4::<MX>(w.add(r * rb), rb, x, k, (out.add(r * m), m));
                 r += 4;
