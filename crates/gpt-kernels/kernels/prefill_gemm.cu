@@ -219,23 +219,17 @@ __device__ __forceinline__ void pg_q8_body(
     }
 }
 
-// One-plane Q8 split weights (`wl` unused).
-extern "C" __global__ void __launch_bounds__(PG_THREADS)
-    pg_q8(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
-          const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
-          const int8_t *__restrict__ wq, const int8_t *__restrict__ wl, const float *__restrict__ ws,
-          const float *__restrict__ bias, float *__restrict__ y, const uint32_t n, const uint32_t k) {
-    pg_q8_body<false>(xh, xl, xd, row_map, tiles, wq, wl, ws, bias, y, n, k);
-}
-
-// Two-plane Q8 split weights.
-extern "C" __global__ void __launch_bounds__(PG_THREADS)
-    pg_q8w2(const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd,
-            const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,
-            const int8_t *__restrict__ wq, const int8_t *__restrict__ wl, const float *__restrict__ ws,
-            const float *__restrict__ bias, float *__restrict__ y, const uint32_t n, const uint32_t k) {
-    pg_q8_body<true>(xh, xl, xd, row_map, tiles, wq, wl, ws, bias, y, n, k);
-}
+// The two instantiations: pg_q8 (one plane, `wl` unused) and pg_q8w2 (two planes).
+#define PG_Q8_KERNEL(NAME, W2)                                                                   \
+    extern "C" __global__ void __launch_bounds__(PG_THREADS) NAME(                               \
+        const int8_t *__restrict__ xh, const int8_t *__restrict__ xl, const float *__restrict__ xd, \
+        const uint32_t *__restrict__ row_map, const uint32_t *__restrict__ tiles,                 \
+        const int8_t *__restrict__ wq, const int8_t *__restrict__ wl, const float *__restrict__ ws, \
+        const float *__restrict__ bias, float *__restrict__ y, const uint32_t n, const uint32_t k) { \
+        pg_q8_body<W2>(xh, xl, xd, row_map, tiles, wq, wl, ws, bias, y, n, k);                 \
+    }
+PG_Q8_KERNEL(pg_q8, false)
+PG_Q8_KERNEL(pg_q8w2, true)
 
 // ---------------------------------------------------------------------------------------------
 // The MXFP4 expert GEMMs on bf16 tensor cores (mma.sync m16n8k16, f32 accumulation). (An int8
