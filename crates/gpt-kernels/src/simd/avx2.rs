@@ -82,7 +82,9 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
         let bb = if MX { 17 } else { 34 };
         for b in 0..k / 32 {
             if b % 2 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + super::avx512::PREFETCH).cast());
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.wrapping_add(b * bb + super::avx512::PREFETCH).cast(),
+                );
             }
             let (q, d) = load::<MX>(w, b);
             let wf = widen(q, d);
@@ -120,7 +122,9 @@ unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>
         let bb = if MX { 17 } else { 34 };
         for b in 0..k / 32 {
             if b % 2 == 0 {
-                _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + super::avx512::PREFETCH).cast());
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.wrapping_add(b * bb + super::avx512::PREFETCH).cast(),
+                );
             }
             let (q, d) = load::<MX>(w, b);
             for (r, a) in acc.iter_mut().enumerate() {

@@ -121,7 +121,7 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
         let mut b = 0;
         let bb = if MX { 17 } else { 34 };
         while b + 1 < nb {
-            _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(b * bb + PREFETCH).cast());
             f32_block::<MX, R>(&mut even, w, x, k, b);
             if R > 4 {
                 f32_block::<MX, R>(&mut even, w, x, k, b + 1);
@@ -141,7 +141,9 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
     }
 }
 
-/// Bytes ahead of the current block that the streaming kernels prefetch.
+/// Bytes ahead of the current block that the streaming kernels prefetch. The address may lie
+/// past the weights (a prefetch never faults), so it is formed with `wrapping_add`: `add` out of
+/// bounds would be undefined behaviour.
 pub(super) const PREFETCH: usize = 4096;
 
 /// How far ahead the four-row kernels prefetch: the same row and block of a later group of four
@@ -231,7 +233,7 @@ unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>
         let bb = if MX { 17 } else { 34 };
         while b + 1 < nb {
             // Ahead of the hardware prefetcher: the weights stream once, from DRAM.
-            _mm_prefetch::<_MM_HINT_T0>(w.add(b * bb + PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(b * bb + PREFETCH).cast());
             let (q, d) = pair_weights::<MX>(w, b);
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = pair_x::<MX>(x.qs.as_ptr().add(r * k + b * 32));
@@ -313,7 +315,7 @@ unsafe fn f32_rows4<const MX: bool>(
             for (r, a) in acc.iter_mut().enumerate() {
                 let wr = w.add(r * rb);
                 if b % 2 == 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(wr.add(ahead + b * bb).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(ahead + b * bb).cast());
                 }
                 if MX {
                     let [w0, w1] = weights_f32::<MX>(wr, b);
@@ -359,7 +361,7 @@ unsafe fn q8_rows4<const MX: bool>(
             let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast()));
             for (r, a) in acc.iter_mut().enumerate() {
                 let wr = w.add(r * rb);
-                _mm_prefetch::<_MM_HINT_T0>(wr.add(ahead + b * bb).cast());
+                _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(ahead + b * bb).cast());
                 let (q, d) = pair_weights::<MX>(wr, b);
                 let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
                 let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sw);
