@@ -178,7 +178,7 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         v.over.iter().filter(|o| o.near_tie).count()
     );
     for (what, verdict) in [("prefill", &v), ("decode", &dv)] {
-        for o in &verdict.over {
+        for o in verdict.over.iter().filter(|o| o.near_tie) {
             eprintln!(
                 "near tie: {what} row {} differs by {:.3e}, an expert flip: its router's k-th \
                  and (k+1)-th logits are {:.3e} apart on the CPU (median row {:.3e})",
