@@ -43,24 +43,23 @@ fn target_memory(a: &CheckArgs<'_>) -> Result<Option<u64>> {
 }
 
 /// Which CUDA path the file's weight types take: the fast form needs MXFP4 experts; it holds
-/// dense matrices of [`gpt_engine::model::INT8_DENSE_TYPES`] exactly as int8, any other type as
+/// dense matrices of [`gpt_weights::load::INT8_SPLIT_TYPES`] exactly as int8, any other type as
 /// 15-bit block integers.
 fn fast_path(model: &GgufModel, cfg: &GptOssConfig) -> String {
     use gpt_weights::names::{all, LayerTensor as L, TensorName as N};
     let mut dense = std::collections::BTreeMap::<String, usize>::new();
     let mut why = None;
     for name in all(cfg.n_layer) {
-        let (is_dense, is_expert) = match name {
-            N::Output => (true, false),
-            N::Layer(_, L::AttnQ | L::AttnK | L::AttnV | L::AttnOutput) => (true, false),
-            N::Layer(_, L::FfnGateExps | L::FfnUpExps | L::FfnDownExps) => (false, true),
-            _ => (false, false),
-        };
+        let is_dense = name.is_dense_matrix();
+        let is_expert = matches!(
+            name,
+            N::Layer(_, L::FfnGateExps | L::FfnUpExps | L::FfnDownExps)
+        );
         let Some(info) = model.tensor(&name.to_string()) else {
             continue;
         };
         if is_dense {
-            let form = if gpt_engine::model::INT8_DENSE_TYPES.contains(&info.ty) {
+            let form = if gpt_weights::load::INT8_SPLIT_TYPES.contains(&info.ty) {
                 "int8"
             } else {
                 "15-bit"

@@ -13,7 +13,10 @@
 //! that sum instead.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::SplitWeights;
 use gpt_kernels::cuda::decode::{
     planar_to_blocks, tensor_ptr, AttnRows, CombineOut, DecodeKernels, MxPtrs, Q8Ptrs, QVec,
 };
@@ -488,30 +491,13 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
             let rows = (hq + 2 * hkv) * hd;
             // The windowed runs take a two-plane (15-bit) matrix: d * (128 * qs + lo).
             let two = window > 0;
-            let qs: Vec<u8> = (0..rows * dm)
-                .map(|_| rng.random_range(-127i8..=127) as u8)
-                .collect();
-            let lo: Vec<u8> = (0..rows * dm)
-                .map(|_| {
-                    if two {
-                        rng.random_range(-64i8..=63) as u8
-                    } else {
-                        0
-                    }
-                })
-                .collect();
-            let sc = uniform(&mut rng, rows * dm / 32, 0.001, 0.01);
-            let sc: Vec<f32> = sc
-                .iter()
-                .map(|v| if two { v / 128.0 } else { *v })
-                .collect();
+            let SplitWeights {
+                qs,
+                lo,
+                d: sc,
+                w: wv,
+            } = SplitWeights::random(&mut rng, rows * dm, two, (0.001, 0.01));
             let bias = uniform(&mut rng, rows, -0.5, 0.5);
-            let wv: Vec<f64> = (0..rows * dm)
-                .map(|i| {
-                    let q = f64::from(qs[i] as i8) * if two { 128.0 } else { 1.0 };
-                    (q + f64::from(lo[i] as i8)) * f64::from(sc[i / 32])
-                })
-                .collect();
             let (qst, lot, sct, bt) = (
                 Tensor::from_vec(qs, rows * dm, &dev)?,
                 Tensor::from_vec(lo, rows * dm, &dev)?,

@@ -23,7 +23,10 @@
 //! error at most max|v| · (4ε·S1 + 2ε); the test allows twice this.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::SplitWeights;
 use gpt_kernels::cuda::attention::attention_prefill_tf32;
 use gpt_kernels::cuda::prefill::{
     grouped_gemm, grouped_gemm_swiglu, BRows, GroupPlan, PgWeights, QRows,
@@ -346,26 +349,8 @@ fn dense_q8_matches_cpu_and_bad_calls_are_errors() -> R<()> {
         (3, 64, 96, true),
         (70, 130, 4096, true),
     ] {
-        let qs: Vec<u8> = (0..n * k)
-            .map(|_| rng.random_range(-127i8..=127) as u8)
-            .collect();
-        let lo: Vec<u8> = (0..n * k)
-            .map(|_| {
-                if two {
-                    rng.random_range(-64i8..=63) as u8
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let d = uniform(&mut rng, n * k / 32, 0.001, 0.02);
-        let d: Vec<f32> = d.iter().map(|v| if two { v / 128.0 } else { *v }).collect();
-        let w: Vec<f64> = (0..n * k)
-            .map(|i| {
-                let q = f64::from(qs[i] as i8) * if two { 128.0 } else { 1.0 };
-                (q + f64::from(lo[i] as i8)) * f64::from(d[i / 32])
-            })
-            .collect();
+        let SplitWeights { qs, lo, d, w } =
+            SplitWeights::random(&mut rng, n * k, two, (0.001, 0.02));
         let bias = uniform(&mut rng, n, -1.0, 1.0);
         let (qt, lt, dt, bt) = (
             Tensor::from_vec(qs, (n, k), &dev)?,

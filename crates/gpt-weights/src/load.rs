@@ -183,6 +183,13 @@ struct Loader<'m, 'p> {
     progress: Option<&'p mut dyn FnMut(u64, u64)>,
 }
 
+/// The dense types the CUDA fast form holds exactly as one int8 plane with a scale per 32-block
+/// ([`crate::dequant::split_int8`]'s types that the loader keeps quantized: Candle has no
+/// IQ4_NL). Every other dense type is held there as 15-bit block integers in two int8 planes,
+/// within half a step of `amax / 16256` per 32-block: the precision the fast kernels give their
+/// inputs.
+pub const INT8_SPLIT_TYPES: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0];
+
 /// Candle's quantized type for the ggml type `ty`, where Candle has one.
 pub fn to_candle_qtype(ty: GgmlType) -> Option<GgmlDType> {
     use GgmlType::*;

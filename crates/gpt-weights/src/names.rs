@@ -91,6 +91,19 @@ pub enum TensorName {
     Layer(usize, LayerTensor),
 }
 
+impl TensorName {
+    /// Whether this is one of the dense weight matrices (the attention's Q, K, V and output
+    /// projections, the output head): the matrices a dense type like Q8_0 or F16 applies to,
+    /// apart from the embedding table.
+    pub fn is_dense_matrix(&self) -> bool {
+        use LayerTensor::*;
+        matches!(
+            self,
+            TensorName::Output | TensorName::Layer(_, AttnQ | AttnK | AttnV | AttnOutput)
+        )
+    }
+}
+
 impl fmt::Display for TensorName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

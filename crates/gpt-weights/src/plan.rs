@@ -182,16 +182,6 @@ impl fmt::Display for MemoryPlan {
     }
 }
 
-/// Whether the CUDA fast form holds `name` as a split matrix (the attention's and the output
-/// head's dense matrices).
-fn fast_dense(name: &TensorName) -> bool {
-    use LayerTensor::*;
-    matches!(
-        name,
-        TensorName::Output | TensorName::Layer(_, AttnQ | AttnK | AttnV | AttnOutput)
-    )
-}
-
 /// Whether Candle's `QMatMul` runs this type directly.
 pub fn qmatmul_supported(ty: GgmlType) -> bool {
     use GgmlType::*;
@@ -260,14 +250,16 @@ pub fn plan_from_infos<'a>(
             weights_host += loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
             continue;
         }
+        if name == TensorName::Output {
+            // ggml dims are (in, out): the output head has `out` = vocab rows.
+            output_rows = info.dims.get(1).copied().unwrap_or(0);
+        }
         let loaded = loaded_bytes(&name, info.ty, info.n_elements(), file_bytes, req);
-        if fast && fast_dense(&name) && info.ty != GgmlType::Q8_0 {
+        if fast && name.is_dense_matrix() && info.ty != GgmlType::Q8_0 {
             // Held in the split form (see gpt-engine's repack): one int8 plane for the types it
             // splits exactly, two (15-bit) for the rest, and f32 scales per 32-block.
             let n = info.n_elements();
-            let planes = if crate::dequant::is_int8_exact(info.ty)
-                && crate::load::to_candle_qtype(info.ty).is_some()
-            {
+            let planes = if crate::load::INT8_SPLIT_TYPES.contains(&info.ty) {
                 1
             } else {
                 2
@@ -289,10 +281,6 @@ pub fn plan_from_infos<'a>(
         if info.ty == GgmlType::Q8_0 {
             q8_dense += file_bytes;
             q8_largest = q8_largest.max(file_bytes);
-        }
-        if name == TensorName::Output {
-            // ggml dims are (in, out): the output head has `out` = vocab rows.
-            output_rows = info.dims.get(1).copied().unwrap_or(0);
         }
     }
     let (fast_form_extra, load_transient) = if fast {

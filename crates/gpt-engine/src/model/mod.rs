@@ -37,17 +37,6 @@ use rope::{Positions, Rope, YarnRounding};
 
 pub use gpt_kernels::Precision;
 
-/// The dense-matrix types the CUDA fast form (fused decode, tensor-core prefill) holds exactly
-/// as one int8 plane with a scale per 32-block (see `gpt_weights::dequant::split_int8`). Every
-/// other dense type (F16, BF16, Q5_1, the K-quants, IQ4_NL, ...) is held as 15-bit block
-/// integers in two int8 planes, within half a step of `amax / 16256` per 32-block: the
-/// precision the fast kernels give their inputs.
-pub const INT8_DENSE_TYPES: [gguf_format::GgmlType; 3] = [
-    gguf_format::GgmlType::Q8_0,
-    gguf_format::GgmlType::Q4_0,
-    gguf_format::GgmlType::Q5_0,
-];
-
 /// SwiGLU-OAI constants (spec §6.4).
 pub const SWIGLU_ALPHA: f32 = 1.702;
 /// SwiGLU-OAI clamp limit.

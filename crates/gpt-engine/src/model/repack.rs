@@ -11,7 +11,7 @@ use gpt_kernels::cuda::decode::{
     DEC_MAX_D,
 };
 use gpt_weights::dequant::split_int8;
-use gpt_weights::load::{Experts, Matrix};
+use gpt_weights::load::{Experts, Matrix, INT8_SPLIT_TYPES};
 use gpt_weights::Weights;
 
 use super::experts::{ExpertsForm, Planar};
@@ -19,9 +19,9 @@ use super::linear::{Linear, Qkv};
 use super::prepare::{moe, moe_on_host, Layer, Prepared};
 
 /// The file type of a dense matrix the Q8 split form holds exactly in one int8 plane: the
-/// one of [`super::INT8_DENSE_TYPES`] Candle stores as `dt`.
+/// one of [`INT8_SPLIT_TYPES`] Candle stores as `dt`.
 fn int8_type(dt: GgmlDType) -> Option<gguf_format::GgmlType> {
-    super::INT8_DENSE_TYPES
+    INT8_SPLIT_TYPES
         .into_iter()
         .find(|&t| gpt_weights::load::to_candle_qtype(t) == Some(dt))
 }
