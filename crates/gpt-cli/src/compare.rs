@@ -127,28 +127,8 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     }
     let dv = RowVerdict::of(&decode_rows, &dgaps, a.max_rel_l2);
     let decode_worst = decode_rows.iter().copied().fold(0.0, f64::max);
-    // Greedy: the prompt in one forward, then one token at a time.
-    let go = |m: &GptOss| -> Result<Vec<u32>> {
-        let mut cache = m.new_cache(n0 + a.steps + 1, n0)?;
-        let mut l = m.forward_seq(&prompt[..n0], &mut cache, Logits::Last)?;
-        let mut out = Vec::with_capacity(a.steps);
-        for _ in 0..a.steps {
-            let t = l.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
-            out.push(t);
-            l = m.forward_seq(&[t], &mut cache, Logits::Last)?;
-        }
-        Ok(out)
-    };
-    let (tc, tg) = (go(&cpu)?, go(&gpu)?);
-    let same = tc.iter().zip(&tg).take_while(|(x, y)| x == y).count();
-    let split = match (tc.get(same), tg.get(same)) {
-        (Some(&c), Some(&g)) => {
-            let prefix: Vec<u32> = prompt[..n0].iter().chain(&tc[..same]).copied().collect();
-            Some(divergence(&cpu, &gpu, &prefix, n0, (c, g))?)
-        }
-        _ => None,
-    };
-    let near_tie = split.as_ref().is_some_and(|d| d.near_tie());
+    // Greedy: the prompt in one forward, then one token at a time, both models in lockstep.
+    let greedy = Greedy::run(&cpu, &gpu, &prompt[..n0], a.steps, a.max_rel_l2)?;
     println!(
         "{}",
         serde_json::json!({"device": a.device, "fast_decode": gpu.fast_decode(),
@@ -163,10 +143,10 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
             "decode_rows_over_bound": dv.over.iter().map(|o| serde_json::json!({
                 "row": o.row, "rel_l2": o.rel_l2, "router_margin": o.margin,
                 "near_tie": o.near_tie})).collect::<Vec<_>>(),
-            "greedy_steps": a.steps, "greedy_agree": same,
-            "divergence": split.as_ref().map(|d| serde_json::json!({
-                "cpu_token": d.cpu_token, "device_token": d.device_token,
-                "cpu_margin": d.cpu_margin, "logit_diff": d.logit_diff, "near_tie": near_tie}))})
+            "greedy_steps": a.steps, "greedy_compared": greedy.compared,
+            "greedy_agree": greedy.equal,
+            "greedy_ties": greedy.ties.iter().map(|(i, d)| d.json(*i)).collect::<Vec<_>>(),
+            "divergence": greedy.differ.as_ref().map(|(i, d)| d.json(*i))})
     );
     anyhow::ensure!(
         v.worst_other <= a.max_rel_l2,
@@ -195,30 +175,43 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         dv.over.len(),
         dv.over.iter().filter(|o| o.near_tie).count()
     );
-    if let Some(d) = &split {
-        anyhow::ensure!(
-            near_tie,
-            "greedy tokens diverge at step {same}: the CPU's token {} leads the device's {} by \
-             {:.3e}, more than twice the devices' logit difference there ({:.3e})",
-            d.cpu_token,
-            d.device_token,
-            d.cpu_margin,
-            d.logit_diff
-        );
+    for (i, d) in &greedy.ties {
         eprintln!(
-            "near tie: greedy tokens diverge at step {same}, where the CPU's top two logits \
-             ({} vs {}) differ by {:.3e}, within twice the devices' logit difference {:.3e}",
+            "near tie: greedy tokens differ at step {i}, where the CPU's top two logits ({} vs \
+             {}) differ by {:.3e}, within twice the devices' logit difference {:.3e}; both go on \
+             with the CPU's token",
             d.cpu_token, d.device_token, d.cpu_margin, d.logit_diff
         );
     }
+    if let Some((i, d)) = &greedy.differ {
+        anyhow::bail!(
+            "greedy tokens diverge at step {i}: the CPU's token {} leads the device's {} by \
+             {:.3e} (the devices' logit difference there {:.3e}, their rows {:.3e} apart in \
+             relative L2): not a tie within the bound {}",
+            d.cpu_token,
+            d.device_token,
+            d.cpu_margin,
+            d.logit_diff,
+            d.rel_l2,
+            a.max_rel_l2
+        );
+    }
+    anyhow::ensure!(
+        greedy.ties.len() * 20 <= a.steps,
+        "greedy tokens differ at {} near ties in {} steps (more than one in 20)",
+        greedy.ties.len(),
+        a.steps
+    );
     eprintln!(
-        "ok: {} vs cpu: worst relative L2 {:.3e} (prefill{}), {:.3e} (decode{}), {same}/{} greedy tokens equal",
+        "ok: {} vs cpu: worst relative L2 {:.3e} (prefill{}), {:.3e} (decode{}), {}/{} greedy tokens equal{}",
         a.device,
         v.worst_other,
         if v.over.is_empty() { "" } else { ", rows at near ties aside" },
         dv.worst_other,
         if dv.over.is_empty() { "" } else { ", rows at near ties aside" },
-        a.steps
+        greedy.equal,
+        a.steps,
+        if greedy.ties.is_empty() { "" } else { ", the others at near ties" }
     );
     Ok(())
 }
@@ -298,7 +291,75 @@ impl RowVerdict {
     }
 }
 
-/// Where greedy decoding on the two devices first picks different tokens.
+/// Greedy decoding on the CPU and the device in lockstep from the same prompt: at each step
+/// both models see the same tokens so far. A step whose argmaxes differ at a near tie of the
+/// CPU's logits is recorded and both go on with the CPU's token; any other difference ends the
+/// run.
+struct Greedy {
+    /// Steps run (all of them unless a real difference ended the run).
+    compared: usize,
+    /// Steps whose tokens were equal.
+    equal: usize,
+    /// Steps whose tokens differed at a near tie, and how.
+    ties: Vec<(usize, Divergence)>,
+    /// The step whose tokens differed beyond a tie, if any.
+    differ: Option<(usize, Divergence)>,
+}
+
+impl Greedy {
+    fn run(cpu: &GptOss, dev: &GptOss, prompt: &[u32], steps: usize, bound: f64) -> Result<Self> {
+        let mut g = Greedy {
+            compared: 0,
+            equal: 0,
+            ties: vec![],
+            differ: None,
+        };
+        let (mut cc, mut dc) = (
+            cpu.new_cache(prompt.len() + steps + 1, prompt.len())?,
+            dev.new_cache(prompt.len() + steps + 1, prompt.len())?,
+        );
+        let row = |m: &GptOss, toks: &[u32], cache: &mut _| -> Result<Vec<f32>> {
+            Ok(m.forward_seq(toks, cache, Logits::Last)?
+                .flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1()?)
+        };
+        let (mut c, mut d) = (row(cpu, prompt, &mut cc)?, row(dev, prompt, &mut dc)?);
+        for i in 0..steps {
+            g.compared += 1;
+            let t = match Divergence::at(&c, &d) {
+                None => {
+                    g.equal += 1;
+                    argmax(&c)
+                }
+                Some(div) if div.near_tie(bound) => {
+                    let t = div.cpu_token;
+                    g.ties.push((i, div));
+                    t
+                }
+                Some(div) => {
+                    g.differ = Some((i, div));
+                    break;
+                }
+            };
+            (c, d) = (row(cpu, &[t], &mut cc)?, row(dev, &[t], &mut dc)?);
+        }
+        Ok(g)
+    }
+}
+
+/// Index of the largest value (the first of equals, as Candle's argmax).
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A step where greedy decoding on the two devices picks different tokens.
 struct Divergence {
     cpu_token: u32,
     device_token: u32,
@@ -306,46 +367,41 @@ struct Divergence {
     cpu_margin: f32,
     /// Largest |CPU − device| logit difference at those two tokens.
     logit_diff: f32,
+    /// Relative L2 of the device's whole row of logits from the CPU's.
+    rel_l2: f64,
 }
 
 impl Divergence {
-    /// The devices disagree by more than half the CPU's gap: a tie within the path's precision,
-    /// not a wrong result.
-    fn near_tie(&self) -> bool {
-        self.cpu_margin <= 2.0 * self.logit_diff
+    /// The CPU's (`c`) and the device's (`d`) logits of one step: `None` where their argmaxes
+    /// agree.
+    fn at(c: &[f32], d: &[f32]) -> Option<Self> {
+        let (ct, dt) = (argmax(c), argmax(d));
+        let (i, j) = (ct as usize, dt as usize);
+        (ct != dt).then(|| Divergence {
+            cpu_token: ct,
+            device_token: dt,
+            cpu_margin: c[i] - c[j],
+            logit_diff: (c[i] - d[i]).abs().max((c[j] - d[j]).abs()),
+            rel_l2: rel_l2(d, c),
+        })
     }
-}
 
-/// Replays the common prefix (`n_prompt` tokens prefilled, the rest one at a time, as the
-/// greedy run did) on both models and compares their logits at the two diverging tokens.
-fn divergence(
-    cpu: &GptOss,
-    gpu: &GptOss,
-    prefix: &[u32],
-    n_prompt: usize,
-    (cpu_token, device_token): (u32, u32),
-) -> Result<Divergence> {
-    let last = |m: &GptOss| -> Result<Vec<f32>> {
-        let mut cache = m.new_cache(prefix.len(), n_prompt)?;
-        let mut l = m.forward_seq(&prefix[..n_prompt], &mut cache, Logits::Last)?;
-        for &t in &prefix[n_prompt..] {
-            l = m.forward_seq(&[t], &mut cache, Logits::Last)?;
-        }
-        Ok(l.flatten_all()?.to_device(&Device::Cpu)?.to_vec1()?)
-    };
-    let (c, g) = (last(cpu)?, last(gpu)?);
-    let (ct, dt) = (cpu_token as usize, device_token as usize);
-    Ok(Divergence {
-        cpu_token,
-        device_token,
-        cpu_margin: c[ct] - c[dt],
-        logit_diff: (c[ct] - g[ct]).abs().max((c[dt] - g[dt]).abs()),
-    })
+    /// The rows agree within `bound` as a whole and the devices disagree at the two tokens by
+    /// more than half the CPU's gap: a tie within the path's precision, not a wrong result.
+    fn near_tie(&self, bound: f64) -> bool {
+        self.rel_l2 <= bound && self.cpu_margin <= 2.0 * self.logit_diff
+    }
+
+    fn json(&self, step: usize) -> serde_json::Value {
+        serde_json::json!({"step": step, "cpu_token": self.cpu_token,
+            "device_token": self.device_token, "cpu_margin": self.cpu_margin,
+            "logit_diff": self.logit_diff, "rel_l2": self.rel_l2})
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{by_layer, Divergence, RouterGap, RowVerdict};
+    use super::{argmax, by_layer, Divergence, RouterGap, RowVerdict};
 
     fn d(cpu_margin: f32, logit_diff: f32) -> Divergence {
         Divergence {
@@ -353,6 +409,7 @@ mod tests {
             device_token: 2,
             cpu_margin,
             logit_diff,
+            rel_l2: 1e-3,
         }
     }
 
@@ -410,9 +467,26 @@ mod tests {
 
     #[test]
     fn a_near_tie_is_a_gap_within_twice_the_devices_difference() {
-        assert!(d(0.5, 0.3).near_tie());
-        assert!(d(0.0, 0.0).near_tie(), "an exact tie");
-        assert!(!d(1.0, 0.3).near_tie(), "a real disagreement");
-        assert!(!d(1e-3, 0.0).near_tie(), "devices agree, tokens differ");
+        assert!(d(0.5, 0.3).near_tie(1e-2));
+        assert!(d(0.0, 0.0).near_tie(1e-2), "an exact tie");
+        assert!(!d(0.5, 0.3).near_tie(1e-4), "rows apart beyond the bound");
+        assert!(!d(1.0, 0.3).near_tie(1e-2), "a real disagreement");
+        assert!(!d(1e-3, 0.0).near_tie(1e-2), "devices agree, tokens differ");
+    }
+
+    /// A step's verdict from the two rows of logits: agreement, a tie within the devices'
+    /// difference, or a real difference.
+    #[test]
+    fn a_step_differs_only_where_the_argmaxes_do() {
+        let c = [0.1, 2.0, 1.99, -1.0];
+        assert!(Divergence::at(&c, &[0.1, 2.001, 1.98, -1.0]).is_none());
+        let tie = Divergence::at(&c, &[0.1, 1.995, 1.999, -1.0]).unwrap();
+        assert_eq!((tie.cpu_token, tie.device_token), (1, 2));
+        assert!((tie.cpu_margin - 0.01).abs() < 1e-6 && (tie.logit_diff - 0.009).abs() < 1e-6);
+        assert!(tie.near_tie(1e-2));
+        let wrong = Divergence::at(&c, &[3.0, 2.0, 1.99, -1.0]).unwrap();
+        assert_eq!((wrong.cpu_token, wrong.device_token), (1, 0));
+        assert!(!wrong.near_tie(1e-2), "the rows differ as a whole");
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1, "the first of equals");
     }
 }
