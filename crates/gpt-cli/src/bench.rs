@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// CPU matmul precision: exact (f32 activations) or fast (int8 activations, as llama.cpp).
     #[arg(long, value_enum, default_value_t)]
     pub cpu_precision: crate::tools::CpuPrecision,
+    /// Element type of the KV cache (default: f16 on CUDA, f32 on the CPU).
+    #[arg(long, value_enum)]
+    pub kv_type: Option<crate::tools::KvTypeArg>,
     /// Keep dense matrices quantized (Candle QMatMul) instead of f32 (the default on CUDA).
     #[arg(long)]
     pub quantized_dense: bool,
@@ -179,6 +182,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             no_fast_decode: a.no_fast_decode,
             no_cuda_graph: a.no_cuda_graph,
             cpu_precision: a.cpu_precision.into(),
+            kv_type: a.kv_type.map(Into::into),
             moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },

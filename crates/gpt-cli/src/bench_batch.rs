@@ -115,6 +115,7 @@ pub fn bench_concurrency(a: &BenchArgs) -> Result<()> {
             no_fast_decode: a.no_fast_decode,
             no_cuda_graph: a.no_cuda_graph,
             cpu_precision: a.cpu_precision.into(),
+            kv_type: a.kv_type.map(Into::into),
             moe_grouped_min_slots: a.moe_grouped_min_slots,
             ..Default::default()
         },

@@ -98,6 +98,9 @@ pub struct ChatArgs {
     /// CPU matmul precision: exact (f32 activations) or fast (int8 activations, as llama.cpp).
     #[arg(long, value_enum, default_value_t)]
     pub cpu_precision: crate::tools::CpuPrecision,
+    /// Element type of the KV cache (default: f16 on CUDA, f32 on the CPU).
+    #[arg(long, value_enum)]
+    pub kv_type: Option<crate::tools::KvTypeArg>,
     /// Prefill chunk size.
     #[arg(long, default_value_t = 2048)]
     pub chunk: usize,
@@ -179,6 +182,7 @@ impl Session {
             max_batch_tokens: args.chunk,
             model: gpt_engine::model::ModelOptions {
                 cpu_precision: args.cpu_precision.into(),
+                kv_type: args.kv_type.map(Into::into),
                 ..Default::default()
             },
             cpu_moe: args.cpu_moe,

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use gguf_format::GgufModel;
+use gpt_engine::kv::KvType;
 use gpt_weights::plan::{self, DenseMode, PlanRequest};
 use gpt_weights::{dequant, GptOssConfig};
 
@@ -106,6 +107,8 @@ pub fn check(a: &CheckArgs<'_>) -> Result<()> {
         report.tensors, report.vocab_size
     );
     println!("{}", fast_path(&model, &cfg));
+    // The KV cache's default element type: f32 on the CPU, f16 on CUDA.
+    let kv_bytes = |cuda: bool| KvType::default_for_cuda(cuda).bytes();
     for (name, dense, fused_decode, cpu_blocks) in [
         ("f32 dense", DenseMode::F32, false, false),
         (
@@ -135,7 +138,7 @@ pub fn check(a: &CheckArgs<'_>) -> Result<()> {
                 seqs: 1,
                 chunk: 2048,
                 dense,
-                kv_elem_bytes: 4,
+                kv_elem_bytes: kv_bytes(name.starts_with("CUDA")),
                 fused_decode,
                 cpu_blocks,
                 host_moe_layers: if cpu_blocks { 0 } else { a.cpu_moe },
@@ -149,7 +152,7 @@ pub fn check(a: &CheckArgs<'_>) -> Result<()> {
             seqs: 1,
             chunk: 2048,
             dense: DenseMode::Quantized,
-            kv_elem_bytes: 4,
+            kv_elem_bytes: kv_bytes(true),
             fused_decode: true,
             cpu_blocks: false,
             host_moe_layers: 0,

@@ -47,6 +47,9 @@ pub struct CompareArgs {
     /// measures the fast mode against the exact one).
     #[arg(long, value_enum, default_value_t)]
     pub cpu_precision: crate::tools::CpuPrecision,
+    /// Element type of the KV cache (default: f16 on CUDA, f32 on the CPU).
+    #[arg(long, value_enum)]
+    pub kv_type: Option<crate::tools::KvTypeArg>,
 }
 
 /// Relative L2 distance of `a` from the reference `b`.
@@ -84,6 +87,7 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         model: ModelOptions {
             no_fast_decode: a.no_fast_decode,
             cpu_precision: a.cpu_precision.into(),
+            kv_type: a.kv_type.map(Into::into),
             ..Default::default()
         },
         cpu_moe: a.cpu_moe,

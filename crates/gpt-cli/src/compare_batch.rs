@@ -126,6 +126,7 @@ pub fn compare_batch(a: &CompareBatchArgs) -> Result<()> {
             full_blocks: a.batch * per_seq,
             sliding_blocks: a.batch * per_seq,
             prefix_cache: false,
+            kv_type: m.kv_type(),
         },
     )?;
     let ids: Vec<SeqId> = (0..a.batch).map(|_| pool.add_sequence(&[])).collect();

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// CPU matmul precision: exact (f32 activations) or fast (int8 activations, as llama.cpp).
     #[arg(long, value_enum, default_value_t)]
     pub cpu_precision: crate::tools::CpuPrecision,
+    /// Element type of the KV cache (default: f16 on CUDA, f32 on the CPU).
+    #[arg(long, value_enum)]
+    pub kv_type: Option<crate::tools::KvTypeArg>,
     /// Most analysis tokens per answer (then the final answer is forced).
     #[arg(long)]
     pub reasoning_budget: Option<usize>,
@@ -77,6 +80,7 @@ pub fn serve(args: &ServeArgs) -> Result<()> {
         max_queue: args.max_queue,
         model: gpt_engine::model::ModelOptions {
             cpu_precision: args.cpu_precision.into(),
+            kv_type: args.kv_type.map(Into::into),
             ..Default::default()
         },
         cpu_moe: args.cpu_moe,

@@ -57,6 +57,24 @@ impl From<CpuPrecision> for gpt_engine::model::Precision {
     }
 }
 
+/// `--kv-type`: the KV cache's element type.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvTypeArg {
+    /// f32 (the CPU's default).
+    F32,
+    /// f16, rounded to nearest (CUDA's default): half the memory.
+    F16,
+}
+
+impl From<KvTypeArg> for gpt_engine::kv::KvType {
+    fn from(k: KvTypeArg) -> Self {
+        match k {
+            KvTypeArg::F32 => Self::F32,
+            KvTypeArg::F16 => Self::F16,
+        }
+    }
+}
+
 /// How dense matrices are held on `dev`: what [`gpt_engine::engine::Engine::load`] picks
 /// (the file's quantized types).
 pub fn dense_mode(dev: &Device) -> gpt_weights::plan::DenseMode {

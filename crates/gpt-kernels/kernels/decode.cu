@@ -24,6 +24,7 @@
 #include "mxfp4.cuh"
 #include "swiglu.cuh"
 #include "warp.cuh"
+#include "kv.cuh"
 
 #define DEC_WARPS 8              // warps per block of the GEMV kernels
 #define DEC_MAX_D 8192           // longest vector the norm kernels hold in shared memory
@@ -179,16 +180,16 @@ extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const int8_
 // The fused QKV projection (rows: hq heads of q, hkv of k, hkv of v; hd each) with bias and
 // NeoX RoPE on q and k (cos, sin of pos * inv_freq[i], times mscale); q goes to q_out
 // (hq * hd), k and v to row p[1 + 3 layer] of the layer's caches (cap, hkv, hd). One warp per
-// pair of rows (i, i + hd/2) of a head. `wl`: as dec_q8_gemv's.
-extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const int8_t *__restrict__ wl,
-                                        const float *__restrict__ wd,
-                                        const float *__restrict__ bias, const int8_t *__restrict__ qh,
-                                        const int8_t *__restrict__ ql, const float *__restrict__ qd,
-                                        const uint32_t k, const uint32_t hq, const uint32_t hkv,
-                                        const uint32_t hd, const float *__restrict__ inv_freq,
-                                        const float mscale, const int32_t *__restrict__ p,
-                                        const uint32_t layer, float *__restrict__ q_out,
-                                        float *__restrict__ k_cache, float *__restrict__ v_cache) {
+// pair of rows (i, i + hd/2) of a head. `wl`: as dec_q8_gemv's. The caches are f32
+// (dec_qkv_rope) or f16 (dec_qkv_rope_h).
+template <typename KV>
+__device__ __forceinline__ void dec_qkv_rope_body(
+    const int8_t *__restrict__ w, const int8_t *__restrict__ wl, const float *__restrict__ wd,
+    const float *__restrict__ bias, const int8_t *__restrict__ qh, const int8_t *__restrict__ ql,
+    const float *__restrict__ qd, const uint32_t k, const uint32_t hq, const uint32_t hkv,
+    const uint32_t hd, const float *__restrict__ inv_freq, const float mscale,
+    const int32_t *__restrict__ p, const uint32_t layer, float *__restrict__ q_out,
+    KV *__restrict__ k_cache, KV *__restrict__ v_cache) {
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t half = hd / 2;
     const uint32_t pair = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
@@ -213,10 +214,25 @@ extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const int8
     const uint64_t row = (uint64_t)p[1 + 3 * layer];
     const bool is_k = head < hq + hkv;
     const uint32_t kvh = is_k ? head - hq : head - hq - hkv;
-    float *dst = (is_k ? k_cache : v_cache) + (row * hkv + kvh) * hd;
-    dst[i] = a;
-    dst[i + half] = b;
+    KV *dst = (is_k ? k_cache : v_cache) + (row * hkv + kvh) * hd;
+    kv_store(dst + i, a);
+    kv_store(dst + i + half, b);
 }
+
+#define DEC_QKV_ROPE_KERNEL(NAME, KV)                                                            \
+    extern "C" __global__ void NAME(                                                             \
+        const int8_t *__restrict__ w, const int8_t *__restrict__ wl, const float *__restrict__ wd, \
+        const float *__restrict__ bias, const int8_t *__restrict__ qh,                           \
+        const int8_t *__restrict__ ql, const float *__restrict__ qd, const uint32_t k,           \
+        const uint32_t hq, const uint32_t hkv, const uint32_t hd,                                \
+        const float *__restrict__ inv_freq, const float mscale, const int32_t *__restrict__ p,   \
+        const uint32_t layer, float *__restrict__ q_out, KV *__restrict__ k_cache,               \
+        KV *__restrict__ v_cache) {                                                              \
+        dec_qkv_rope_body<KV>(w, wl, wd, bias, qh, ql, qd, k, hq, hkv, hd, inv_freq, mscale, p,  \
+                              layer, q_out, k_cache, v_cache);                                   \
+    }
+DEC_QKV_ROPE_KERNEL(dec_qkv_rope, float)
+DEC_QKV_ROPE_KERNEL(dec_qkv_rope_h, __half)
 
 // Decode attention with sinks, split over the keys. Grid (hkv, nsplit, rows); block 32 * G
 // threads (G = hq / hkv query heads share a KV head; warp g takes head kvh * G + g). Query row
@@ -227,16 +243,15 @@ extern "C" __global__ void dec_qkv_rope(const int8_t *__restrict__ w, const int8
 // partial (m, l, acc[hd]) of each (row, head, split); empty splits write (-inf, 0, 0). hd is
 // 32 or DEC_ATT_D (64).
 // Paged caches: with a block table (non-null `table`), row j lives at row
-// table[j / bs] * bs + j % bs of kc and vc (the KV pool's blocks); without, at row j.
-extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const float *__restrict__ kc,
-                                          const float *__restrict__ vc,
-                                          const int32_t *__restrict__ table, const uint32_t bs,
-                                          const uint32_t table_stride,
-                                          const int32_t *__restrict__ p, const uint32_t p_stride,
-                                          const uint32_t off_at, const uint32_t hkv,
-                                          const uint32_t hd, const uint32_t window,
-                                          const float scale, float *__restrict__ part_m,
-                                          float *__restrict__ part_l, float *__restrict__ part_acc) {
+// table[j / bs] * bs + j % bs of kc and vc (the KV pool's blocks); without, at row j. The
+// caches are f32 (dec_attn_split) or f16 (dec_attn_split_h).
+template <typename KV>
+__device__ __forceinline__ void dec_attn_split_body(
+    const float *__restrict__ q, const KV *__restrict__ kc, const KV *__restrict__ vc,
+    const int32_t *__restrict__ table, const uint32_t bs, const uint32_t table_stride,
+    const int32_t *__restrict__ p, const uint32_t p_stride, const uint32_t off_at,
+    const uint32_t hkv, const uint32_t hd, const uint32_t window, const float scale,
+    float *__restrict__ part_m, float *__restrict__ part_l, float *__restrict__ part_acc) {
     __shared__ float ks[32][DEC_ATT_D + 1];
     __shared__ float vs[32][DEC_ATT_D];
     __shared__ float qs[DEC_ATT_MAX_G][DEC_ATT_D];
@@ -274,8 +289,8 @@ extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const flo
                 const uint64_t pr =
                     table ? (uint64_t)table[j / bs] * bs + (uint64_t)(j % bs) : (uint64_t)j;
                 const uint64_t off = (pr * hkv + kvh) * hd + c;
-                kv = *(const float4 *)(kc + off);
-                vv = *(const float4 *)(vc + off);
+                kv = kv_load4(kc + off);
+                vv = kv_load4(vc + off);
             }
             ks[r][c] = kv.x;
             ks[r][c + 1] = kv.y;
@@ -314,6 +329,19 @@ extern "C" __global__ void dec_attn_split(const float *__restrict__ q, const flo
     part_acc[at * hd + lane] = acc0;
     if (hd > 32) part_acc[at * hd + lane + 32] = acc1;
 }
+
+#define DEC_ATTN_SPLIT_KERNEL(NAME, KV)                                                          \
+    extern "C" __global__ void NAME(                                                             \
+        const float *__restrict__ q, const KV *__restrict__ kc, const KV *__restrict__ vc,       \
+        const int32_t *__restrict__ table, const uint32_t bs, const uint32_t table_stride,       \
+        const int32_t *__restrict__ p, const uint32_t p_stride, const uint32_t off_at,           \
+        const uint32_t hkv, const uint32_t hd, const uint32_t window, const float scale,         \
+        float *__restrict__ part_m, float *__restrict__ part_l, float *__restrict__ part_acc) {  \
+        dec_attn_split_body<KV>(q, kc, vc, table, bs, table_stride, p, p_stride, off_at, hkv, hd, \
+                                window, scale, part_m, part_l, part_acc);                        \
+    }
+DEC_ATTN_SPLIT_KERNEL(dec_attn_split, float)
+DEC_ATTN_SPLIT_KERNEL(dec_attn_split_h, __half)
 
 // Combines the splits of each head with its sink, out = sum_s acc_s e^(m_s - M) /
 // (sum_s l_s e^(m_s - M) + e^(S_h - M)), for query row r = blockIdx.y (partials at

@@ -34,6 +34,28 @@ pub(crate) fn contiguous_slice<'a, T: WithDType>(
     }
 }
 
+/// The contiguous element range of `storage` (F32 or F16) as f32: borrowed when F32, widened
+/// when F16 (a KV cache kept in f16).
+pub(crate) fn f32_or_f16<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+    what: &str,
+) -> Result<std::borrow::Cow<'a, [f32]>> {
+    use std::borrow::Cow;
+    match storage {
+        CpuStorage::F16(_) => Ok(Cow::Owned(
+            contiguous_slice::<half::f16>(storage, layout, op, what)?
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+        )),
+        _ => Ok(Cow::Borrowed(contiguous_slice::<f32>(
+            storage, layout, op, what,
+        )?)),
+    }
+}
+
 /// Copies the contiguous CPU data of a tensor that an op keeps as a field (bias, sinks).
 ///
 /// Copying keeps the storage read-lock short; these tensors are small (one row per expert/head).

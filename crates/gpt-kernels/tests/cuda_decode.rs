@@ -18,7 +18,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::SplitWeights;
 use gpt_kernels::cuda::decode::{
-    planar_to_blocks, tensor_ptr, AttnRows, CombineOut, DecodeKernels, MxPtrs, Q8Ptrs, QVec,
+    planar_to_blocks, tensor_ptr, AttnRows, CombineOut, DecodeKernels, KvPtrs, MxPtrs, Q8Ptrs, QVec,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -540,7 +540,7 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                 p(&pt),
                 1,
                 p(&q_out),
-                (p(&kct), p(&vct)),
+                KvPtrs::of(&kct, &vct)?,
             )?;
             // Reference projection + RoPE (theta in f32 as the kernel forms it).
             let mut y = vec![(0.0, 0.0, 0.0); rows];
@@ -624,7 +624,7 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                 let parts = (p(&pm), p(&pl), p(&pa));
                 k.attn_split(
                     p(&q_out),
-                    (p(&kct), p(&vct)),
+                    KvPtrs::of(&kct, &vct)?,
                     (0, 0),
                     p(&pt),
                     AttnRows::fused(1),
@@ -671,7 +671,7 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                     Tensor::from_vec(perm.iter().map(|&b| b as u32).collect::<Vec<_>>(), nb, &dev)?;
                 k.attn_split(
                     p(&q_out),
-                    (p(&kpt), p(&vpt)),
+                    KvPtrs::of(&kpt, &vpt)?,
                     (p(&table), bs),
                     p(&pt),
                     AttnRows::fused(1),

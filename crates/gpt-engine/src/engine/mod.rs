@@ -129,9 +129,10 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The bytes the pool gets when `kv_memory` is not given.
-fn default_kv_bytes(cfg: &GptOssConfig, device: &Device, ctx: usize, max_seqs: usize) -> u64 {
+fn default_kv_bytes(model: &GptOss, ctx: usize, max_seqs: usize) -> u64 {
+    let (cfg, device) = (model.config(), model.device());
     let bs = crate::kv::DEFAULT_BLOCK_SIZE as u64;
-    let [fb, sb] = KvPoolConfig::block_bytes(cfg, bs as usize);
+    let [fb, sb] = KvPoolConfig::block_bytes(cfg, bs as usize, model.kv_type());
     let want = (ctx as u64).div_ceil(bs) * max_seqs as u64 * (fb + sb);
     let free = free_memory(device).map(|f| f / 2);
     match free {
@@ -198,13 +199,14 @@ impl Engine {
         let ctx = opts.ctx.unwrap_or(cfg.n_ctx_train.max(1));
         let bytes = opts
             .kv_memory
-            .unwrap_or_else(|| default_kv_bytes(&cfg, model.device(), ctx, opts.max_seqs));
+            .unwrap_or_else(|| default_kv_bytes(&model, ctx, opts.max_seqs));
         let kv = KvPoolConfig::from_budget(
             &cfg,
             bytes,
             opts.max_seqs,
             opts.max_batch_tokens,
             opts.prefix_cache,
+            model.kv_type(),
         )?;
         let pool = KvPool::new(&cfg, model.device(), kv)?;
         // A sequence never needs more positions than the pool holds (so it never preempts

@@ -46,6 +46,47 @@ const FULL: usize = 0;
 /// The sliding-window group.
 const SLIDING: usize = 1;
 
+/// The element type of a pool's keys and values. Every path reads and writes either: the CUDA
+/// kernels that touch the pool come in an f32 and an f16 instance, the other paths convert.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KvType {
+    /// f32: what the CPU keeps by default (the exact reference).
+    #[default]
+    F32,
+    /// f16 (rounded to nearest): half the memory and the bytes an attention step reads; CUDA's
+    /// default, as llama.cpp's.
+    F16,
+}
+
+impl KvType {
+    /// The Candle dtype of the pool's buffers.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        self.dtype().size_in_bytes()
+    }
+
+    /// The default on `device`: f16 on CUDA, f32 elsewhere.
+    pub fn default_for(device: &Device) -> Self {
+        Self::default_for_cuda(device.is_cuda())
+    }
+
+    /// The default on CUDA (f16) or elsewhere (f32).
+    pub fn default_for_cuda(cuda: bool) -> Self {
+        if cuda {
+            Self::F16
+        } else {
+            Self::F32
+        }
+    }
+}
+
 /// Sizes of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvPoolConfig {
@@ -57,15 +98,17 @@ pub struct KvPoolConfig {
     pub sliding_blocks: usize,
     /// Reuse cached prefixes across sequences.
     pub prefix_cache: bool,
+    /// Element type of the keys and values.
+    pub kv_type: KvType,
 }
 
 /// Default positions per block.
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
 impl KvPoolConfig {
-    /// Bytes of one block of the full and of the sliding group (f32 keys and values).
-    pub fn block_bytes(cfg: &GptOssConfig, block_size: usize) -> [u64; 2] {
-        let per_layer = (2 * block_size * cfg.n_head_kv * cfg.head_dim * 4) as u64;
+    /// Bytes of one block of the full and of the sliding group (keys and values of `kv_type`).
+    pub fn block_bytes(cfg: &GptOssConfig, block_size: usize, kv_type: KvType) -> [u64; 2] {
+        let per_layer = (2 * block_size * cfg.n_head_kv * cfg.head_dim * kv_type.bytes()) as u64;
         let sliding = (0..cfg.n_layer).filter(|&il| cfg.is_sliding(il)).count() as u64;
         let full = cfg.n_layer as u64 - sliding;
         [full * per_layer, sliding * per_layer]
@@ -81,9 +124,10 @@ impl KvPoolConfig {
         max_seqs: usize,
         max_batch_tokens: usize,
         prefix_cache: bool,
+        kv_type: KvType,
     ) -> Result<Self> {
         let bs = DEFAULT_BLOCK_SIZE;
-        let [fb, sb] = Self::block_bytes(cfg, bs);
+        let [fb, sb] = Self::block_bytes(cfg, bs, kv_type);
         let sliding_need = if sb == 0 {
             0
         } else {
@@ -106,6 +150,7 @@ impl KvPoolConfig {
             full_blocks: full,
             sliding_blocks: sliding,
             prefix_cache,
+            kv_type,
         };
         if c.capacity_tokens() < 2 * bs {
             return Err(EngineError::Other(format!(
@@ -186,7 +231,7 @@ pub struct KvPool {
     layer_group: Vec<usize>,
     /// Whether a group has layers.
     used: [bool; 2],
-    /// Keys and values of each layer, `(blocks * bs, hkv, hd)` f32.
+    /// Keys and values of each layer, `(blocks * bs, hkv, hd)` of `cfg.kv_type`.
     k: Vec<Tensor>,
     v: Vec<Tensor>,
     seqs: HashMap<SeqId, SeqKv>,
@@ -219,8 +264,8 @@ impl KvPool {
         let mut v = Vec::with_capacity(model.n_layer);
         for &g in &layer_group {
             let shape = (n[g] * cfg.block_size, hkv, hd);
-            k.push(Tensor::zeros(shape, DType::F32, device)?);
-            v.push(Tensor::zeros(shape, DType::F32, device)?);
+            k.push(Tensor::zeros(shape, cfg.kv_type.dtype(), device)?);
+            v.push(Tensor::zeros(shape, cfg.kv_type.dtype(), device)?);
         }
         Ok(Self {
             cfg,
@@ -540,11 +585,12 @@ impl KvPool {
     }
 
     /// Writes the keys and values `k`, `v` `(t, hkv, hd)` of every row of `step` into layer
-    /// `il`.
+    /// `il` (converted to the pool's element type).
     pub(crate) fn write(&self, il: usize, step: &Step, k: &Tensor, v: &Tensor) -> Result<()> {
         let w = self.writes(il, step);
-        w.write(&self.k[il], &k.contiguous()?)?;
-        w.write(&self.v[il], &v.contiguous()?)
+        let dt = self.cfg.kv_type.dtype();
+        w.write(&self.k[il], &k.to_dtype(dt)?.contiguous()?)?;
+        w.write(&self.v[il], &v.to_dtype(dt)?.contiguous()?)
     }
 
     /// Where `step`'s rows go in layer `il`'s group (made once per step and group).
@@ -603,21 +649,22 @@ impl KvPool {
         Ok(step.kv_rows[g].get_or_init(|| r))
     }
 
-    /// Keys and values of layer `il` a query of `chunk` may need, `(1, s, hkv, hd)`, through
-    /// the chunk's last position, and the absolute position of their first row.
+    /// Keys and values of layer `il` a query of `chunk` may need, f32 `(1, s, hkv, hd)`,
+    /// through the chunk's last position, and the absolute position of their first row.
     pub(crate) fn gather(&self, il: usize, chunk: &ChunkKv) -> Result<(Tensor, Tensor, usize)> {
         let view = self.view(il, chunk)?;
         let bs = self.cfg.block_size;
         let s = chunk.pos + chunk.t - view.offset;
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
         Ok((
-            view.gather(&self.k[il], bs, s, &self.device)?,
-            view.gather(&self.v[il], bs, s, &self.device)?,
+            f32(view.gather(&self.k[il], bs, s, &self.device)?)?,
+            f32(view.gather(&self.v[il], bs, s, &self.device)?)?,
             view.offset,
         ))
     }
 
-    /// Layer `il`'s key and value buffers `(blocks * bs, hkv, hd)` (for the fused CUDA decode
-    /// and paged attention).
+    /// Layer `il`'s key and value buffers `(blocks * bs, hkv, hd)` of the pool's element type
+    /// (for the fused CUDA decode and paged attention).
     pub(crate) fn layer_buffers(&self, il: usize) -> (&Tensor, &Tensor) {
         (&self.k[il], &self.v[il])
     }

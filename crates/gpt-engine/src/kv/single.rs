@@ -3,7 +3,7 @@
 use candle_core::Device;
 use gpt_weights::GptOssConfig;
 
-use super::{KvPool, KvPoolConfig, SeqId, DEFAULT_BLOCK_SIZE};
+use super::{KvPool, KvPoolConfig, KvType, SeqId, DEFAULT_BLOCK_SIZE};
 use crate::error::Result;
 
 /// A [`KvPool`] sized for one sequence of `ctx` positions, holding that sequence.
@@ -14,8 +14,15 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// A cache for `ctx` positions, prefilled in chunks of at most `max_chunk` tokens.
-    pub fn new(cfg: &GptOssConfig, device: &Device, ctx: usize, max_chunk: usize) -> Result<Self> {
+    /// A cache for `ctx` positions of `kv_type`, prefilled in chunks of at most `max_chunk`
+    /// tokens.
+    pub fn new(
+        cfg: &GptOssConfig,
+        device: &Device,
+        ctx: usize,
+        max_chunk: usize,
+        kv_type: KvType,
+    ) -> Result<Self> {
         let bs = DEFAULT_BLOCK_SIZE;
         let full = ctx.max(1).div_ceil(bs) + 1;
         let sliding =
@@ -29,6 +36,7 @@ impl KvCache {
                 full_blocks: full,
                 sliding_blocks: sliding,
                 prefix_cache: false,
+                kv_type,
             },
         )?;
         let seq = pool.add_sequence(&[]);

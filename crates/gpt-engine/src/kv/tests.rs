@@ -32,6 +32,10 @@ fn cfg(window: usize) -> GptOssConfig {
 }
 
 fn pool(window: usize, blocks: usize, prefix_cache: bool) -> KvPool {
+    pool_of(window, blocks, prefix_cache, KvType::F32)
+}
+
+fn pool_of(window: usize, blocks: usize, prefix_cache: bool, kv_type: KvType) -> KvPool {
     KvPool::new(
         &cfg(window),
         &Device::Cpu,
@@ -40,6 +44,7 @@ fn pool(window: usize, blocks: usize, prefix_cache: bool) -> KvPool {
             full_blocks: blocks,
             sliding_blocks: blocks,
             prefix_cache,
+            kv_type,
         },
     )
     .unwrap()
@@ -144,6 +149,59 @@ fn writes_read_back_through_block_tables() {
             assert!(sliding <= 3, "seq {s}: {sliding} sliding blocks held");
         }
     }
+}
+
+/// An f16 pool fed the same random chunks as an f32 one holds the f32 pool's values rounded
+/// to f16, reads them back as f32, and takes half the bytes per block.
+#[test]
+fn an_f16_pool_holds_the_f32_pools_values_rounded() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (mut p32, mut p16) = (pool(5, 40, false), pool_of(5, 40, false, KvType::F16));
+    let (s32, s16) = (p32.add_sequence(&[]), p16.add_sequence(&[]));
+    for _ in 0..6 {
+        let t = rng.random_range(1..7);
+        let toks: Vec<u32> = (0..t).map(|_| rng.random_range(0..50)).collect();
+        let (mut b32, mut b16) = (Batch::new(), Batch::new());
+        b32.push(s32, &toks, Logits::Last).unwrap();
+        b16.push(s16, &toks, Logits::Last).unwrap();
+        let (st32, st16) = (p32.begin(&b32).unwrap(), p16.begin(&b16).unwrap());
+        for il in 0..4 {
+            let rnd = |rng: &mut rand::rngs::StdRng| {
+                let v: Vec<f32> = (0..t * 8).map(|_| rng.random_range(-4.0..4.0)).collect();
+                Tensor::from_vec(v, (t, 2, 4), &Device::Cpu).unwrap()
+            };
+            let (k, v) = (rnd(&mut rng), rnd(&mut rng));
+            p32.write(il, &st32, &k, &v).unwrap();
+            p16.write(il, &st16, &k, &v).unwrap();
+        }
+        for il in 0..4 {
+            let (k32, v32, o32) = p32.gather(il, &st32.chunks()[0]).unwrap();
+            let (k16, v16, o16) = p16.gather(il, &st16.chunks()[0]).unwrap();
+            assert_eq!(o32, o16);
+            for (a, b) in [(k32, k16), (v32, v16)] {
+                assert_eq!(b.dtype(), DType::F32, "gathered as f32");
+                let want: Vec<f32> = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let want: Vec<f32> = want
+                    .iter()
+                    .map(|x| half::f16::from_f32(*x).to_f32())
+                    .collect();
+                let got: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(got, want, "layer {il}");
+                assert!(
+                    got.iter().any(|x| x.fract() != 0.0),
+                    "not all zeros or integers"
+                );
+            }
+        }
+        p32.commit(st32);
+        p16.commit(st16);
+    }
+    let c = cfg(5);
+    let (b32, b16) = (
+        KvPoolConfig::block_bytes(&c, 4, KvType::F32),
+        KvPoolConfig::block_bytes(&c, 4, KvType::F16),
+    );
+    assert_eq!([b16[0] * 2, b16[1] * 2], b32);
 }
 
 #[test]

@@ -19,7 +19,7 @@
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaGraph, CudaSlice, DevicePtr};
 use candle_core::{DType, Device, Tensor};
 use gpt_kernels::cuda::decode::{
-    tensor_ptr as dptr, AttnRows, CombineOut, DecodeKernels, DevPtr, MxPtrs, Q8Ptrs, QVec,
+    tensor_ptr as dptr, AttnRows, CombineOut, DecodeKernels, DevPtr, KvPtrs, MxPtrs, Q8Ptrs, QVec,
     DEC_MAX_SPLIT,
 };
 use gpt_weights::GptOssConfig;
@@ -338,7 +338,7 @@ impl FastDecoder {
         let xn = sptr(&self.xn);
         let scale = 1.0 / (hd as f32).sqrt();
         for (il, (l, kvl)) in self.layers.iter().zip(kv).enumerate() {
-            let (kc, vc, nsplit) = (kvl.k, kvl.v, kvl.nsplit);
+            let nsplit = kvl.nsplit;
             let (_, inv_freq, mscale) = &self.rope[l.rope];
             k.rmsnorm_quant(h, l.attn_norm, eps, d, 0, xq, false)?;
             k.qkv_rope(
@@ -352,11 +352,11 @@ impl FastDecoder {
                 params,
                 il,
                 q,
-                (kc, vc),
+                kvl.kv,
             )?;
             k.attn_split(
                 q,
-                (kc, vc),
+                kvl.kv,
                 (kvl.table, kvl.bs),
                 params,
                 AttnRows::fused(il),
@@ -454,8 +454,7 @@ impl FastDecoder {
             let (kb, vb) = pool.layer_buffers(il);
             let table = table_base + (g * cap * std::mem::size_of::<i32>()) as u64;
             kv.push(KvLayer {
-                k: dptr(kb)?,
-                v: dptr(vb)?,
+                kv: KvPtrs::of(kb, vb)?,
                 table,
                 bs,
                 nsplit: self.nsplit(l.window, rel + 1),
@@ -487,7 +486,7 @@ impl FastDecoder {
         }
         let key: Vec<u64> = kv
             .iter()
-            .flat_map(|l| [l.k, l.v, l.table, l.nsplit as u64])
+            .flat_map(|l| [l.kv.k, l.kv.v, l.kv.half as u64, l.table, l.nsplit as u64])
             .collect();
         if !self.use_graph || self.steps == 0 {
             self.enqueue(&kv)?;
@@ -519,8 +518,7 @@ impl FastDecoder {
 
 /// One layer's KV for a step: the pool's buffers, the block table and the key splits.
 struct KvLayer {
-    k: DevPtr,
-    v: DevPtr,
+    kv: KvPtrs,
     table: DevPtr,
     bs: usize,
     nsplit: usize,

@@ -26,7 +26,7 @@ use gpt_weights::{GptOssConfig, Weights};
 
 use crate::batch::Batch;
 use crate::error::{EngineError, Result};
-use crate::kv::{KvCache, KvPool, Step};
+use crate::kv::{KvCache, KvPool, KvType, Step};
 use attend::{AttnInput, AttnKernel};
 use fused::FusedStep;
 use linear::{Qkv, RowPlan};
@@ -73,6 +73,9 @@ pub struct ModelOptions {
     pub no_cuda_graph: bool,
     /// How the CPU's quantized matmuls treat activations (exact f32, or int8 as llama.cpp).
     pub cpu_precision: gpt_kernels::Precision,
+    /// Element type of the KV caches made for this model ([`GptOss::new_cache`], the engine's
+    /// pool); `None`: [`KvType::default_for`] the device (f16 on CUDA, f32 on the CPU).
+    pub kv_type: Option<KvType>,
 }
 
 /// A loaded GPT-OSS model on one device.
@@ -86,6 +89,7 @@ pub struct GptOss {
     profiler: Profiler,
     probe: RouterProbe,
     fused: FusedStep,
+    kv_type: KvType,
 }
 
 pub use crate::batch::Logits;
@@ -103,7 +107,9 @@ impl GptOss {
         let p = Prepared::new(w, &device, &opts)?;
         let attn = AttnKernel::choose(p.tensor_cores(), (cfg.n_head, cfg.n_head_kv, cfg.head_dim));
         let fused = FusedStep::new(&p, &cfg, &device, (&rope_full, &rope_swa), &opts);
+        let kv_type = opts.kv_type.unwrap_or_else(|| KvType::default_for(&device));
         Ok(Self {
+            kv_type,
             cfg,
             p,
             rope_full,
@@ -159,9 +165,14 @@ impl GptOss {
     }
 
     /// A fresh single-sequence KV cache for `ctx` positions and prefill chunks of at most
-    /// `max_chunk` tokens.
+    /// `max_chunk` tokens, of [`Self::kv_type`].
     pub fn new_cache(&self, ctx: usize, max_chunk: usize) -> Result<KvCache> {
-        KvCache::new(self.config(), &self.device, ctx, max_chunk)
+        KvCache::new(self.config(), &self.device, ctx, max_chunk, self.kv_type)
+    }
+
+    /// The element type of the KV caches made for this model.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// Runs `tokens` after what `cache` holds: [`Self::forward`] on a batch of one sequence.

@@ -5,7 +5,7 @@
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::cpu_storage::{contiguous_slice, field_to_vec};
+use crate::cpu_storage::{contiguous_slice, f32_or_f16, field_to_vec};
 
 const OP: &str = "paged_decode_attention";
 
@@ -183,8 +183,8 @@ impl CustomOp3 for PagedDecodeAttention {
     ) -> Result<(CpuStorage, Shape)> {
         let (r, hq, hkv, d) = self.check(l1, l2, l3)?;
         let q = contiguous_slice::<f32>(s1, l1, OP, "q")?;
-        let k = contiguous_slice::<f32>(s2, l2, OP, "k")?;
-        let v = contiguous_slice::<f32>(s3, l3, OP, "v")?;
+        let k = f32_or_f16(s2, l2, OP, "k")?;
+        let v = f32_or_f16(s3, l3, OP, "v")?;
         let sinks = field_to_vec::<f32>(&self.sinks, OP, "sinks")?;
         let tables = field_to_vec::<u32>(&self.rows.tables, OP, "tables")?;
         let meta = field_to_vec::<u32>(&self.rows.meta, OP, "meta")?;
@@ -242,7 +242,7 @@ impl CustomOp3 for PagedDecodeAttention {
 ///
 /// * `q`: f32 `(rows, hq, d)`, row `r` the query of [`PagedRows`] row `r`; head `h` reads KV
 ///   head `h / (hq / hkv)`.
-/// * `k`, `v`: f32 `(blocks · bs, hkv, d)`, the pool's buffers: logical key row `j` of row `r`
+/// * `k`, `v`: f32 or f16 (both alike) `(blocks · bs, hkv, d)`, the pool's buffers: logical key row `j` of row `r`
 ///   (absolute position `kv_offset + j`) is pool row `blocks[j / bs] · bs + j % bs`.
 /// * `sinks`: f32 `(hq)`; `window`: `Some(w)` keeps keys with `pos − key < w`.
 ///
@@ -259,9 +259,10 @@ pub fn paged_decode_attention(
     scale: f32,
     window: Option<usize>,
 ) -> Result<Tensor> {
-    if [q, k, v, sinks].iter().any(|t| t.dtype() != DType::F32) {
+    let kv_ok = k.dtype() == v.dtype() && matches!(k.dtype(), DType::F32 | DType::F16);
+    if [q, sinks].iter().any(|t| t.dtype() != DType::F32) || !kv_ok {
         bail!(
-            "{OP}: q, k, v, sinks must be f32, got {:?}, {:?}, {:?}, {:?}",
+            "{OP}: q, sinks must be f32 and k, v both f32 or both f16, got {:?}, {:?}, {:?}, {:?}",
             q.dtype(),
             k.dtype(),
             v.dtype(),

@@ -21,7 +21,7 @@ pub(crate) const MODULE: &str = "gpt_kernels::decode";
 /// A device address (`CUdeviceptr`); 0 is a null pointer where a kernel accepts one.
 pub type DevPtr = u64;
 
-/// Device address of the first element of a contiguous CUDA tensor (U8, U32, F32 or BF16). The
+/// Device address of the first element of a contiguous CUDA tensor (U8, U32, F32, F16 or BF16). The
 /// address stays valid while the tensor's storage lives.
 pub fn tensor_ptr(t: &Tensor) -> Result<DevPtr> {
     let (st, l) = t.storage_and_layout();
@@ -31,7 +31,7 @@ pub fn tensor_ptr(t: &Tensor) -> Result<DevPtr> {
     storage_ptr(cs, l)
 }
 
-/// Device address of the first element of `layout` in `cs` (contiguous; U8, U32, F32 or BF16):
+/// Device address of the first element of `layout` in `cs` (contiguous; U8, U32, F32, F16 or BF16):
 /// what a `CustomOp`'s `cuda_fwd` hands a raw-pointer launcher.
 pub fn storage_ptr(cs: &candle_core::CudaStorage, l: &candle_core::Layout) -> Result<DevPtr> {
     use candle_core::backend::BackendStorage;
@@ -44,6 +44,7 @@ pub fn storage_ptr(cs: &candle_core::CudaStorage, l: &candle_core::Layout) -> Re
         DType::U8 => cs.as_cuda_slice::<u8>()?.device_ptr(&stream).0,
         DType::U32 => cs.as_cuda_slice::<u32>()?.device_ptr(&stream).0,
         DType::F32 => cs.as_cuda_slice::<f32>()?.device_ptr(&stream).0,
+        DType::F16 => cs.as_cuda_slice::<half::f16>()?.device_ptr(&stream).0,
         DType::BF16 => cs.as_cuda_slice::<half::bf16>()?.device_ptr(&stream).0,
         other => candle_core::bail!("decode: unexpected dtype {other:?}"),
     };
@@ -91,6 +92,49 @@ pub struct MxPtrs {
     pub qs: DevPtr,
     /// Exponent bytes.
     pub e8: DevPtr,
+}
+
+/// A KV cache's key and value buffers `(rows, hkv, hd)`, both f32 or both f16: the kernels
+/// that read or write them come in one instance per element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvPtrs {
+    /// Keys.
+    pub k: DevPtr,
+    /// Values.
+    pub v: DevPtr,
+    /// f16 elements (else f32).
+    pub half: bool,
+}
+
+impl KvPtrs {
+    /// The buffers of `k` and `v` (contiguous, one dtype: F32 or F16).
+    pub fn of(k: &Tensor, v: &Tensor) -> Result<Self> {
+        Ok(Self {
+            k: tensor_ptr(k)?,
+            v: tensor_ptr(v)?,
+            half: kv_half(k.dtype(), v.dtype())?,
+        })
+    }
+
+    /// `base` for f32 caches, `base_h` for f16 ones.
+    fn kernel(&self, base: &'static str, half: &'static str) -> &'static str {
+        if self.half {
+            half
+        } else {
+            base
+        }
+    }
+}
+
+/// Whether KV buffers of dtypes `k`, `v` are f16 (both F16) rather than f32 (both F32).
+pub fn kv_half(k: DType, v: DType) -> Result<bool> {
+    match (k, v) {
+        (DType::F32, DType::F32) => Ok(false),
+        (DType::F16, DType::F16) => Ok(true),
+        _ => {
+            candle_core::bail!("decode: KV buffers of {k:?} and {v:?} (need both F32 or both F16)")
+        }
+    }
 }
 
 /// Where the query rows of one split-attention launch find their inputs: row `r`'s position
@@ -143,12 +187,14 @@ pub struct DecodeKernels {
     funcs: Vec<(&'static str, CudaFunction)>,
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 14] = [
     "dec_rmsnorm_quant",
     "dec_quant",
     "dec_q8_gemv",
     "dec_qkv_rope",
+    "dec_qkv_rope_h",
     "dec_attn_split",
+    "dec_attn_split_h",
     "dec_attn_combine",
     "dec_router",
     "dec_moe_gate_up",
@@ -183,7 +229,10 @@ impl DecodeKernels {
 
     /// Loads only the split attention and its combine (the batched decode's paged attention).
     pub fn attention(dev: &CudaDevice) -> Result<Self> {
-        Self::with(dev, &["dec_attn_split", "dec_attn_combine"])
+        Self::with(
+            dev,
+            &["dec_attn_split", "dec_attn_split_h", "dec_attn_combine"],
+        )
     }
 
     fn with(dev: &CudaDevice, names: &[&'static str]) -> Result<Self> {
@@ -297,7 +346,7 @@ impl DecodeKernels {
 
     /// Fused QKV `(hq + 2 hkv) * hd` rows of `w`, bias, RoPE (`inv_freq (hd/2)` f32, `mscale`)
     /// at position `params[0]`; q to `q_out (hq * hd)`, k and v to row `params[1 + 3 layer]`
-    /// of `k_cache`, `v_cache` `(cap, hkv, hd)`.
+    /// of the caches `kv` `(cap, hkv, hd)`.
     #[allow(clippy::too_many_arguments)]
     pub fn qkv_rope(
         &self,
@@ -311,7 +360,7 @@ impl DecodeKernels {
         params: DevPtr,
         layer: usize,
         q_out: DevPtr,
-        (k_cache, v_cache): (DevPtr, DevPtr),
+        kv: KvPtrs,
     ) -> Result<()> {
         use Arg::*;
         let pairs = u32_of("qkv pairs", (hq + 2 * hkv) * hd / 2)?;
@@ -332,11 +381,11 @@ impl DecodeKernels {
             P(params),
             U(u32_of("layer", layer)?),
             P(q_out),
-            P(k_cache),
-            P(v_cache),
+            P(kv.k),
+            P(kv.v),
         ];
         self.go(
-            "dec_qkv_rope",
+            kv.kernel("dec_qkv_rope", "dec_qkv_rope_h"),
             cfg((pairs.div_ceil(DEC_WARPS), 1), 32 * DEC_WARPS),
             &args,
         )
@@ -344,14 +393,14 @@ impl DecodeKernels {
 
     /// Split attention partials: grid `(hkv, nsplit, rows.rows)`, `hq / hkv` warps per block.
     /// Partials `m`, `l` f32 `(rows, hq, nsplit)`, `acc` f32 `(rows, hq, nsplit, hd)`; `hd` is
-    /// 32 or 64; `q` f32 `(rows, hq, hd)`. With a block table (`table` i32, non-zero) cache row
-    /// `j` is row `table[j / bs] * bs + j % bs` of the buffers (the paged pool); with `table`
-    /// 0, row `j`. See [`AttnRows`] for where each query row finds its position and table.
+    /// 32 or 64; `q` f32 `(rows, hq, hd)`; `kv` f32 or f16. With a block table (`table` i32,
+    /// non-zero) cache row `j` is row `table[j / bs] * bs + j % bs` of the buffers (the paged
+    /// pool); with `table` 0, row `j`. See [`AttnRows`] for where each query row finds its position and table.
     #[allow(clippy::too_many_arguments)]
     pub fn attn_split(
         &self,
         q: DevPtr,
-        (k_cache, v_cache): (DevPtr, DevPtr),
+        kv: KvPtrs,
         (table, bs): (DevPtr, usize),
         params: DevPtr,
         rows: AttnRows,
@@ -365,8 +414,8 @@ impl DecodeKernels {
         let g = hq / hkv.max(1);
         let args = [
             P(q),
-            P(k_cache),
-            P(v_cache),
+            P(kv.k),
+            P(kv.v),
             P(table),
             U(u32_of("block size", bs.max(1))?),
             U(u32_of("table stride", rows.table_stride)?),
@@ -386,7 +435,7 @@ impl DecodeKernels {
             32 * g as u32,
         );
         c.grid_dim.2 = u32_of("attention rows", rows.rows.max(1))?;
-        self.go("dec_attn_split", c, &args)
+        self.go(kv.kernel("dec_attn_split", "dec_attn_split_h"), c, &args)
     }
 
     /// Combines the partials of `rows` query rows of `hq` heads with `sinks (hq)`: into

@@ -52,7 +52,8 @@ impl KvRows {
 
 /// RoPE on the q and k heads of `qkv` F32 `(t, (hq + 2 hkv) hd)` at `rows`' positions (`cos`,
 /// `sin` F32 `(len ≥ rows.end(), hd / 2)`, NeoX pairs `(i, i + hd/2)`), k and v written to
-/// `rows`' pool rows of `k_pool`, `v_pool` F32 `(n, hkv, hd)`; returns q `(t, hq, hd)`.
+/// `rows`' pool rows of `k_pool`, `v_pool` `(n, hkv, hd)` (both F32 or both F16, rounded to
+/// nearest); returns q F32 `(t, hq, hd)`.
 pub fn rope_kv_rows(
     qkv: &Tensor,
     (cos, sin): (&Tensor, &Tensor),
@@ -63,9 +64,9 @@ pub fn rope_kv_rows(
     let (t, width) = qkv.dims2()?;
     let (len, half) = cos.dims2()?;
     let (n, pk, pd) = k_pool.dims3()?;
-    let ok = [qkv, cos, sin, k_pool, v_pool]
-        .iter()
-        .all(|x| x.dtype() == DType::F32)
+    let kv16 = super::decode::kv_half(k_pool.dtype(), v_pool.dtype());
+    let ok = [qkv, cos, sin].iter().all(|x| x.dtype() == DType::F32)
+        && kv16.is_ok()
         && width == (hq + 2 * hkv) * hd
         && hd % 2 == 0
         && half * 2 == hd
@@ -81,12 +82,14 @@ pub fn rope_kv_rows(
         return bail(
             OP,
             format!(
-                "qkv {:?}, cos/sin {:?}/{:?}, pools {:?}/{:?} for {t} rows of heads {hq}/{hkv}/{hd}, positions to {}, pool rows to {}",
+                "qkv {:?}, cos/sin {:?}/{:?}, pools {:?}/{:?} ({:?}/{:?}) for {t} rows of heads {hq}/{hkv}/{hd}, positions to {}, pool rows to {}",
                 qkv.dims(),
                 cos.dims(),
                 sin.dims(),
                 k_pool.dims(),
                 v_pool.dims(),
+                k_pool.dtype(),
+                v_pool.dtype(),
                 rows.max_pos,
                 rows.max_dst
             ),
@@ -96,8 +99,13 @@ pub fn rope_kv_rows(
     let (qkv, cos, sin) = (qkv.contiguous()?, cos.contiguous()?, sin.contiguous()?);
     // SAFETY: the kernel writes every element of every row's q.
     let q = unsafe { Tensor::empty((t, hq, hd), DType::F32, qkv.device())? };
+    let name = if kv16? {
+        "rope_kv_rows_h"
+    } else {
+        "rope_kv_rows"
+    };
     let f = dev.get_or_load_custom_func(
-        "rope_kv_rows",
+        name,
         "gpt_kernels::rope_kv",
         ptx::for_device(dev, ptx::ROPE_KV)?,
     )?;

@@ -68,6 +68,35 @@ fn paged_decode_equals_gathered_reference() -> Result<()> {
     Ok(())
 }
 
+/// f16 pool buffers (the CUDA default) read as their values widened: bit for bit the f32 run
+/// on the rounded values. Mixed k / v dtypes are refused.
+#[test]
+fn paged_decode_reads_an_f16_pool_as_its_rounded_values() -> Result<()> {
+    use candle_core::DType;
+    let dev = Device::Cpu;
+    let (n, bs, hq, hkv, d) = (9, 16, 8, 2, 64);
+    let mut r = rng(950);
+    let blocks = 12;
+    let rows = random_rows(&mut r, n, bs, blocks);
+    let q = uniform(&mut r, &[n, hq, d], -2.0, 2.0)?;
+    let round = |t: Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
+    let k = round(uniform(&mut r, &[blocks * bs, hkv, d], -2.0, 2.0)?)?;
+    let v = round(uniform(&mut r, &[blocks * bs, hkv, d], -3.0, 3.0)?)?;
+    let sinks = uniform(&mut r, &[hq], -3.0, 3.0)?;
+    let pr = PagedRows::new(&rows, bs, &dev)?;
+    let (k16, v16) = (k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?);
+    let want: Vec<f32> = paged_decode_attention(&q, &k, &v, &sinks, &pr, 0.125, Some(40))?
+        .flatten_all()?
+        .to_vec1()?;
+    let got: Vec<f32> = paged_decode_attention(&q, &k16, &v16, &sinks, &pr, 0.125, Some(40))?
+        .flatten_all()?
+        .to_vec1()?;
+    assert_eq!(got, want);
+    assert!(got.iter().any(|x| *x != 0.0));
+    assert!(paged_decode_attention(&q, &k16, &v, &sinks, &pr, 0.125, None).is_err());
+    Ok(())
+}
+
 #[test]
 fn paged_rows_and_shapes_are_checked() -> Result<()> {
     let dev = Device::Cpu;

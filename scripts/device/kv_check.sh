@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# #14: the KV cache in f16 (CUDA's default now; `--kv-type f32` keeps f32). PART=tests: the
+# kernel tests (`cuda_kv`: every f16 kernel bit for bit against its f32 instance on rounded
+# values; `cuda_decode`), `compare-devices` on tiny and on 2 layers of 20B shape with the f16
+# cache (and tiny with f32, and tiny IQ4_NL whose JSON comes back whole), `compare-batch` (a
+# sequence inside a staggered batch against it alone, f16 pool). PART=race: decode at depth 0,
+# 4096 and 32768 with the f32 and the f16 cache beside llama-bench (its default f16 cache) on
+# the same 20B-shaped file, and device memory at 8K context with each.
+# Carry: .carry/gptoss.xz and, for PART=tests, cuda_kv.xz, cuda_decode.xz; for PART=race,
+# llama-bench.xz.*.
+. scripts/device/common.sh kv
+if [ "${PART:-tests}" = tests ]; then
+  step "kernel tests"
+  for t in cuda_kv cuda_decode; do
+    [ -x $B/$t ] && $B/$t 2>&1 | grep -E "test result|FAILED|panicked|seed" | tee $R/$t.txt
+  done
+  step "compare-devices"
+  $B/gptoss compare-devices --model tiny --device cuda 2>&1 | tail -1 | tee $R/compare_tiny_f16.txt
+  $B/gptoss compare-devices --model tiny --device cuda --kv-type f32 2>&1 | tail -1 | tee $R/compare_tiny_f32.txt
+  $B/gptoss gen-model --preset tiny --dense-type iq4_nl --out /tmp/tiny-iq4_nl.gguf 2>&1 | tail -1
+  $B/gptoss compare-devices --model /tmp/tiny-iq4_nl.gguf --device cuda --kv-type f32 > $R/compare_iq4_nl.json 2>&1
+  tail -2 $R/compare_iq4_nl.json | cut -c1-300
+  $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf 2>&1 | tail -1
+  $B/gptoss compare-devices --model /tmp/20b2.gguf --device cuda 2>&1 | tail -1 | tee $R/compare_20b2_f16.txt
+  step "compare-batch"
+  $B/gptoss compare-batch --model tiny --device cuda 2>&1 | tail -2 | tee $R/compare_batch_tiny.txt
+  step done
+  exit 0
+fi
+. scripts/device/llama_build.sh llama-bench
+nvidia-smi --query-gpu=name --format=csv,noheader
+step "gen 20b"
+$B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
+M="--model /tmp/20b.gguf --device cuda --json"
+for kv in f32 f16; do
+  step "gptoss --kv-type $kv"
+  $B/gptoss bench $M --kv-type $kv --prompt-tokens 512 --gen-tokens 128 --reps 3 2>/dev/null | tail -1 > $R/ours_${kv}_d0.json
+  for d in 4096 32768; do
+    $B/gptoss bench $M --kv-type $kv --prompt-tokens 0 --gen-tokens 128 --depth $d --reps 1 2>/dev/null | tail -1 > $R/ours_${kv}_d$d.json
+  done
+  $B/gptoss bench $M --kv-type $kv --prompt-tokens 2048 --depth 8064 --gen-tokens 128 --reps 1 2>/dev/null | tail -1 > $R/ours_${kv}_8k.json
+done
+step "llama-bench"
+$LD/llama-bench -m /tmp/20b.gguf -ngl 99 -fa 1 -p 0 -n 128 -d 0,4096,32768 -r 1 -o json > $R/llama_tg.json 2>/dev/null
+python3 - "$R" <<'PY'
+import json, os, sys
+R = sys.argv[1]
+ld = {r["n_depth"]: r["avg_ts"] for r in json.load(open(os.path.join(R, "llama_tg.json")))}
+g = 1 << 30
+for d in [0, 4096, 32768]:
+    o = {kv: json.load(open(os.path.join(R, f"ours_{kv}_d{d}.json"))) for kv in ["f32", "f16"]}
+    a, b, l = o["f32"]["decode_tok_s"], o["f16"]["decode_tok_s"], ld.get(d)
+    print(f"decode depth {d:5}: f32 KV {a:7.1f}  f16 KV {b:7.1f} ({b / a:.3f}x)  llama.cpp {l:7.1f}  "
+          f"ratios {a / l:.2f}x / {b / l:.2f}x")
+for kv in ["f32", "f16"]:
+    o = json.load(open(os.path.join(R, f"ours_{kv}_8k.json")))
+    p = json.load(open(os.path.join(R, f"ours_{kv}_d0.json")))
+    print(f"{kv} KV: 8K plan {o['plan_device_total_bytes']/g:.2f} GiB, in use {o['device_mem_used_bytes']/g:.2f} GiB, "
+          f"allocator peak {o['device_pool_peak_bytes']/g:.2f} GiB, decode at depth {o['depth']} {o['decode_tok_s']:.1f}; "
+          f"prefill 512 {p['prefill_tok_s']:.1f} tok/s")
+PY
+(cd $R && tar czf kv-json.tgz *.json && rm -f *.json)
