@@ -138,15 +138,11 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
         serde_json::json!({"device": a.device, "fast_decode": gpu.fast_decode(),
             "prefill_tokens": a.prompt_tokens, "worst_rel_l2": worst,
             "prefill_rows_over_bound": rows_over,
-            "rows_over_bound": v.over.iter().map(|o| serde_json::json!({
-                "row": o.row, "rel_l2": o.rel_l2, "router_margin": o.margin,
-                "near_tie": o.near_tie})).collect::<Vec<_>>(),
+            "rows_over_bound": v.over.iter().map(RowOver::json).collect::<Vec<_>>(),
             "router_margin_median": v.margin_median,
             "prefill_median_rel_l2": v.median_row,
             "decode_tokens": a.decode_tokens, "decode_worst_rel_l2": decode_worst,
-            "decode_rows_over_bound": dv.over.iter().map(|o| serde_json::json!({
-                "row": o.row, "rel_l2": o.rel_l2, "router_margin": o.margin,
-                "near_tie": o.near_tie})).collect::<Vec<_>>(),
+            "decode_rows_over_bound": dv.over.iter().map(RowOver::json).collect::<Vec<_>>(),
             "greedy_steps": a.steps, "greedy_compared": greedy.compared,
             "greedy_agree": greedy.equal,
             "greedy_ties": greedy.ties.iter().map(|(i, d)| d.json(*i)).collect::<Vec<_>>(),
@@ -155,29 +151,37 @@ pub fn compare_devices(a: &CompareArgs) -> Result<()> {
     anyhow::ensure!(
         v.worst_other <= a.max_rel_l2,
         "logits differ: relative L2 {:.3e} > {} ({} rows over the bound, {} of them at a router \
-         near tie)",
+         near tie or after one)",
         v.worst_other,
         a.max_rel_l2,
         v.over.len(),
-        v.over.iter().filter(|o| o.near_tie).count()
+        v.over.iter().filter(|o| o.explained()).count()
     );
     for (what, verdict) in [("prefill", &v), ("decode", &dv)] {
-        for o in verdict.over.iter().filter(|o| o.near_tie) {
-            eprintln!(
-                "near tie: {what} row {} differs by {:.3e}, an expert flip: its router's k-th \
-                 and (k+1)-th logits are {:.3e} apart on the CPU (median row {:.3e})",
-                o.row, o.rel_l2, o.margin, verdict.margin_median
-            );
+        for o in &verdict.over {
+            if o.near_tie {
+                eprintln!(
+                    "near tie: {what} row {} differs by {:.3e}, an expert flip: its router's k-th \
+                     and (k+1)-th logits are {:.3e} apart on the CPU (median row {:.3e})",
+                    o.row, o.rel_l2, o.margin, verdict.margin_median
+                );
+            } else if let Some(t) = o.after_tie {
+                eprintln!(
+                    "near tie: {what} row {} differs by {:.3e} (router margin {:.3e}), less than \
+                     the flip at row {t} whose keys and values it attends to",
+                    o.row, o.rel_l2, o.margin
+                );
+            }
         }
     }
     anyhow::ensure!(
         dv.worst_other <= a.max_rel_l2,
         "decode logits differ: relative L2 {:.3e} > {} ({} rows over the bound, {} of them at a \
-         router near tie)",
+         router near tie or after one)",
         dv.worst_other,
         a.max_rel_l2,
         dv.over.len(),
-        dv.over.iter().filter(|o| o.near_tie).count()
+        dv.over.iter().filter(|o| o.explained()).count()
     );
     for (i, d) in &greedy.ties {
         eprintln!(
@@ -240,15 +244,33 @@ struct RowOver {
     margin: f32,
     /// Whether some layer's margin is within the devices' difference (see [`RowVerdict`]).
     near_tie: bool,
+    /// An earlier near-tie row that differs more than this one (its keys and values, computed
+    /// with the other expert, feed this row's attention).
+    after_tie: Option<usize>,
+}
+
+impl RowOver {
+    /// A flip itself or its echo in a later row.
+    fn explained(&self) -> bool {
+        self.near_tie || self.after_tie.is_some()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({"row": self.row, "rel_l2": self.rel_l2,
+            "router_margin": self.margin, "near_tie": self.near_tie,
+            "after_tie": self.after_tie})
+    }
 }
 
 /// The rows (of a prefill, or of the token-by-token decode against one CPU prefill) against the
 /// bound, with the CPU's router gaps `[layer][row]`. A row over
 /// the bound is an expert flip at a near tie when, at some layer, its router's margin is within
 /// what the devices' difference moves router logits by: the typical row's relative difference
-/// (the median) times the token's logit scale, with a factor of 8 to spare. Such rows are set
-/// aside only if all rows over the bound are flips and they are at most one in 20 (more would be
-/// a wrong kernel, whatever the margins).
+/// (the median) times the token's logit scale, with a factor of 8 to spare. A flipped token's
+/// keys and values then differ in the later layers, and later rows attend to them: a later row
+/// over the bound that differs less than an earlier flip is that flip's echo. Flips and echoes
+/// are set aside only if they are all the rows over the bound and at most one in 20 (more would
+/// be a wrong kernel, whatever the margins).
 struct RowVerdict {
     over: Vec<RowOver>,
     median_row: f64,
@@ -271,16 +293,26 @@ impl RowVerdict {
                     })
             })
             .collect();
-        let over: Vec<RowOver> = (0..rows.len())
+        let mut over: Vec<RowOver> = (0..rows.len())
             .filter(|&i| rows[i] > bound)
             .map(|i| RowOver {
                 row: i,
                 rel_l2: rows[i],
                 margin: ties[i].0,
                 near_tie: ties[i].1,
+                after_tie: None,
             })
             .collect();
-        let flips = over.iter().all(|o| o.near_tie) && over.len() * 20 <= rows.len();
+        for j in 0..over.len() {
+            if !over[j].near_tie {
+                over[j].after_tie = over[..j]
+                    .iter()
+                    .filter(|o| o.near_tie && o.rel_l2 > over[j].rel_l2)
+                    .map(|o| o.row)
+                    .next_back();
+            }
+        }
+        let flips = over.iter().all(RowOver::explained) && over.len() * 20 <= rows.len();
         let worst_other = (0..rows.len())
             .filter(|i| !(flips && over.iter().any(|o| o.row == *i)))
             .map(|i| rows[i])
@@ -444,9 +476,31 @@ mod tests {
             rows[i] = 0.3;
             tied[i] = g(1e-5, 1.0);
         }
-        let v = RowVerdict::of(&rows, &[ordinary, tied], 1e-2);
+        let v = RowVerdict::of(&rows, &[ordinary.clone(), tied], 1e-2);
         assert!(v.over.iter().all(|o| o.near_tie));
         assert_eq!(v.worst_other, 0.3);
+    }
+
+    /// A row with ordinary margins over the bound after a flip, differing less than it, is the
+    /// flip's echo; one differing more, or before the flip, is not.
+    #[test]
+    fn a_smaller_difference_after_a_flip_is_its_echo() {
+        let g = |margin| RouterGap { margin, scale: 1.0 };
+        let mut tied = vec![g(0.05); 60];
+        tied[30] = g(1e-4);
+        let verdict = |extra: (usize, f64)| {
+            let mut rows = vec![3e-4; 60];
+            rows[30] = 0.5;
+            rows[extra.0] = extra.1;
+            RowVerdict::of(&rows, std::slice::from_ref(&tied), 1e-2)
+        };
+        let v = verdict((32, 0.02));
+        assert_eq!(v.over[1].after_tie, Some(30));
+        assert_eq!(v.worst_other, 3e-4);
+        let v = verdict((32, 0.6));
+        assert_eq!((v.over[1].after_tie, v.worst_other), (None, 0.6));
+        let v = verdict((10, 0.02));
+        assert_eq!((v.over[0].after_tie, v.worst_other), (None, 0.5));
     }
 
     /// Two chunks of a 2-layer model: runs (chunk 0 layer 0, chunk 0 layer 1, chunk 1 layer 0,
