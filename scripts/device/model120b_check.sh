@@ -6,7 +6,7 @@
 # 120b preset), its memory plan, and decode / prefill tok/s beside llama.cpp's `llama-bench` on
 # the same files (both open the set from its first shard).
 # Carry in .carry/: gptoss.xz, llama-bench.xz.* (saved by coverage_check.sh). SKIP_LLAMA=1 times
-# only ours (no llama.cpp build or run).
+# only ours (no llama.cpp build or run). REPS (default 3): repetitions of each timing.
 . scripts/device/common.sh m120
 [ "${SKIP_LLAMA:-0}" = 1 ] || . scripts/device/llama_build.sh llama-bench
 step "2 layers of 120b shape"
@@ -19,10 +19,10 @@ ls -la /dev/shm/120b-*.gguf | tee $R/shards_120b.txt
 F=$(ls /dev/shm/120b-00001-of-*.gguf)
 $B/gptoss inspect $F --check --ctx 8192 2>&1 | tail -10 | tee $R/check_120b.txt
 step "gptoss bench 120b"
-$B/gptoss bench --model $F --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 1 2>/dev/null | tail -1 | tee $R/ours_120b.json
+$B/gptoss bench --model $F --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps ${REPS:-3} 2>/dev/null | tail -1 | tee $R/ours_120b.json
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
   step "llama-bench 120b"
-  $LD/llama-bench -m $F -ngl 99 -fa 1 -p 512 -n 128 -r 1 -o json 2>/dev/null > $R/llama_120b.json
+  $LD/llama-bench -m $F -ngl 99 -fa 1 -p 512 -n 128 -r ${REPS:-3} -o json 2>/dev/null > $R/llama_120b.json
 fi
 python3 - "$R" <<'PY'
 import json, os, sys

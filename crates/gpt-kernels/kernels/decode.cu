@@ -252,9 +252,12 @@ __device__ __forceinline__ void dec_attn_split_body(
     const int32_t *__restrict__ p, const uint32_t p_stride, const uint32_t off_at,
     const uint32_t hkv, const uint32_t hd, const uint32_t window, const float scale,
     float *__restrict__ part_m, float *__restrict__ part_l, float *__restrict__ part_acc) {
-    __shared__ float ks[32][DEC_ATT_D + 1];
-    __shared__ float vs[32][DEC_ATT_D];
-    __shared__ float qs[DEC_ATT_MAX_G][DEC_ATT_D];
+    // Tiles of 32 keys in their cache type. A key row is padded by 16 bytes so that the lanes'
+    // 16-byte reads of their own key rows fall in distinct banks (8 lanes per phase).
+    constexpr uint32_t CH = 16 / sizeof(KV); // elements per 16-byte chunk
+    __shared__ __align__(16) KV ks[32][DEC_ATT_D + CH];
+    __shared__ __align__(16) KV vs[32][DEC_ATT_D];
+    __shared__ __align__(16) float qs[DEC_ATT_MAX_G][DEC_ATT_D];
     const uint32_t kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y, r = blockIdx.z;
     const uint32_t tid = threadIdx.x, lane = tid & 31, g = tid >> 5, groups = blockDim.x >> 5;
     const uint32_t h = kvh * groups + g;
@@ -277,35 +280,37 @@ __device__ __forceinline__ void dec_attn_split_body(
     if (hi_s > hi) hi_s = hi;
 
     float m = -INFINITY, l = 0.f;
-    float acc0 = 0.f, acc1 = 0.f; // dims lane and lane + 32
+    float acc0 = 0.f, acc1 = 0.f; // dims 2 lane and 2 lane + 1
+    const uint32_t nch = hd / CH; // chunks per key row
     for (int64_t j0 = lo_s; j0 <= hi_s; j0 += 32) {
         __syncthreads();
-        const uint32_t hd4 = hd / 4;
-        for (uint32_t idx = tid; idx < 32 * hd4; idx += blockDim.x) {
-            const uint32_t r = idx / hd4, c = (idx % hd4) * 4;
+        for (uint32_t idx = tid; idx < 32 * nch; idx += blockDim.x) {
+            const uint32_t r = idx / nch, c = (idx % nch) * CH;
             const int64_t j = j0 + r;
-            float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
+            uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = kv;
             if (j <= hi_s) {
                 const uint64_t pr =
                     table ? (uint64_t)table[j / bs] * bs + (uint64_t)(j % bs) : (uint64_t)j;
                 const uint64_t off = (pr * hkv + kvh) * hd + c;
-                kv = kv_load4(kc + off);
-                vv = kv_load4(vc + off);
+                kv = *(const uint4 *)(kc + off);
+                vv = *(const uint4 *)(vc + off);
             }
-            ks[r][c] = kv.x;
-            ks[r][c + 1] = kv.y;
-            ks[r][c + 2] = kv.z;
-            ks[r][c + 3] = kv.w;
-            *(float4 *)&vs[r][c] = vv;
+            *(uint4 *)&ks[r][c] = kv;
+            *(uint4 *)&vs[r][c] = vv;
         }
         __syncthreads();
         const bool valid = j0 + lane <= hi_s;
         float s = -INFINITY;
         if (valid) {
-            float dot = 0.f;
-#pragma unroll 16
-            for (uint32_t c = 0; c < hd; ++c) dot += qs[g][c] * ks[lane][c];
-            s = dot * scale;
+            // q · k over 8-element pieces, alternating between two sums (the same order for
+            // both element types: an f16 cache gives the f32 result of its widened values).
+            float d0 = 0.f, d1 = 0.f;
+#pragma unroll 4
+            for (uint32_t c = 0; c < hd; c += 16) {
+                d0 = kv_dot8(&ks[lane][c], &qs[g][c], d0);
+                d1 = kv_dot8(&ks[lane][c + 8], &qs[g][c + 8], d1);
+            }
+            s = (d0 + d1) * scale;
         }
         const float mnew = fmaxf(m, warp_max(s));
         const float corr = expf(m - mnew);
@@ -313,11 +318,13 @@ __device__ __forceinline__ void dec_attn_split_body(
         l = l * corr + warp_sum(pj);
         acc0 *= corr;
         acc1 *= corr;
+        // Lanes past hd / 2 (hd 32) read unused row elements and write nothing.
 #pragma unroll 8
         for (uint32_t jj = 0; jj < 32; ++jj) {
             const float pb = __shfl_sync(0xffffffffu, pj, jj);
-            acc0 += pb * vs[jj][lane];
-            if (hd > 32) acc1 += pb * vs[jj][lane + 32];
+            const float2 v = kv_load2(&vs[jj][2 * lane]);
+            acc0 += pb * v.x;
+            acc1 += pb * v.y;
         }
         m = mnew;
     }
@@ -326,8 +333,10 @@ __device__ __forceinline__ void dec_attn_split_body(
         part_m[at] = m;
         part_l[at] = l;
     }
-    part_acc[at * hd + lane] = acc0;
-    if (hd > 32) part_acc[at * hd + lane + 32] = acc1;
+    if (2 * lane < hd) {
+        part_acc[at * hd + 2 * lane] = acc0;
+        part_acc[at * hd + 2 * lane + 1] = acc1;
+    }
 }
 
 #define DEC_ATTN_SPLIT_KERNEL(NAME, KV)                                                          \
