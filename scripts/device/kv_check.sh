@@ -3,12 +3,17 @@
 # kernel tests (`cuda_kv`: every f16 kernel bit for bit against its f32 instance on rounded
 # values; `cuda_decode`), `compare-devices` on tiny and on 2 layers of 20B shape with the f16
 # cache (and tiny with f32, and tiny IQ4_NL whose JSON comes back whole), `compare-batch` (a
-# sequence inside a staggered batch against it alone, f16 pool). PART=race: decode at depth 0,
+# sequence inside a staggered batch against it alone, f16 pool), and compare-devices on a tiny
+# file of each dense type in TINY_TYPES. PART=race: decode at depth 0,
 # 4096 and 32768 with the f32 and the f16 cache beside llama-bench (its default f16 cache) on
 # the same 20B-shaped file, and device memory at 8K context with each.
 # Carry: .carry/gptoss.xz and, for PART=tests, cuda_kv.xz, cuda_decode.xz; for PART=race,
-# llama-bench.xz.*.
+# llama-bench.xz.* or llama-src.tgz (PART=tests then PART=race in one call: the build overlaps
+# the tests).
 . scripts/device/common.sh kv
+# llama-bench from .carry (llama-bench.xz.*), else built from .carry/llama-src.tgz in the
+# background while the tests run.
+. scripts/device/llama_build.sh llama-bench
 if [ "${PART:-tests}" = tests ]; then
   step "kernel tests"
   for t in cuda_kv cuda_decode; do
@@ -22,12 +27,15 @@ if [ "${PART:-tests}" = tests ]; then
   tail -2 $R/compare_iq4_nl.json | cut -c1-300
   $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf 2>&1 | tail -1
   $B/gptoss compare-devices --model /tmp/20b2.gguf --device cuda 2>&1 | tail -1 | tee $R/compare_20b2_f16.txt
+  for t in ${TINY_TYPES:-}; do
+    $B/gptoss gen-model --preset tiny --dense-type $t --out /tmp/tiny-$t.gguf > /dev/null 2>&1
+    echo "tiny $t: $($B/gptoss compare-devices --model /tmp/tiny-$t.gguf --device cuda 2>&1 | tail -1)"
+  done
   step "compare-batch"
   $B/gptoss compare-batch --model tiny --device cuda 2>&1 | tail -2 | tee $R/compare_batch_tiny.txt
   step done
   exit 0
 fi
-. scripts/device/llama_build.sh llama-bench
 nvidia-smi --query-gpu=name --format=csv,noheader
 step "gen 20b"
 $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
@@ -41,6 +49,7 @@ for kv in f32 f16; do
   $B/gptoss bench $M --kv-type $kv --prompt-tokens 2048 --depth 8064 --gen-tokens 128 --reps 1 2>/dev/null | tail -1 > $R/ours_${kv}_8k.json
 done
 step "llama-bench"
+while [ ! -f /tmp/llama-build.rc ]; do sleep 5; done
 $LD/llama-bench -m /tmp/20b.gguf -ngl 99 -fa 1 -p 0 -n 128 -d 0,4096,32768 -r 1 -o json > $R/llama_tg.json 2>/dev/null
 python3 - "$R" <<'PY'
 import json, os, sys
