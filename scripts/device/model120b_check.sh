@@ -22,6 +22,7 @@ step "gptoss bench 120b"
 $B/gptoss bench --model $F --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps ${REPS:-3} 2>/dev/null | tail -1 | tee $R/ours_120b.json
 if [ "${SKIP_LLAMA:-0}" != 1 ]; then
   step "llama-bench 120b"
+  while [ ! -f /tmp/llama-build.rc ]; do sleep 5; done
   $LD/llama-bench -m $F -ngl 99 -fa 1 -p 512 -n 128 -r ${REPS:-3} -o json 2>/dev/null > $R/llama_120b.json
 fi
 python3 - "$R" <<'PY'
