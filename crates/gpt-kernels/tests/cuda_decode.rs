@@ -652,23 +652,15 @@ fn qkv_rope_and_split_attention_match_cpu() -> R<()> {
                 // block) read through a block table: the same result, bit for bit.
                 let bs = 16usize;
                 let nb = cap.div_ceil(bs) + 1;
-                let mut perm: Vec<i32> = (0..nb as i32).collect();
+                let mut perm: Vec<u32> = (0..nb as u32).collect();
                 perm.shuffle(&mut rng);
-                let (mut kp, mut vp) = (
-                    vec![0f32; nb * bs * hkv * hd],
-                    vec![0f32; nb * bs * hkv * hd],
-                );
-                for j in 0..cap {
-                    let to = (perm[j / bs] as usize * bs + j % bs) * hkv * hd;
-                    kp[to..to + hkv * hd].copy_from_slice(&kg[j * hkv * hd..][..hkv * hd]);
-                    vp[to..to + hkv * hd].copy_from_slice(&vg[j * hkv * hd..][..hkv * hd]);
-                }
+                let kp = common::paged_pool(&kg, hkv * hd, bs, &perm);
+                let vp = common::paged_pool(&vg, hkv * hd, bs, &perm);
                 let (kpt, vpt) = (
                     Tensor::from_vec(kp, nb * bs * hkv * hd, &dev)?,
                     Tensor::from_vec(vp, nb * bs * hkv * hd, &dev)?,
                 );
-                let table =
-                    Tensor::from_vec(perm.iter().map(|&b| b as u32).collect::<Vec<_>>(), nb, &dev)?;
+                let table = Tensor::from_vec(perm, nb, &dev)?;
                 k.attn_split(
                     p(&q_out),
                     KvPtrs::of(&kpt, &vpt)?,

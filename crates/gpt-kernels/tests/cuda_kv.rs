@@ -13,24 +13,15 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::SplitWeights;
+use common::{paged_pool, seeded_rng as rng, SplitWeights};
 use gpt_kernels::cuda::decode::{
     tensor_ptr, AttnRows, CombineOut, DecodeKernels, KvPtrs, Q8Ptrs, QVec,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("GPTOSS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
 
 fn p(t: &Tensor) -> u64 {
     tensor_ptr(t).expect("device pointer")
@@ -155,15 +146,8 @@ fn f16_caches_written_and_read_as_rounded_f32() -> R<()> {
             let nb = cap.div_ceil(bs) + 1;
             let mut perm: Vec<u32> = (0..nb as u32).collect();
             perm.shuffle(&mut rng);
-            let (mut kp, mut vp) = (
-                vec![0f32; nb * bs * hkv * hd],
-                vec![0f32; nb * bs * hkv * hd],
-            );
-            for j in 0..cap {
-                let to = (perm[j / bs] as usize * bs + j % bs) * hkv * hd;
-                kp[to..to + hkv * hd].copy_from_slice(&kr[j * hkv * hd..][..hkv * hd]);
-                vp[to..to + hkv * hd].copy_from_slice(&vr[j * hkv * hd..][..hkv * hd]);
-            }
+            let kp = paged_pool(&kr, hkv * hd, bs, &perm);
+            let vp = paged_pool(&vr, hkv * hd, bs, &perm);
             let (kp32, kp16) = both(&kp, &[kp.len()], &dev)?;
             let (vp32, vp16) = both(&vp, &[vp.len()], &dev)?;
             let table = Tensor::from_vec(perm, nb, &dev)?;

@@ -11,6 +11,8 @@
 //! a relative 1e-5 of the reference.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CudaStorage, Device, Layout, Storage, Tensor};
 use gpt_kernels::cuda::{
@@ -18,7 +20,7 @@ use gpt_kernels::cuda::{
     router_topk_softmax_cuda, swiglu_oai_cuda, AttentionParams,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 type R<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -26,14 +28,7 @@ const KVALUES: [f64; 16] = [
     0., 1., 2., 3., 4., 6., 8., 12., 0., -1., -2., -3., -4., -6., -8., -12.,
 ];
 
-fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("GPTOSS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    eprintln!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
+use common::seeded_rng as rng;
 
 fn dev() -> R<Device> {
     Ok(Device::new_cuda(0)?)

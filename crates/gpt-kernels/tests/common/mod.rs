@@ -1,7 +1,29 @@
-//! Helpers shared by the CUDA test binaries.
+//! Helpers shared by the CUDA test binaries (each uses part of them).
+#![allow(dead_code)]
 
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+
+/// A generator seeded from `GPTOSS_TEST_SEED`, else at random; prints the seed for `test`.
+pub fn seeded_rng(test: &str) -> StdRng {
+    let seed = std::env::var("GPTOSS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("{test}: seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `rows` (rows of `width` values) laid out in a paged pool of blocks of `bs` rows: logical
+/// block `b` at pool block `perm[b]`; the pool's other rows 0.
+pub fn paged_pool(rows: &[f32], width: usize, bs: usize, perm: &[u32]) -> Vec<f32> {
+    let mut pool = vec![0f32; perm.len() * bs * width];
+    for (j, row) in rows.chunks_exact(width).enumerate() {
+        let to = (perm[j / bs] as usize * bs + j % bs) * width;
+        pool[to..to + width].copy_from_slice(row);
+    }
+    pool
+}
 
 /// Random weights in the Q8 split form, `len` values: int8 `qs`, the low plane `lo` (zeros
 /// unless `two`: then each weight is `d · (128·qs + lo)`), per-32 scales `d` drawn from
