@@ -134,21 +134,12 @@ fn an_f16_cache_stays_close_to_the_f32_one() {
         m16.new_cache(700, 40).unwrap(),
     );
     let (mut errs, mut differ) = (vec![], 0);
+    let run = |m: &GptOss, c: &mut gpt_engine::kv::KvCache, piece: &[u32]| -> Vec<f32> {
+        let l = m.forward_seq(piece, c, Logits::Last).unwrap();
+        l.flatten_all().unwrap().to_vec1().unwrap()
+    };
     for piece in std::iter::once(&toks[..40]).chain(toks[40..].chunks(1)) {
-        let a: Vec<f32> = m32
-            .forward_seq(piece, &mut c32, Logits::Last)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f32> = m16
-            .forward_seq(piece, &mut c16, Logits::Last)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let (a, b) = (run(&m32, &mut c32, piece), run(&m16, &mut c16, piece));
         let r = rel_l2(&b, &a);
         errs.push(r);
         differ += usize::from(a != b);

@@ -21,6 +21,7 @@
 
 mod blocks;
 mod chunk;
+mod kv_type;
 mod single;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +36,7 @@ use blocks::{BlockGroup, BlockKey};
 pub(crate) use chunk::ChunkKv;
 use chunk::{GroupView, Writes};
 use gpt_kernels::{PagedRow, PagedRows};
+pub use kv_type::KvType;
 pub use single::KvCache;
 
 /// A sequence in a [`KvPool`].
@@ -45,47 +47,6 @@ pub struct SeqId(pub u64);
 const FULL: usize = 0;
 /// The sliding-window group.
 const SLIDING: usize = 1;
-
-/// The element type of a pool's keys and values. Every path reads and writes either: the CUDA
-/// kernels that touch the pool come in an f32 and an f16 instance, the other paths convert.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum KvType {
-    /// f32: what the CPU keeps by default (the exact reference).
-    #[default]
-    F32,
-    /// f16 (rounded to nearest): half the memory and the bytes an attention step reads; CUDA's
-    /// default, as llama.cpp's.
-    F16,
-}
-
-impl KvType {
-    /// The Candle dtype of the pool's buffers.
-    pub fn dtype(self) -> DType {
-        match self {
-            Self::F32 => DType::F32,
-            Self::F16 => DType::F16,
-        }
-    }
-
-    /// Bytes per element.
-    pub fn bytes(self) -> usize {
-        self.dtype().size_in_bytes()
-    }
-
-    /// The default on `device`: f16 on CUDA, f32 elsewhere.
-    pub fn default_for(device: &Device) -> Self {
-        Self::default_for_cuda(device.is_cuda())
-    }
-
-    /// The default on CUDA (f16) or elsewhere (f32).
-    pub fn default_for_cuda(cuda: bool) -> Self {
-        if cuda {
-            Self::F16
-        } else {
-            Self::F32
-        }
-    }
-}
 
 /// Sizes of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
