@@ -105,9 +105,9 @@ fn batched_rows_equal_each_sequence_alone() {
 /// A model whose caches hold f16 (`ModelOptions::kv_type`, CUDA's default) against the f32
 /// cache, a 40-token prefill and 600 single-token steps (past a sliding window's compaction):
 /// the median step's logits within 1e-3 relative L2 and 19 in 20 within 3e-3 (measured: median
-/// 3.3e-4, all but two steps within 1.4e-3, one at 2.6e-3); at most one step in 100 further off — a token whose expert choice the
-/// rounding flipped at a router near tie differs as a whole (this seed has one, 0.51) — and
-/// not all equal (the f16 cache is used).
+/// 3.3e-4, all but two steps within 1.4e-3, one at 2.6e-3); at most one step in 100 further
+/// off — a token whose expert choice the rounding flipped at a router near tie differs as a
+/// whole (this seed has one, 0.51) — and not all equal (the f16 cache is used).
 #[test]
 fn an_f16_cache_stays_close_to_the_f32_one() {
     use gpt_engine::kv::KvType;
