@@ -64,11 +64,7 @@ pub fn memory_plan(
         chunk: cfg.chunk,
         seqs: cfg.seqs,
         dense: cfg.dense,
-        kv_elem_bytes: cfg
-            .model
-            .kv_type
-            .unwrap_or_else(|| crate::kv::KvType::default_for(device))
-            .bytes(),
+        kv_elem_bytes: cfg.model.kv_type_on(device).bytes(),
         fused_decode: device.is_cuda() && !cfg.model.no_fast_decode,
         cpu_blocks: device.is_cpu(),
         host_moe_layers: host_moe_layers_of(config, device, cfg),

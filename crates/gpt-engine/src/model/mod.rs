@@ -78,6 +78,13 @@ pub struct ModelOptions {
     pub kv_type: Option<KvType>,
 }
 
+impl ModelOptions {
+    /// The KV element type these options give on `device`.
+    pub fn kv_type_on(&self, device: &Device) -> KvType {
+        self.kv_type.unwrap_or_else(|| KvType::default_for(device))
+    }
+}
+
 /// A loaded GPT-OSS model on one device.
 pub struct GptOss {
     cfg: GptOssConfig,
@@ -107,7 +114,7 @@ impl GptOss {
         let p = Prepared::new(w, &device, &opts)?;
         let attn = AttnKernel::choose(p.tensor_cores(), (cfg.n_head, cfg.n_head_kv, cfg.head_dim));
         let fused = FusedStep::new(&p, &cfg, &device, (&rope_full, &rope_swa), &opts);
-        let kv_type = opts.kv_type.unwrap_or_else(|| KvType::default_for(&device));
+        let kv_type = opts.kv_type_on(&device);
         Ok(Self {
             kv_type,
             cfg,

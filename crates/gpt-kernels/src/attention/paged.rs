@@ -9,6 +9,16 @@ use crate::cpu_storage::{contiguous_slice, f32_or_f16, field_to_vec};
 
 const OP: &str = "paged_decode_attention";
 
+/// Whether KV buffers of dtypes `k`, `v` are f16 (both F16) rather than f32 (both F32); any
+/// other pair is an error.
+pub fn kv_half(k: DType, v: DType) -> Result<bool> {
+    match (k, v) {
+        (DType::F32, DType::F32) => Ok(false),
+        (DType::F16, DType::F16) => Ok(true),
+        _ => bail!("KV buffers of {k:?} and {v:?} (need both F32 or both F16)"),
+    }
+}
+
 /// One query row's keys: its position, the absolute position of logical key row 0, and the
 /// pool blocks holding logical rows `0, bs, 2 bs, …`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,8 +269,8 @@ pub fn paged_decode_attention(
     scale: f32,
     window: Option<usize>,
 ) -> Result<Tensor> {
-    let kv_ok = k.dtype() == v.dtype() && matches!(k.dtype(), DType::F32 | DType::F16);
-    if [q, sinks].iter().any(|t| t.dtype() != DType::F32) || !kv_ok {
+    if [q, sinks].iter().any(|t| t.dtype() != DType::F32) || kv_half(k.dtype(), v.dtype()).is_err()
+    {
         bail!(
             "{OP}: q, sinks must be f32 and k, v both f32 or both f16, got {:?}, {:?}, {:?}, {:?}",
             q.dtype(),

@@ -274,10 +274,9 @@ pub(crate) fn paged_decode(
     (v, v_l): (&CudaStorage, &Layout),
 ) -> Result<CudaStorage> {
     use super::decode::{
-        kv_half, storage_ptr, tensor_ptr, AttnRows, CombineOut, DecodeKernels, KvPtrs, DEC_ATT_D,
+        storage_ptr, tensor_ptr, AttnRows, CombineOut, DecodeKernels, KvPtrs, DEC_ATT_D,
         DEC_ATT_MAX_G,
     };
-    use candle_core::backend::BackendStorage;
     const OP: &str = "paged_decode_attention";
     if !(d == 32 || d == DEC_ATT_D) || hq / hkv > DEC_ATT_MAX_G {
         candle_core::bail!(
@@ -307,11 +306,7 @@ pub(crate) fn paged_decode(
     let width = pr.tables().dims()[1];
     kern.attn_split(
         storage_ptr(q, q_l)?,
-        KvPtrs {
-            k: storage_ptr(k, k_l)?,
-            v: storage_ptr(v, v_l)?,
-            half: kv_half(k.dtype(), v.dtype())?,
-        },
+        KvPtrs::of_storage((k, k_l), (v, v_l))?,
         (tensor_ptr(pr.tables())?, pr.block_size()),
         tensor_ptr(pr.meta())?,
         AttnRows {

@@ -15,6 +15,7 @@ use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{DType, Result, Storage, Tensor};
 
 use super::ptx;
+use crate::attention::paged::kv_half;
 
 pub(crate) const MODULE: &str = "gpt_kernels::decode";
 
@@ -116,23 +117,25 @@ impl KvPtrs {
         })
     }
 
-    /// `base` for f32 caches, `base_h` for f16 ones.
-    fn kernel(&self, base: &'static str, half: &'static str) -> &'static str {
+    /// [`Self::of`] for the storages a `CustomOp`'s `cuda_fwd` receives.
+    pub fn of_storage(
+        (k, kl): (&candle_core::CudaStorage, &candle_core::Layout),
+        (v, vl): (&candle_core::CudaStorage, &candle_core::Layout),
+    ) -> Result<Self> {
+        use candle_core::backend::BackendStorage;
+        Ok(Self {
+            k: storage_ptr(k, kl)?,
+            v: storage_ptr(v, vl)?,
+            half: kv_half(k.dtype(), v.dtype())?,
+        })
+    }
+
+    /// `base` for f32 caches, `half` for f16 ones.
+    pub(crate) fn kernel(&self, base: &'static str, half: &'static str) -> &'static str {
         if self.half {
             half
         } else {
             base
-        }
-    }
-}
-
-/// Whether KV buffers of dtypes `k`, `v` are f16 (both F16) rather than f32 (both F32).
-pub fn kv_half(k: DType, v: DType) -> Result<bool> {
-    match (k, v) {
-        (DType::F32, DType::F32) => Ok(false),
-        (DType::F16, DType::F16) => Ok(true),
-        _ => {
-            candle_core::bail!("decode: KV buffers of {k:?} and {v:?} (need both F32 or both F16)")
         }
     }
 }

@@ -6,7 +6,7 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{DType, Device, Result, Tensor};
 
-use super::decode::tensor_ptr;
+use super::decode::{tensor_ptr, KvPtrs};
 use super::prefill::{bail, cuda_dev, u32_of};
 use super::ptx;
 
@@ -64,9 +64,9 @@ pub fn rope_kv_rows(
     let (t, width) = qkv.dims2()?;
     let (len, half) = cos.dims2()?;
     let (n, pk, pd) = k_pool.dims3()?;
-    let kv16 = super::decode::kv_half(k_pool.dtype(), v_pool.dtype());
+    let kv = KvPtrs::of(k_pool, v_pool);
     let ok = [qkv, cos, sin].iter().all(|x| x.dtype() == DType::F32)
-        && kv16.is_ok()
+        && kv.is_ok()
         && width == (hq + 2 * hkv) * hd
         && hd % 2 == 0
         && half * 2 == hd
@@ -99,13 +99,9 @@ pub fn rope_kv_rows(
     let (qkv, cos, sin) = (qkv.contiguous()?, cos.contiguous()?, sin.contiguous()?);
     // SAFETY: the kernel writes every element of every row's q.
     let q = unsafe { Tensor::empty((t, hq, hd), DType::F32, qkv.device())? };
-    let name = if kv16? {
-        "rope_kv_rows_h"
-    } else {
-        "rope_kv_rows"
-    };
+    let kv = kv?;
     let f = dev.get_or_load_custom_func(
-        name,
+        kv.kernel("rope_kv_rows", "rope_kv_rows_h"),
         "gpt_kernels::rope_kv",
         ptx::for_device(dev, ptx::ROPE_KV)?,
     )?;
@@ -121,7 +117,7 @@ pub fn rope_kv_rows(
         u32_of(OP, "hkv", hkv)?,
         u32_of(OP, "hd", hd)?,
     ];
-    let out = [tensor_ptr(&q)?, tensor_ptr(k_pool)?, tensor_ptr(v_pool)?];
+    let out = [tensor_ptr(&q)?, kv.k, kv.v];
     let mut b = f.builder();
     for a in &p {
         b.arg(a);
