@@ -141,6 +141,43 @@ unsafe fn f32_rows<const MX: bool, const R: usize>(
     }
 }
 
+/// Two consecutive weight rows (`rb` bytes apart) against `R` activation rows, exact: rows 0
+/// and 1 of `out (ptr, stride)`, columns 0..R. Each block's activations are loaded once for
+/// both rows, so a pass issues two FMAs per activation load (one in [`f32_rows`]): small expert
+/// groups of a prefill were bound by those loads, from L2 once `R` rows of k = 2880 outgrow L1.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+unsafe fn f32_rows2<const MX: bool, const R: usize>(
+    w: *const u8,
+    rb: usize,
+    x: *const f32,
+    k: usize,
+    (out, m): (*mut f32, usize),
+) {
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); R]; 2];
+        let bb = if MX { 17 } else { 34 };
+        let w1 = w.add(rb);
+        for b in 0..k / 32 {
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(b * bb + PREFETCH).cast());
+            _mm_prefetch::<_MM_HINT_T0>(w1.wrapping_add(b * bb + PREFETCH).cast());
+            let wa = weights_f32::<MX>(w, b);
+            let wb = weights_f32::<MX>(w1, b);
+            for r in 0..R {
+                let xp = x.add(r * k + b * 32);
+                let (x0, x1) = (_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16)));
+                acc[0][r] = _mm512_fmadd_ps(wa[1], x1, _mm512_fmadd_ps(wa[0], x0, acc[0][r]));
+                acc[1][r] = _mm512_fmadd_ps(wb[1], x1, _mm512_fmadd_ps(wb[0], x0, acc[1][r]));
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (r, v) in a.iter().enumerate() {
+                *out.add(i * m + r) = _mm512_reduce_add_ps(*v);
+            }
+        }
+    }
+}
+
 /// Bytes ahead of the current block that the streaming kernels prefetch. The address may lie
 /// past the weights (a prefetch never faults), so it is formed with `wrapping_add`: `add` out of
 /// bounds would be undefined behaviour.
@@ -412,6 +449,13 @@ unsafe fn f32_slab<const MX: bool, const R: usize>(
             while r + 4 <= rows {
                 f32_rows4::<MX>(w.add(r * rb), rb, x, k, (out.add(r * m), m));
                 r += 4;
+            }
+        }
+        // Several activation rows: weight rows in pairs, sharing the activations' loads.
+        if R > 1 {
+            while r + 2 <= rows {
+                f32_rows2::<MX, R>(w.add(r * rb), rb, x, k, (out.add(r * m), m));
+                r += 2;
             }
         }
         for r in r..rows {

@@ -6,7 +6,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::matmul::{dequant_rows, matmul, GEMV_MAX_M};
+use super::matmul::{dequant_rows, matmul, GEMV_MAX_M, Q8_MAX_M};
 use super::quant::QuantRows;
 use super::{dot_f32, dot_q8, CpuKernels, Format, Isa, Precision};
 use crate::mxfp4::block::decode_block;
@@ -141,22 +141,34 @@ fn dequantized_rows_equal_the_reference_bit_for_bit() {
     }
 }
 
-/// Both matmul paths (GEMV up to `GEMV_MAX_M` rows, tiled GEMM above), with a bias, weight
-/// rows not a multiple of either task size.
+/// Both matmul paths (GEMV up to `GEMV_MAX_M` rows, int8 activations in fast precision up to
+/// `Q8_MAX_M`, tiled GEMM above), with a bias, weight rows not a multiple of either task size.
 #[test]
 fn matmul_equals_f64_on_both_paths_and_every_isa() {
     let mut rng = StdRng::seed_from_u64(9);
-    let (n, k) = (150, 96);
+    // n odd: the exact kernels' weight-row pairs leave one row.
+    let (n, k) = (151, 96);
     for fmt in [Format::Mxfp4, Format::Q8_0] {
         let w = weights(&mut rng, fmt, n, k);
         let bias = randn(&mut rng, n);
         let rows: Vec<Vec<f32>> = (0..n).map(|r| reference_row(fmt, &w, k, r)).collect();
-        for m in [1usize, 3, 5, GEMV_MAX_M, GEMV_MAX_M + 1, 37] {
+        for m in [
+            1usize,
+            2,
+            3,
+            5,
+            8,
+            12,
+            Q8_MAX_M,
+            Q8_MAX_M + 1,
+            37,
+            GEMV_MAX_M + 1,
+        ] {
             let x = randn(&mut rng, m * k);
             for isa in Isa::runnable() {
                 for precision in [Precision::Exact, Precision::Fast] {
                     let y = matmul(kernels(isa, precision), fmt, &x, (m, k, n), &w, Some(&bias));
-                    let fast = precision == Precision::Fast && m <= GEMV_MAX_M;
+                    let fast = precision == Precision::Fast && m <= Q8_MAX_M;
                     for i in 0..m {
                         for (j, wr) in rows.iter().enumerate() {
                             let xi = &x[i * k..(i + 1) * k];

@@ -35,8 +35,7 @@ fn all() -> Vec<CpuKernels> {
 }
 
 fn tol(cpu: CpuKernels, m: usize) -> Tol {
-    // Prefill-sized products (more than 16 rows: `simd::matmul::GEMV_MAX_M`) run in f32 at
-    // either precision.
+    // Products of more than 16 rows (`simd::matmul::Q8_MAX_M`) run in f32 at either precision.
     if cpu.precision() == Precision::Fast && m <= 16 {
         FAST
     } else {
