@@ -35,8 +35,8 @@ fn all() -> Vec<CpuKernels> {
 }
 
 fn tol(cpu: CpuKernels, m: usize) -> Tol {
-    // Products of more than 16 rows (`simd::matmul::Q8_MAX_M`) run in f32 at either precision.
-    if cpu.precision() == Precision::Fast && m <= 16 {
+    // Products of more than one row (`simd::matmul::Q8_MAX_M`) run in f32 at either precision.
+    if cpu.precision() == Precision::Fast && m <= 1 {
         FAST
     } else {
         EXACT
