@@ -163,11 +163,12 @@ unsafe fn f32_rows2<const MX: bool, const R: usize>(
             _mm_prefetch::<_MM_HINT_T0>(w1.wrapping_add(b * bb + PREFETCH).cast());
             let wa = weights_f32::<MX>(w, b);
             let wb = weights_f32::<MX>(w1, b);
-            for r in 0..R {
+            let [a0, a1] = &mut acc;
+            for (r, (c0, c1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate() {
                 let xp = x.add(r * k + b * 32);
                 let (x0, x1) = (_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16)));
-                acc[0][r] = _mm512_fmadd_ps(wa[1], x1, _mm512_fmadd_ps(wa[0], x0, acc[0][r]));
-                acc[1][r] = _mm512_fmadd_ps(wb[1], x1, _mm512_fmadd_ps(wb[0], x0, acc[1][r]));
+                *c0 = _mm512_fmadd_ps(wa[1], x1, _mm512_fmadd_ps(wa[0], x0, *c0));
+                *c1 = _mm512_fmadd_ps(wb[1], x1, _mm512_fmadd_ps(wb[0], x0, *c1));
             }
         }
         for (i, a) in acc.iter().enumerate() {
