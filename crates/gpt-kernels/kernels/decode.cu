@@ -25,6 +25,7 @@
 #include "swiglu.cuh"
 #include "warp.cuh"
 #include "kv.cuh"
+#include "pdl.cuh"
 
 #define DEC_WARPS 8              // warps per block of the GEMV kernels
 #define DEC_MAX_D 8192           // longest vector the norm kernels hold in shared memory
@@ -122,6 +123,8 @@ extern "C" __global__ void dec_rmsnorm_quant(const float *__restrict__ x, const 
     __shared__ float sx[DEC_MAX_D];
     __shared__ float part[32];
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+    pdl_trigger();
+    pdl_wait();
     float ss = 0.f;
     for (uint32_t i = tid; i < k; i += blockDim.x) {
         const float v = x[i];
@@ -154,6 +157,8 @@ extern "C" __global__ void dec_quant(const float *__restrict__ x, const uint32_t
                                      int8_t *__restrict__ qh, int8_t *__restrict__ ql,
                                      float *__restrict__ qd, const uint32_t perm) {
     const uint32_t lane = threadIdx.x & 31;
+    pdl_trigger();
+    pdl_wait();
     const uint32_t b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (b >= nblocks) return;
     quant_block(x[(uint64_t)b * 32 + lane], lane, perm, b, qh, ql, qd);
@@ -169,6 +174,8 @@ extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const int8_
                                        const uint32_t accumulate) {
     const uint32_t lane = threadIdx.x & 31;
     const uint64_t row = (uint64_t)blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    pdl_trigger();
+    pdl_wait();
     if (row >= n) return;
     const float acc = q8_row_dot(w, wl, wd, row, k, qh, ql, qd, lane);
     if (lane == 0) {
@@ -193,6 +200,8 @@ __device__ __forceinline__ void dec_qkv_rope_body(
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t half = hd / 2;
     const uint32_t pair = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    pdl_trigger();
+    pdl_wait();
     if (pair >= (hq + 2 * hkv) * half) return;
     const uint32_t head = pair / half, i = pair % half;
     const uint64_t ra = (uint64_t)head * hd + i, rb = ra + half;
@@ -260,6 +269,8 @@ __device__ __forceinline__ void dec_attn_split_body(
     __shared__ __align__(16) float qs[DEC_ATT_MAX_G][DEC_ATT_D];
     const uint32_t kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y, r = blockIdx.z;
     const uint32_t tid = threadIdx.x, lane = tid & 31, g = tid >> 5, groups = blockDim.x >> 5;
+    pdl_trigger();
+    pdl_wait();
     const uint32_t h = kvh * groups + g;
     const uint64_t hq = (uint64_t)hkv * groups;
     q += r * hq * hd;
@@ -370,6 +381,8 @@ extern "C" __global__ void dec_attn_combine(const float *__restrict__ part_m,
     const uint32_t h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t nw = blockDim.x >> 5, groups = blockDim.x / hd, c = tid % hd, g = tid / hd;
     const uint64_t hr = (uint64_t)blockIdx.y * gridDim.x + h; // (row, head)
+    pdl_trigger();
+    pdl_wait();
     const float *pm = part_m + hr * nsplit;
     const float *pl = part_l + hr * nsplit;
     const float sink = sinks[h];
@@ -469,6 +482,8 @@ extern "C" __global__ void dec_router(const float *__restrict__ x, const float *
     const uint32_t r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float4 *w4 = (const float4 *)(w + (uint64_t)r * k);
     const float4 *x4 = (const float4 *)x;
+    pdl_trigger();
+    pdl_wait();
     float acc = 0.f;
 #pragma unroll 4
     for (uint32_t c = tid; c < k / 4; c += blockDim.x) {
@@ -545,6 +560,8 @@ extern "C" __global__ void dec_moe_gate_up(
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
     const uint32_t slot = blockIdx.y;
+    pdl_trigger();
+    pdl_wait();
     if (j >= n) return;
     const uint64_t row = (uint64_t)ids[slot] * n + j;
     const bool is_up = lane >= 16;
@@ -565,6 +582,8 @@ extern "C" __global__ void dec_moe_down(
     const uint32_t n, const uint32_t k, float *__restrict__ h) {
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
+    pdl_trigger();
+    pdl_wait();
     if (j >= n) return;
     uint32_t groups = 1;
     while (groups < topk) groups <<= 1;
@@ -686,6 +705,7 @@ extern "C" __global__ void dec_moe_rows_down(
 // ggml Q8_0 blocks (f16 d, 32 int8) to a split matrix: qs (nblocks * 32) int8, d (nblocks) f32.
 extern "C" __global__ void dec_q8_0_split(const uint8_t *__restrict__ src, const uint64_t nblocks,
                                           int8_t *__restrict__ qs, float *__restrict__ d) {
+    pdl_wait();
     const uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= nblocks) return;
     const uint8_t *s = src + b * 34;
@@ -696,6 +716,7 @@ extern "C" __global__ void dec_q8_0_split(const uint8_t *__restrict__ src, const
 // ggml MXFP4 blocks (e8, 16 nibble bytes) to planar: qs (nblocks * 16), e8 (nblocks).
 extern "C" __global__ void dec_mxfp4_planar(const uint8_t *__restrict__ src, const uint64_t nblocks,
                                             uint8_t *__restrict__ qs, uint8_t *__restrict__ e8) {
+    pdl_wait();
     const uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= nblocks) return;
     const uint8_t *s = src + b * MXFP4_BLOCK_BYTES;
@@ -707,6 +728,7 @@ extern "C" __global__ void dec_mxfp4_planar(const uint8_t *__restrict__ src, con
 extern "C" __global__ void dec_mxfp4_unplanar(const uint8_t *__restrict__ qs,
                                               const uint8_t *__restrict__ e8, const uint64_t nblocks,
                                               uint8_t *__restrict__ dst) {
+    pdl_wait();
     const uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= nblocks) return;
     uint8_t *d = dst + b * MXFP4_BLOCK_BYTES;

@@ -6,6 +6,7 @@
 //! fast decoder) checks them once when it builds its buffers. The layouts (Q8 split, MXFP4
 //! planar, quantized vectors) are described at the top of `decode.cu`.
 
+use std::ffi::c_void;
 use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::driver::{
@@ -184,10 +185,33 @@ enum Arg {
     F(f32),
 }
 
+impl Arg {
+    /// Where the launch reads the parameter's value from.
+    fn addr(&self) -> *mut c_void {
+        match self {
+            Arg::P(v) => v as *const u64 as *mut c_void,
+            Arg::U(v) => v as *const u32 as *mut c_void,
+            Arg::F(v) => v as *const f32 as *mut c_void,
+        }
+    }
+}
+
 /// The decode kernels, loaded once on a device.
 pub struct DecodeKernels {
     stream: Arc<CudaStream>,
     funcs: Vec<(&'static str, CudaFunction)>,
+    /// Launch with programmatic stream serialization (`kernels/pdl.cuh`): the module was built
+    /// for compute capability 9.0 or later and `GPTOSS_PDL=1` asks for it.
+    pdl: bool,
+}
+
+/// Whether kernels built for `target` (compute capability × 10) are launched with programmatic
+/// dependent launch: Hopper's `griddepcontrol` exists from 9.0. Opt-in (`GPTOSS_PDL=1`) until it
+/// has run on a GPU: written and compiled in session 12, when no machine was lent
+/// (`scripts/device/pdl_check.sh` measures it against `GPTOSS_PDL=0`).
+fn pdl_enabled(target: Option<u32>) -> bool {
+    let on = std::env::var("GPTOSS_PDL").is_ok_and(|v| v == "1");
+    target.is_some_and(|t| t >= 90) && on
 }
 
 const NAMES: [&str; 14] = [
@@ -248,6 +272,7 @@ impl DecodeKernels {
         Ok(Self {
             stream: dev.cuda_stream(),
             funcs,
+            pdl: pdl_enabled(ptx::target_for(dev, ptx::DECODE)?),
         })
     }
 
@@ -263,6 +288,9 @@ impl DecodeKernels {
             .find(|(n, _)| *n == name)
             .map(|(_, f)| f)
             .ok_or_else(|| candle_core::Error::msg(format!("decode: no kernel {name}")))?;
+        if self.pdl {
+            return self.go_pdl(f, c, args);
+        }
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
@@ -274,6 +302,46 @@ impl DecodeKernels {
         // SAFETY: every launcher below passes the kernel's parameters in order and with its
         // types; the caller guarantees the pointers hold the documented shapes.
         unsafe { b.launch(c) }.w()?;
+        Ok(())
+    }
+
+    /// [`Self::go`] through `cuLaunchKernelEx` with the programmatic stream-serialization
+    /// attribute: the kernel may start before the previous one in the stream completes and
+    /// waits for it in `pdl_wait()` (every kernel of `decode.cu` does, before it touches data an
+    /// earlier kernel wrote or reads).
+    fn go_pdl(&self, f: &CudaFunction, c: LaunchConfig, args: &[Arg]) -> Result<()> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let mut params: Vec<*mut c_void> = args.iter().map(Arg::addr).collect();
+        // SAFETY: a zeroed attribute is a valid C struct; its id and value are set next.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: c.grid_dim.0,
+            gridDimY: c.grid_dim.1,
+            gridDimZ: c.grid_dim.2,
+            blockDimX: c.block_dim.0,
+            blockDimY: c.block_dim.1,
+            blockDimZ: c.block_dim.2,
+            sharedMemBytes: c.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        self.stream.context().bind_to_thread().w()?;
+        // SAFETY: `params` points at `args`' values, which outlive the call (the driver copies
+        // them at launch); every launcher passes the kernel's parameters in order and with its
+        // types, and the caller guarantees the pointers hold the documented shapes.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &config,
+                f.cu_function(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .w()?;
         Ok(())
     }
 

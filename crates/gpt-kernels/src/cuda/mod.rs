@@ -50,15 +50,16 @@ pub(crate) mod ptx {
 
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 
-    /// The PTX for a device of compute capability `cc` (e.g. 90): the highest target `<= cc`,
-    /// which the driver JIT-compiles for the device; `None` if every target is newer.
-    pub(crate) fn pick(kernel: Kernel, cc: u32) -> Option<&'static str> {
+    /// The target and PTX for a device of compute capability `cc` (e.g. 90): the highest
+    /// target `<= cc`, which the driver JIT-compiles for the device; `None` if every target is
+    /// newer.
+    pub(crate) fn pick(kernel: Kernel, cc: u32) -> Option<(u32, &'static str)> {
         kernel
             .targets
             .iter()
             .rev()
             .find(|(arch, _)| *arch <= cc)
-            .map(|(_, text)| *text)
+            .copied()
     }
 
     /// What the launchers ask of a device: compute capability × 10 (H200: 90) and the most
@@ -100,12 +101,18 @@ pub(crate) mod ptx {
         })
     }
 
+    /// The target (compute capability × 10) whose PTX [`for_device`] loads for `kernel` on
+    /// `dev`, if any: what a launcher asks before it uses a feature of later architectures.
+    pub(crate) fn target_for(dev: &CudaDevice, kernel: Kernel) -> Result<Option<u32>> {
+        Ok(pick(kernel, device_info(dev)?.cc).map(|(arch, _)| arch))
+    }
+
     /// The PTX of `kernel` for `dev`: the highest target the device runs, or an error naming
     /// the kernel file, the device and the targets built.
     pub(crate) fn for_device(dev: &CudaDevice, kernel: Kernel) -> Result<&'static str> {
         let cc = device_info(dev)?.cc;
         match pick(kernel, cc) {
-            Some(text) => Ok(text),
+            Some((_, text)) => Ok(text),
             None => {
                 let built: Vec<u32> = kernel.targets.iter().map(|(a, _)| *a).collect();
                 candle_core::bail!(
@@ -129,12 +136,12 @@ pub(crate) mod ptx {
                 file: "k.cu",
                 targets: &[(80, "a"), (86, "b"), (90, "c"), (120, "d")],
             };
-            assert_eq!(pick(k, 80), Some("a"));
-            assert_eq!(pick(k, 87), Some("b"));
-            assert_eq!(pick(k, 89), Some("b"));
-            assert_eq!(pick(k, 90), Some("c"));
-            assert_eq!(pick(k, 103), Some("c"));
-            assert_eq!(pick(k, 121), Some("d"));
+            assert_eq!(pick(k, 80), Some((80, "a")));
+            assert_eq!(pick(k, 87), Some((86, "b")));
+            assert_eq!(pick(k, 89), Some((86, "b")));
+            assert_eq!(pick(k, 90), Some((90, "c")));
+            assert_eq!(pick(k, 103), Some((90, "c")));
+            assert_eq!(pick(k, 121), Some((120, "d")));
             assert_eq!(pick(k, 75), None);
         }
     }
