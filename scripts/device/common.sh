@@ -1,7 +1,7 @@
 # Sourced by the session-7 device scripts: `. scripts/device/common.sh NAME` sets the CUDA
 # library path and the model cache, makes /tmp/bin and the results folder $R = $OUT/NAME,
 # unpacks every .carry/*.xz binary into /tmp/bin ($B), and defines `step` (a timed heading)
-# and `unpack DIR DEST` (xz'd binaries of DIR into DEST).
+# `unpack DIR DEST` (xz'd binaries of DIR into DEST) and `kernel_tests NAME...`.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export GPTOSS_CACHE=/tmp/gc
@@ -9,3 +9,9 @@ B=/tmp/bin; R=${OUT:-/tmp}/$1; mkdir -p $B $R
 step() { echo "== $* (${SECONDS}s)"; }
 unpack() { for f in "$1"/*.xz; do [ -f "$f" ] && xz -dc "$f" > "$2/$(basename "$f" .xz)" && chmod +x "$2/$(basename "$f" .xz)"; done; }
 unpack .carry $B
+# `kernel_tests NAME...`: runs each carried CUDA test binary of $B, printing its summary lines.
+kernel_tests() {
+  for t in "$@"; do
+    [ -x $B/$t ] && $B/$t 2>&1 | grep -E "test result|FAILED|panicked|seed"
+  done
+}

@@ -18,9 +18,7 @@ if [ "${PART:-tests}" = tests ]; then
   # Everything into one log ($R/tests.txt): at most 8 files come back from a call.
   {
   step "kernel tests"
-  for t in cuda_kv cuda_decode; do
-    [ -x $B/$t ] && $B/$t 2>&1 | grep -E "test result|FAILED|panicked|seed"
-  done
+  kernel_tests cuda_kv cuda_decode
   step "compare-devices"
   echo "tiny f16: $($B/gptoss compare-devices --model tiny --device cuda 2>&1 | tail -1)"
   echo "tiny f32: $($B/gptoss compare-devices --model tiny --device cuda --kv-type f32 2>&1 | tail -1)"

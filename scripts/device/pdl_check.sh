@@ -13,9 +13,7 @@ export GPTOSS_PDL=1
 {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 step "kernel tests"
-for t in cuda_decode cuda_kv; do
-  [ -x $B/$t ] && $B/$t 2>&1 | grep -E "test result|FAILED|panicked|seed"
-done
+kernel_tests cuda_decode cuda_kv
 step "compare-devices"
 echo "tiny: $($B/gptoss compare-devices --model tiny --device cuda 2>&1 | tail -1)"
 $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf > /dev/null 2>&1
