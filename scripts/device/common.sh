@@ -1,6 +1,6 @@
 # Sourced by the session-7 device scripts: `. scripts/device/common.sh NAME` sets the CUDA
 # library path and the model cache, makes /tmp/bin and the results folder $R = $OUT/NAME,
-# unpacks every .carry/*.xz binary into /tmp/bin ($B), and defines `step` (a timed heading)
+# unpacks every .carry/*.xz binary into /tmp/bin ($B), and defines `step` (a timed heading),
 # `unpack DIR DEST` (xz'd binaries of DIR into DEST) and `kernel_tests NAME...`.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
