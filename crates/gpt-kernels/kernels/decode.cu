@@ -123,8 +123,7 @@ extern "C" __global__ void dec_rmsnorm_quant(const float *__restrict__ x, const 
     __shared__ float sx[DEC_MAX_D];
     __shared__ float part[32];
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     float ss = 0.f;
     for (uint32_t i = tid; i < k; i += blockDim.x) {
         const float v = x[i];
@@ -157,8 +156,7 @@ extern "C" __global__ void dec_quant(const float *__restrict__ x, const uint32_t
                                      int8_t *__restrict__ qh, int8_t *__restrict__ ql,
                                      float *__restrict__ qd, const uint32_t perm) {
     const uint32_t lane = threadIdx.x & 31;
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     const uint32_t b = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (b >= nblocks) return;
     quant_block(x[(uint64_t)b * 32 + lane], lane, perm, b, qh, ql, qd);
@@ -174,8 +172,7 @@ extern "C" __global__ void dec_q8_gemv(const int8_t *__restrict__ w, const int8_
                                        const uint32_t accumulate) {
     const uint32_t lane = threadIdx.x & 31;
     const uint64_t row = (uint64_t)blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     if (row >= n) return;
     const float acc = q8_row_dot(w, wl, wd, row, k, qh, ql, qd, lane);
     if (lane == 0) {
@@ -200,8 +197,7 @@ __device__ __forceinline__ void dec_qkv_rope_body(
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t half = hd / 2;
     const uint32_t pair = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     if (pair >= (hq + 2 * hkv) * half) return;
     const uint32_t head = pair / half, i = pair % half;
     const uint64_t ra = (uint64_t)head * hd + i, rb = ra + half;
@@ -269,8 +265,7 @@ __device__ __forceinline__ void dec_attn_split_body(
     __shared__ __align__(16) float qs[DEC_ATT_MAX_G][DEC_ATT_D];
     const uint32_t kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y, r = blockIdx.z;
     const uint32_t tid = threadIdx.x, lane = tid & 31, g = tid >> 5, groups = blockDim.x >> 5;
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     const uint32_t h = kvh * groups + g;
     const uint64_t hq = (uint64_t)hkv * groups;
     q += r * hq * hd;
@@ -381,8 +376,7 @@ extern "C" __global__ void dec_attn_combine(const float *__restrict__ part_m,
     const uint32_t h = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const uint32_t nw = blockDim.x >> 5, groups = blockDim.x / hd, c = tid % hd, g = tid / hd;
     const uint64_t hr = (uint64_t)blockIdx.y * gridDim.x + h; // (row, head)
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     const float *pm = part_m + hr * nsplit;
     const float *pl = part_l + hr * nsplit;
     const float sink = sinks[h];
@@ -482,8 +476,7 @@ extern "C" __global__ void dec_router(const float *__restrict__ x, const float *
     const uint32_t r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float4 *w4 = (const float4 *)(w + (uint64_t)r * k);
     const float4 *x4 = (const float4 *)x;
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     float acc = 0.f;
 #pragma unroll 4
     for (uint32_t c = tid; c < k / 4; c += blockDim.x) {
@@ -560,8 +553,7 @@ extern "C" __global__ void dec_moe_gate_up(
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
     const uint32_t slot = blockIdx.y;
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     if (j >= n) return;
     const uint64_t row = (uint64_t)ids[slot] * n + j;
     const bool is_up = lane >= 16;
@@ -582,8 +574,7 @@ extern "C" __global__ void dec_moe_down(
     const uint32_t n, const uint32_t k, float *__restrict__ h) {
     const uint32_t lane = threadIdx.x & 31;
     const uint32_t j = blockIdx.x * DEC_WARPS + (threadIdx.x >> 5);
-    pdl_trigger();
-    pdl_wait();
+    pdl_begin();
     if (j >= n) return;
     uint32_t groups = 1;
     while (groups < topk) groups <<= 1;

@@ -20,3 +20,10 @@ __device__ __forceinline__ void pdl_wait() {
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+
+// The first thing a decode-step kernel does: let the next kernel be scheduled, then wait for
+// the previous one.
+__device__ __forceinline__ void pdl_begin() {
+    pdl_trigger();
+    pdl_wait();
+}
