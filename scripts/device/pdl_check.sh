@@ -22,6 +22,8 @@ echo "tiny without PDL: $(GPTOSS_PDL=0 $B/gptoss compare-devices --model tiny --
 step "compare-batch"
 $B/gptoss compare-batch --model tiny --device cuda 2>&1 | tail -1
 step "gen 20b"
+# A caller may have started llama.cpp's build (llama_build.sh): time nothing beside it.
+[ -f /tmp/llama-build.started ] && while [ ! -f /tmp/llama-build.rc ]; do sleep 5; done
 [ -f /tmp/20b.gguf ] || $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
 M="--model /tmp/20b.gguf --device cuda --json"
 for round in $(seq 1 ${ROUNDS:-2}); do
