@@ -251,13 +251,12 @@ pub(super) unsafe fn dot_q8(fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [
     let dims = (fmt.row_bytes(k), out.len() / m);
     unsafe {
         by_rows!(fmt, m, |MX, R, i| {
-            let v = QuantView {
-                qs: &x.qs[i * k..],
-                d: &x.d[i * k / 32..],
-                rows: R,
-                k,
-            };
-            q8_slab::<MX, R>(w.as_ptr(), dims, v, (out.as_mut_ptr().add(i), m))
+            q8_slab::<MX, R>(
+                w.as_ptr(),
+                dims,
+                x.rows_at(i, R),
+                (out.as_mut_ptr().add(i), m),
+            )
         });
     }
 }

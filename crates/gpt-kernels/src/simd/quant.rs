@@ -5,13 +5,48 @@
 /// integer, ties to even (the default rounding mode).
 const ROUND: f32 = 12_582_912.0;
 
-/// `rows` rows of `k` activations as int8 `qs (rows, k)` and f32 scales `d (rows, k/32)`.
+/// `rows` rows of `k` activations as int8 `qs (rows, k)` and f32 scales `d (rows, k/32)`, and
+/// the same values laid out for the AVX-512 MXFP4 kernel ([`MxPair`] `(rows, k/64)`).
 #[derive(Debug, Default)]
 pub struct QuantRows {
     qs: Vec<i8>,
     d: Vec<f32>,
+    pairs: Vec<MxPair>,
     rows: usize,
     k: usize,
+}
+
+/// Two consecutive 32-blocks `b`, `b + 1` of a quantized row in the lane order of the AVX-512
+/// MXFP4 kernel, whose nibble lookup yields 128-bit lanes `[b 0..16, b+1 0..16, b 16..32,
+/// b+1 16..32]` (elements of each block): the int8 magnitudes, the sign bits (bit `i` for byte
+/// `i`) and each i32 lane's activation scale. Built once per row, so the kernel spends no
+/// instruction per weight row on the activations' order, signs or scales.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct MxPair {
+    pub ax: [u8; 64],
+    pub dx: [f32; 16],
+    pub neg: u64,
+}
+
+impl MxPair {
+    /// The pair of blocks `qs (64)` with scales `d (2)`.
+    fn new(qs: &[i8], d: &[f32]) -> Self {
+        let mut p = Self {
+            ax: [0; 64],
+            dx: [0.0; 16],
+            neg: 0,
+        };
+        for (lane, (blk, half)) in [(0, 0), (1, 0), (0, 1), (1, 1)].into_iter().enumerate() {
+            for j in 0..16 {
+                let (v, i) = (qs[blk * 32 + half * 16 + j], lane * 16 + j);
+                p.ax[i] = v.unsigned_abs();
+                p.neg |= u64::from(v < 0) << i;
+            }
+            p.dx[lane * 4..lane * 4 + 4].fill(d[blk]);
+        }
+        p
+    }
 }
 
 impl QuantRows {
@@ -21,6 +56,7 @@ impl QuantRows {
         let mut q = Self {
             qs: vec![0; x.len()],
             d: vec![0.0; x.len() / 32],
+            pairs: Vec::new(),
             rows: x.len().checked_div(k).unwrap_or(0),
             k,
         };
@@ -38,6 +74,13 @@ impl QuantRows {
             }
             *d = scale;
         }
+        let np = k / 64;
+        q.pairs = (0..q.rows * np)
+            .map(|i| {
+                let b = (i / np) * (k / 32) + (i % np) * 2; // first block of the pair
+                MxPair::new(&q.qs[b * 32..b * 32 + 64], &q.d[b..b + 2])
+            })
+            .collect();
         q
     }
 
@@ -66,6 +109,7 @@ impl QuantRows {
         QuantView {
             qs: &self.qs[r0 * k..(r0 + n) * k],
             d: &self.d[r0 * k / 32..(r0 + n) * k / 32],
+            pairs: &self.pairs[r0 * (k / 64)..(r0 + n) * (k / 64)],
             rows: n,
             k,
         }
@@ -77,6 +121,22 @@ impl QuantRows {
 pub(crate) struct QuantView<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
+    /// `(rows, k/64)`.
+    pub pairs: &'a [MxPair],
     pub rows: usize,
     pub k: usize,
+}
+
+impl<'a> QuantView<'a> {
+    /// The `rows` rows from row `i` on.
+    pub(crate) fn rows_at(self, i: usize, rows: usize) -> Self {
+        let k = self.k;
+        Self {
+            qs: &self.qs[i * k..],
+            d: &self.d[i * k / 32..],
+            pairs: &self.pairs[i * (k / 64)..],
+            rows,
+            k,
+        }
+    }
 }
