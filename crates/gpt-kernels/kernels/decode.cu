@@ -114,16 +114,11 @@ __device__ __forceinline__ float q8_row_dot(const int8_t *__restrict__ w, const 
     return warp_sum(acc);
 }
 
-// One block: y = x * rsqrt(mean(x^2) + eps) * w, written to xn (if not null) and quantized into
-// (qh, ql, qd) (permuted if `perm`). k <= DEC_MAX_D, k % 32 == 0.
-extern "C" __global__ void dec_rmsnorm_quant(const float *__restrict__ x, const float *__restrict__ w,
-                                             const float eps, const uint32_t k, float *__restrict__ xn,
-                                             int8_t *__restrict__ qh, int8_t *__restrict__ ql,
-                                             float *__restrict__ qd, const uint32_t perm) {
-    __shared__ float sx[DEC_MAX_D];
-    __shared__ float part[32];
+// Loads x (k) into sx and returns rsqrt(mean(x^2) + eps), reduced over the whole block
+// (`part`: 32 floats of shared memory, free again once every thread has the result).
+__device__ float block_rms_load(const float *__restrict__ x, float *sx, uint32_t k, float eps,
+                                float *part) {
     const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
-    pdl_begin();
     float ss = 0.f;
     for (uint32_t i = tid; i < k; i += blockDim.x) {
         const float v = x[i];
@@ -140,6 +135,21 @@ extern "C" __global__ void dec_rmsnorm_quant(const float *__restrict__ x, const 
     }
     __syncthreads();
     const float scale = rsqrtf(part[0] / (float)k + eps);
+    __syncthreads();
+    return scale;
+}
+
+// One block: y = x * rsqrt(mean(x^2) + eps) * w, written to xn (if not null) and quantized into
+// (qh, ql, qd) (permuted if `perm`). k <= DEC_MAX_D, k % 32 == 0.
+extern "C" __global__ void dec_rmsnorm_quant(const float *__restrict__ x, const float *__restrict__ w,
+                                             const float eps, const uint32_t k, float *__restrict__ xn,
+                                             int8_t *__restrict__ qh, int8_t *__restrict__ ql,
+                                             float *__restrict__ qd, const uint32_t perm) {
+    __shared__ float sx[DEC_MAX_D];
+    __shared__ float part[32];
+    const uint32_t tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+    pdl_begin();
+    const float scale = block_rms_load(x, sx, k, eps, part);
     for (uint32_t i = tid; i < k; i += blockDim.x) {
         const float v = sx[i] * scale * w[i];
         sx[i] = v;
@@ -464,23 +474,22 @@ __device__ void route_topk(const float *__restrict__ logits, uint32_t e, uint32_
     }
 }
 
-// Router logits = W x + b (W f32 (e, k)): one block per expert row. The last block to finish
-// (counted in `counter`, which it resets) ranks the experts: ids and wts (topk).
-extern "C" __global__ void dec_router(const float *__restrict__ x, const float *__restrict__ w,
-                                      const float *__restrict__ b, const uint32_t k,
-                                      float *__restrict__ logits, const uint32_t topk,
-                                      uint32_t *__restrict__ ids, float *__restrict__ wts,
-                                      uint32_t *__restrict__ counter) {
-    __shared__ float red[32];
+// logits[r] = W[r] . xs + b[r] for r = blockIdx.x (W f32 (e, k), e = gridDim.x; xs: k floats,
+// global or shared, 16-byte aligned); the last block to finish (counted in `counter`, which it
+// resets) ranks the experts: top-k (ties to the lower index) and the softmax of their logits
+// into ids and wts (topk <= 32). `red`: 32 floats of shared memory.
+__device__ void router_row_rank(const float *xs, const float *__restrict__ w,
+                                const float *__restrict__ b, uint32_t k, float *__restrict__ logits,
+                                uint32_t topk, uint32_t *__restrict__ ids, float *__restrict__ wts,
+                                uint32_t *__restrict__ counter, float *red) {
     __shared__ bool last;
     const uint32_t r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const float4 *w4 = (const float4 *)(w + (uint64_t)r * k);
-    const float4 *x4 = (const float4 *)x;
-    pdl_begin();
+    const float4 *x4 = (const float4 *)xs;
     float acc = 0.f;
 #pragma unroll 4
     for (uint32_t c = tid; c < k / 4; c += blockDim.x) {
-        const float4 a = __ldg(w4 + c), v = __ldg(x4 + c);
+        const float4 a = __ldg(w4 + c), v = x4[c];
         acc += a.x * v.x + a.y * v.y + a.z * v.z + a.w * v.w;
     }
     acc = warp_sum(acc);
@@ -499,6 +508,46 @@ extern "C" __global__ void dec_router(const float *__restrict__ x, const float *
         route_topk(logits, gridDim.x, topk, lane, ids, wts);
         if (lane == 0) *counter = 0;
     }
+}
+
+// Router logits = W x + b (W f32 (e, k)): one block per expert row, then the ranking of
+// router_row_rank.
+extern "C" __global__ void dec_router(const float *__restrict__ x, const float *__restrict__ w,
+                                      const float *__restrict__ b, const uint32_t k,
+                                      float *__restrict__ logits, const uint32_t topk,
+                                      uint32_t *__restrict__ ids, float *__restrict__ wts,
+                                      uint32_t *__restrict__ counter) {
+    __shared__ float red[32];
+    pdl_begin();
+    router_row_rank(x, w, b, k, logits, topk, ids, wts, counter, red);
+}
+
+// The MLP's RMSNorm fused with the router, one block per expert row (grid e <= 256, block 256):
+// each block normalizes x itself, y = x * rsqrt(mean(x^2) + eps) * nw (block 0 writes y to xn
+// if not null), its warps quantize their share of y's 32-blocks into (qh, ql, qd), permuted
+// (the expert kernels' input), then router_row_rank on y. k <= DEC_MAX_D, k % 32 == 0.
+extern "C" __global__ void dec_rmsnorm_router(
+    const float *__restrict__ x, const float *__restrict__ nw_, const float eps, const uint32_t k,
+    float *__restrict__ xn, int8_t *__restrict__ qh, int8_t *__restrict__ ql,
+    float *__restrict__ qd, const float *__restrict__ w, const float *__restrict__ b,
+    float *__restrict__ logits, const uint32_t topk, uint32_t *__restrict__ ids,
+    float *__restrict__ wts, uint32_t *__restrict__ counter) {
+    __shared__ __align__(16) float sx[DEC_MAX_D];
+    __shared__ float red[32];
+    const uint32_t r = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const uint32_t nw = blockDim.x >> 5;
+    pdl_begin();
+    const float scale = block_rms_load(x, sx, k, eps, red);
+    for (uint32_t i = tid; i < k; i += blockDim.x) {
+        const float v = sx[i] * scale * nw_[i];
+        sx[i] = v;
+        if (xn && r == 0) xn[i] = v;
+    }
+    __syncthreads();
+    for (uint32_t bq = r * nw + warp; bq < k / 32; bq += gridDim.x * nw) {
+        quant_block(sx[bq * 32 + lane], lane, 1, bq, qh, ql, qd);
+    }
+    router_row_rank(sx, w, b, k, logits, topk, ids, wts, counter, red);
 }
 
 // Partial dot of row `row` of planar MXFP4 experts (k columns) with a permuted quantized x,

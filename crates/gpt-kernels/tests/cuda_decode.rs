@@ -416,30 +416,30 @@ fn moe_gate_up_and_down_match_cpu() -> R<()> {
     Ok(())
 }
 
-/// Logits, then top-k with ties to the lower index and softmax; run twice to check that the
-/// kernel leaves its block counter at 0.
-#[test]
-fn router_matches_cpu() -> R<()> {
-    let (dev, k, mut rng) = setup("router")?;
-    let (e, kk, topk) = (32, 2880, 4);
-    let x = uniform(&mut rng, kk, -1.0, 1.0);
-    let mut w = uniform(&mut rng, e * kk, -0.05, 0.05);
-    // Experts 9 and 5 get identical rows and biases: a tie that 5 must win.
+/// Router weights `(e, kk)` and biases for a router test: experts 9 and 5 get identical rows
+/// and biases far above the rest (|w . y| stays below ~10 here), a tie that 5 must win.
+fn router_weights(rng: &mut StdRng, e: usize, kk: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut w = uniform(rng, e * kk, -0.05, 0.05);
     let row9 = w[9 * kk..10 * kk].to_vec();
     w[5 * kk..6 * kk].copy_from_slice(&row9);
-    // Their bias puts them far above the rest (|w . x| stays below ~10 here).
-    let mut b = uniform(&mut rng, e, -0.5, 0.5);
+    let mut b = uniform(rng, e, -0.5, 0.5);
     b[5] = 50.0;
     b[9] = 50.0;
-    let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), v.len(), &dev);
-    let (xt, wt, bt) = (t(&x)?, t(&w)?, t(&b)?);
-    let lt = Tensor::zeros(e, DType::F32, &dev)?;
-    let ids = Tensor::zeros(topk, DType::U32, &dev)?;
-    let wts = Tensor::zeros(topk, DType::F32, &dev)?;
-    let count = Tensor::zeros(1, DType::U32, &dev)?;
+    (w, b)
+}
+
+/// The device's router outputs for input `y` (f64): logits within 1e-5 of their magnitude,
+/// the top-k ids with ties to the lower index (the tie first), the softmax weights, the
+/// finished-blocks counter back at 0.
+fn check_router(
+    run: usize,
+    (w, b, y): (&[f32], &[f32], &[f64]),
+    (lt, ids, wts, count): (&Tensor, &Tensor, &Tensor, &Tensor),
+) -> R<()> {
+    let (e, kk, topk) = (b.len(), y.len(), ids.elem_count());
     let (mut want, mut abs) = (vec![], vec![]);
     for r in 0..e {
-        let terms = (0..kk).map(|c| f64::from(w[r * kk + c]) * f64::from(x[c]));
+        let terms = (0..kk).map(|c| f64::from(w[r * kk + c]) * y[c]);
         want.push(terms.clone().sum::<f64>() + f64::from(b[r]));
         abs.push(terms.map(f64::abs).sum::<f64>() + f64::from(b[r]).abs());
     }
@@ -453,29 +453,88 @@ fn router_matches_cpu() -> R<()> {
         .iter()
         .map(|&i| (want[i] - mx).exp() / z)
         .collect();
+    check_close("router logits", &f32s(lt)?, &want, &vec![0.0; e], &abs);
+    assert_eq!(
+        ids.to_vec1::<u32>()?,
+        want_ids,
+        "run {run}: top-{topk} experts"
+    );
+    let ones = vec![1.0; topk];
+    check_close(
+        "router weights",
+        &f32s(wts)?,
+        &want_w,
+        &vec![0.0; topk],
+        &ones,
+    );
+    assert_eq!(count.to_vec1::<u32>()?, vec![0], "run {run}: counter reset");
+    Ok(())
+}
+
+/// Logits, then top-k with ties to the lower index and softmax; run twice to check that the
+/// kernel leaves its block counter at 0.
+#[test]
+fn router_matches_cpu() -> R<()> {
+    let (dev, k, mut rng) = setup("router")?;
+    let (e, kk, topk) = (32, 2880, 4);
+    let x = uniform(&mut rng, kk, -1.0, 1.0);
+    let (w, b) = router_weights(&mut rng, e, kk);
+    let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), v.len(), &dev);
+    let (xt, wt, bt) = (t(&x)?, t(&w)?, t(&b)?);
+    let lt = Tensor::zeros(e, DType::F32, &dev)?;
+    let ids = Tensor::zeros(topk, DType::U32, &dev)?;
+    let wts = Tensor::zeros(topk, DType::F32, &dev)?;
+    let count = Tensor::zeros(1, DType::U32, &dev)?;
+    let y: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
     for run in 0..2 {
-        k.router(
-            p(&xt),
+        let out = (p(&lt), (p(&ids), p(&wts)), p(&count));
+        k.router(p(&xt), (p(&wt), p(&bt)), (e, kk, topk), out.0, out.1, out.2)?;
+        check_router(run, (&w, &b, &y), (&lt, &ids, &wts, &count))?;
+    }
+    Ok(())
+}
+
+/// The MLP's RMSNorm fused with the router, on 128 experts (120b's router, so every block has
+/// quantization work too): the normalized vector and its permuted quantization as
+/// `rmsnorm_quant` gives them, then the router's outputs from it as `router_matches_cpu`
+/// checks them, twice.
+#[test]
+fn rmsnorm_router_matches_cpu() -> R<()> {
+    let (dev, k, mut rng) = setup("rmsnorm_router")?;
+    let (e, kk, topk) = (128, 2880, 4);
+    let x = uniform(&mut rng, kk, -4.0, 4.0);
+    let nw = uniform(&mut rng, kk, 0.5, 1.5);
+    let (w, b) = router_weights(&mut rng, e, kk);
+    let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), v.len(), &dev);
+    let (xt, nwt, wt, bt) = (t(&x)?, t(&nw)?, t(&w)?, t(&b)?);
+    let xn = Tensor::zeros(kk, DType::F32, &dev)?;
+    let q = QBuf::new(&dev, kk)?;
+    let lt = Tensor::zeros(e, DType::F32, &dev)?;
+    let ids = Tensor::zeros(topk, DType::U32, &dev)?;
+    let wts = Tensor::zeros(topk, DType::F32, &dev)?;
+    let count = Tensor::zeros(1, DType::U32, &dev)?;
+    let ms: f64 = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / kk as f64;
+    let rs = 1.0 / (ms + 1e-5).sqrt();
+    let y: Vec<f64> = x
+        .iter()
+        .zip(&nw)
+        .map(|(a, c)| f64::from(*a) * rs * f64::from(*c))
+        .collect();
+    let yabs: Vec<f64> = y.iter().map(|v| v.abs() * 10.0).collect();
+    for run in 0..2 {
+        k.rmsnorm_router(
+            (p(&xt), p(&nwt), 1e-5),
             (p(&wt), p(&bt)),
             (e, kk, topk),
+            (p(&xn), q.ptrs()),
             p(&lt),
             (p(&ids), p(&wts)),
             p(&count),
         )?;
-        check_close("router logits", &f32s(&lt)?, &want, &vec![0.0; e], &abs);
-        assert_eq!(
-            ids.to_vec1::<u32>()?,
-            want_ids,
-            "run {run}: top-{topk} experts"
-        );
-        check_close(
-            "router weights",
-            &f32s(&wts)?,
-            &want_w,
-            &[0.0; 4],
-            &[1.0; 4],
-        );
-        assert_eq!(count.to_vec1::<u32>()?, vec![0], "run {run}: counter reset");
+        let got = f32s(&xn)?;
+        check_close("rmsnorm", &got, &y, &vec![0.0; kk], &yabs);
+        check_quant("rmsnorm q", &q, &got, true)?;
+        check_router(run, (&w, &b, &y), (&lt, &ids, &wts, &count))?;
     }
     Ok(())
 }

@@ -146,6 +146,10 @@ pub(crate) struct FastDecoder {
     actq: QBuf,
     logits: Tensor,
     use_graph: bool,
+    /// The MLP's RMSNorm and the router as one kernel per layer (`dec_rmsnorm_router`) instead
+    /// of two. Opt-in (`GPTOSS_FUSED_ROUTER=1`): written in session 13, not yet run on a GPU
+    /// (`scripts/device/fused_router_check.sh` checks and times it).
+    fused_router: bool,
     graph: Option<Captured>,
     /// The block tables of the sequence being decoded, i32, full group then sliding group
     /// (each as long as the larger group), uploaded before each step.
@@ -291,6 +295,7 @@ impl FastDecoder {
             rope,
             _keep: keep,
             use_graph,
+            fused_router: std::env::var("GPTOSS_FUSED_ROUTER").is_ok_and(|v| v == "1"),
             graph: None,
             tables: None,
             uploaded: [None, None],
@@ -368,15 +373,22 @@ impl FastDecoder {
             )?;
             k.attn_combine(parts, l.sinks, (hq, hd), nsplit, 1, CombineOut::Quant(oq))?;
             k.q8_gemv(l.o.p, l.o_b, oq, h, d, hq * hd, true)?;
-            k.rmsnorm_quant(h, l.ffn_norm, eps, d, xn, xqp, true)?;
-            k.router(
-                xn,
-                (l.router_w, l.router_b),
-                (c.n_expert, d, topk),
-                rl,
-                route,
-                count,
-            )?;
+            let router = (l.router_w, l.router_b);
+            if self.fused_router {
+                let q = (0, xqp);
+                k.rmsnorm_router(
+                    (h, l.ffn_norm, eps),
+                    router,
+                    (c.n_expert, d, topk),
+                    q,
+                    rl,
+                    route,
+                    count,
+                )?;
+            } else {
+                k.rmsnorm_quant(h, l.ffn_norm, eps, d, xn, xqp, true)?;
+                k.router(xn, router, (c.n_expert, d, topk), rl, route, count)?;
+            }
             k.moe_gate_up(
                 (l.gate.p, l.gate_b),
                 (l.up.p, l.up_b),

@@ -206,15 +206,15 @@ pub struct DecodeKernels {
 }
 
 /// Whether kernels built for `target` (compute capability × 10) are launched with programmatic
-/// dependent launch: Hopper's `griddepcontrol` exists from 9.0. Opt-in (`GPTOSS_PDL=1`) until it
-/// has run on a GPU: written and compiled in session 12, when no machine was lent
-/// (`scripts/device/pdl_check.sh` measures it against `GPTOSS_PDL=0`).
+/// dependent launch: Hopper's `griddepcontrol` exists from 9.0. Opt-in (`GPTOSS_PDL=1`): on an
+/// H100 it was correct and no faster (decode 0.99x–1.00x, `scripts/device/pdl_check.sh`,
+/// session 13), so the default launch stays the plain one.
 fn pdl_enabled(target: Option<u32>) -> bool {
     let on = std::env::var("GPTOSS_PDL").is_ok_and(|v| v == "1");
     target.is_some_and(|t| t >= 90) && on
 }
 
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "dec_rmsnorm_quant",
     "dec_quant",
     "dec_q8_gemv",
@@ -224,6 +224,7 @@ const NAMES: [&str; 14] = [
     "dec_attn_split_h",
     "dec_attn_combine",
     "dec_router",
+    "dec_rmsnorm_router",
     "dec_moe_gate_up",
     "dec_moe_down",
     "dec_q8_0_split",
@@ -584,6 +585,47 @@ impl DecodeKernels {
             P(counter),
         ];
         self.go("dec_router", cfg((u32_of("e", e)?, 1), 256), &args)
+    }
+
+    /// The MLP's RMSNorm and the router in one launch (one block per expert): `y = rms_norm(x)
+    /// * norm_w` (f32 `(k)`, written to `xn` if `xn != 0`), quantized into `q` permuted for the
+    /// MXFP4 experts; `logits (e)` = `w (e, k)` f32 · `y` + bias `(e)`; then the top-`topk`
+    /// experts (ties to the lower index) and the softmax of their logits into `ids`, `wts`
+    /// `(topk)`. `counter` is a u32 that must be 0 before the first launch (the kernel leaves it
+    /// 0). `e <= 256`, `topk <= 32`, `k <= DEC_MAX_D`, `k % 32 == 0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsnorm_router(
+        &self,
+        (x, norm_w, eps): (DevPtr, DevPtr, f32),
+        (w, b): (DevPtr, DevPtr),
+        (e, k, topk): (usize, usize, usize),
+        (xn, q): (DevPtr, QVec),
+        logits: DevPtr,
+        (ids, wts): (DevPtr, DevPtr),
+        counter: DevPtr,
+    ) -> Result<()> {
+        use Arg::*;
+        if e == 0 || e > 256 || topk == 0 || topk > 32 || topk > e {
+            candle_core::bail!("decode: top-{topk} of {e} experts");
+        }
+        let args = [
+            P(x),
+            P(norm_w),
+            F(eps),
+            U(u32_of("k", k)?),
+            P(xn),
+            P(q.hi),
+            P(q.lo),
+            P(q.d),
+            P(w),
+            P(b),
+            P(logits),
+            U(u32_of("topk", topk)?),
+            P(ids),
+            P(wts),
+            P(counter),
+        ];
+        self.go("dec_rmsnorm_router", cfg((u32_of("e", e)?, 1), 256), &args)
     }
 
     /// The chosen gate/up experts `ids (topk)` (`n` rows each, `k` inputs), biases `(e, n)`,
