@@ -428,6 +428,16 @@ fn router_weights(rng: &mut StdRng, e: usize, kk: usize) -> (Vec<f32>, Vec<f32>)
     (w, b)
 }
 
+/// Zeroed router outputs on `dev`: logits `(e)`, ids and weights `(topk)`, the block counter.
+fn router_outputs(dev: &Device, e: usize, topk: usize) -> R<(Tensor, Tensor, Tensor, Tensor)> {
+    Ok((
+        Tensor::zeros(e, DType::F32, dev)?,
+        Tensor::zeros(topk, DType::U32, dev)?,
+        Tensor::zeros(topk, DType::F32, dev)?,
+        Tensor::zeros(1, DType::U32, dev)?,
+    ))
+}
+
 /// The device's router outputs for input `y` (f64): logits within 1e-5 of their magnitude,
 /// the top-k ids with ties to the lower index (the tie first), the softmax weights, the
 /// finished-blocks counter back at 0.
@@ -481,10 +491,7 @@ fn router_matches_cpu() -> R<()> {
     let (w, b) = router_weights(&mut rng, e, kk);
     let t = |v: &[f32]| Tensor::from_vec(v.to_vec(), v.len(), &dev);
     let (xt, wt, bt) = (t(&x)?, t(&w)?, t(&b)?);
-    let lt = Tensor::zeros(e, DType::F32, &dev)?;
-    let ids = Tensor::zeros(topk, DType::U32, &dev)?;
-    let wts = Tensor::zeros(topk, DType::F32, &dev)?;
-    let count = Tensor::zeros(1, DType::U32, &dev)?;
+    let (lt, ids, wts, count) = router_outputs(&dev, e, topk)?;
     let y: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
     for run in 0..2 {
         let out = (p(&lt), (p(&ids), p(&wts)), p(&count));
@@ -509,10 +516,7 @@ fn rmsnorm_router_matches_cpu() -> R<()> {
     let (xt, nwt, wt, bt) = (t(&x)?, t(&nw)?, t(&w)?, t(&b)?);
     let xn = Tensor::zeros(kk, DType::F32, &dev)?;
     let q = QBuf::new(&dev, kk)?;
-    let lt = Tensor::zeros(e, DType::F32, &dev)?;
-    let ids = Tensor::zeros(topk, DType::U32, &dev)?;
-    let wts = Tensor::zeros(topk, DType::F32, &dev)?;
-    let count = Tensor::zeros(1, DType::U32, &dev)?;
+    let (lt, ids, wts, count) = router_outputs(&dev, e, topk)?;
     let ms: f64 = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / kk as f64;
     let rs = 1.0 / (ms + 1e-5).sqrt();
     let y: Vec<f64> = x

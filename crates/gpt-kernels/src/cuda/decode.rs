@@ -179,6 +179,7 @@ pub enum CombineOut {
     F32(DevPtr),
 }
 
+#[derive(Clone, Copy)]
 enum Arg {
     P(u64),
     U(u32),
@@ -231,6 +232,40 @@ const NAMES: [&str; 15] = [
     "dec_mxfp4_planar",
     "dec_mxfp4_unplanar",
 ];
+
+/// The leading parameters of the norm kernels (`dec_rmsnorm_quant`, `dec_rmsnorm_router`):
+/// `x, w, eps, k, xn, q`.
+fn norm_args(
+    (x, w, eps): (DevPtr, DevPtr, f32),
+    k: usize,
+    xn: DevPtr,
+    q: QVec,
+) -> Result<[Arg; 8]> {
+    use Arg::*;
+    let k = U(u32_of("k", k)?);
+    Ok([P(x), P(w), F(eps), k, P(xn), P(q.hi), P(q.lo), P(q.d)])
+}
+
+/// The trailing parameters of the router kernels (`dec_router`, `dec_rmsnorm_router`):
+/// `logits, topk, ids, wts, counter`, once `e <= 256` and `1 <= topk <= min(32, e)` hold.
+fn route_args(
+    (e, topk): (usize, usize),
+    logits: DevPtr,
+    (ids, wts): (DevPtr, DevPtr),
+    counter: DevPtr,
+) -> Result<[Arg; 5]> {
+    use Arg::*;
+    if e == 0 || e > 256 || topk == 0 || topk > 32 || topk > e {
+        candle_core::bail!("decode: top-{topk} of {e} experts");
+    }
+    Ok([
+        P(logits),
+        U(u32_of("topk", topk)?),
+        P(ids),
+        P(wts),
+        P(counter),
+    ])
+}
 
 fn cfg(grid: (u32, u32), block: u32) -> LaunchConfig {
     LaunchConfig {
@@ -359,18 +394,8 @@ impl DecodeKernels {
         q: QVec,
         perm: bool,
     ) -> Result<()> {
-        use Arg::*;
-        let args = [
-            P(x),
-            P(w),
-            F(eps),
-            U(u32_of("k", k)?),
-            P(xn),
-            P(q.hi),
-            P(q.lo),
-            P(q.d),
-            U(perm as u32),
-        ];
+        let mut args = norm_args((x, w, eps), k, xn, q)?.to_vec();
+        args.push(Arg::U(perm as u32));
         self.go("dec_rmsnorm_quant", cfg((1, 1), 1024), &args)
     }
 
@@ -570,20 +595,8 @@ impl DecodeKernels {
         counter: DevPtr,
     ) -> Result<()> {
         use Arg::*;
-        if e > 256 || topk > 32 || topk > e {
-            candle_core::bail!("decode: top-{topk} of {e} experts");
-        }
-        let args = [
-            P(x),
-            P(w),
-            P(b),
-            U(u32_of("k", k)?),
-            P(logits),
-            U(u32_of("topk", topk)?),
-            P(ids),
-            P(wts),
-            P(counter),
-        ];
+        let mut args = vec![P(x), P(w), P(b), U(u32_of("k", k)?)];
+        args.extend(route_args((e, topk), logits, (ids, wts), counter)?);
         self.go("dec_router", cfg((u32_of("e", e)?, 1), 256), &args)
     }
 
@@ -604,27 +617,9 @@ impl DecodeKernels {
         (ids, wts): (DevPtr, DevPtr),
         counter: DevPtr,
     ) -> Result<()> {
-        use Arg::*;
-        if e == 0 || e > 256 || topk == 0 || topk > 32 || topk > e {
-            candle_core::bail!("decode: top-{topk} of {e} experts");
-        }
-        let args = [
-            P(x),
-            P(norm_w),
-            F(eps),
-            U(u32_of("k", k)?),
-            P(xn),
-            P(q.hi),
-            P(q.lo),
-            P(q.d),
-            P(w),
-            P(b),
-            P(logits),
-            U(u32_of("topk", topk)?),
-            P(ids),
-            P(wts),
-            P(counter),
-        ];
+        let mut args = norm_args((x, norm_w, eps), k, xn, q)?.to_vec();
+        args.extend([Arg::P(w), Arg::P(b)]);
+        args.extend(route_args((e, topk), logits, (ids, wts), counter)?);
         self.go("dec_rmsnorm_router", cfg((u32_of("e", e)?, 1), 256), &args)
     }
 
