@@ -297,18 +297,22 @@ unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>
             q8_block::<MX, R>(&mut tail, w, x, b);
         }
         for r in 0..R {
-            let s = _mm256_add_ps(
-                _mm256_add_ps(
-                    _mm512_castps512_ps256(acc[r]),
-                    _mm512_extractf32x8_ps(acc[r], 1),
-                ),
-                tail[r],
-            );
-            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            *out.add(r) = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+            *out.add(r) = sum_with_tail(acc[r], tail[r]);
         }
     }
+}
+
+/// The sum of the 16 lanes of `a` and the 8 of `tail`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+fn sum_with_tail(a: __m512, tail: __m256) -> f32 {
+    let s = _mm256_add_ps(
+        _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)),
+        tail,
+    );
+    let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 /// One MXFP4 weight row against one quantized activation row (its [`MxPair`]s), int8: the
@@ -351,7 +355,7 @@ unsafe fn mx_q8_row(w: *const u8, x: QuantView<'_>, out: *mut f32) {
         // Two accumulators in registers (a runtime index into an array of them sends it
         // through the stack, one store-to-load chain per pair).
         let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let np = (nb / 2).min(x.pairs.len());
+        let np = nb / 2; // `x.pairs` holds them (checked in `super::dot_q8`)
         let mut i = 0;
         while i + 1 < np {
             a0 = pair(i, a0);
@@ -361,19 +365,11 @@ unsafe fn mx_q8_row(w: *const u8, x: QuantView<'_>, out: *mut f32) {
         if i < np {
             a0 = pair(i, a0);
         }
-        let acc = [a0, a1];
         let mut tail = [_mm256_setzero_ps(); 1];
         if nb % 2 == 1 {
             q8_block::<true, 1>(&mut tail, w, x, nb - 1);
         }
-        let s = _mm512_add_ps(acc[0], acc[1]);
-        let s = _mm256_add_ps(
-            _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1)),
-            tail[0],
-        );
-        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        *out = _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+        *out = sum_with_tail(_mm512_add_ps(a0, a1), tail[0]);
     }
 }
 

@@ -69,8 +69,8 @@ pub(crate) fn matmul(
     // Transposed output (n, m): each task owns the rows of its weight slab.
     let mut yt = vec![0f32; n * m];
     if m <= GEMV_MAX_M {
-        let xq =
-            (cpu.precision() == Precision::Fast && m <= Q8_MAX_M).then(|| QuantRows::new(x, k));
+        let xq = (cpu.precision() == Precision::Fast && m <= Q8_MAX_M)
+            .then(|| QuantRows::new(x, k, fmt));
         // At least GEMV_BYTES of weights per task: narrow rows (small k) come in longer runs;
         // a matrix under PAR_MIN_BYTES is one task (waking the other core costs more).
         let task = if n * rb < PAR_MIN_BYTES {

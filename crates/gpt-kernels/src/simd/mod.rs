@@ -183,8 +183,13 @@ pub(crate) fn dot_f32(
 pub(crate) fn dot_q8(cpu: CpuKernels, fmt: Format, w: &[u8], x: QuantView<'_>, out: &mut [f32]) {
     let m = x.rows;
     assert!(m > 0 && out.len().is_multiple_of(m) && w.len() == out.len() / m * fmt.row_bytes(x.k));
+    assert!(
+        fmt != Format::Mxfp4 || x.pairs.len() == m * (x.k / 64),
+        "dot_q8: activations quantized for another weight format"
+    );
     match cpu.isa {
-        // SAFETY: as in `dot_f32`; `QuantRows` holds `k` int8 and `k / 32` scales per row.
+        // SAFETY: as in `dot_f32`; `QuantRows` holds `k` int8, `k / 32` scales and, for MXFP4,
+        // `k / 64` pairs per row (checked above).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { avx512::dot_q8(fmt, w, x, out) },
         #[cfg(target_arch = "x86_64")]

@@ -5,8 +5,11 @@
 /// integer, ties to even (the default rounding mode).
 const ROUND: f32 = 12_582_912.0;
 
+use super::Format;
+
 /// `rows` rows of `k` activations as int8 `qs (rows, k)` and f32 scales `d (rows, k/32)`, and
-/// the same values laid out for the AVX-512 MXFP4 kernel ([`MxPair`] `(rows, k/64)`).
+/// for MXFP4 weights the same values laid out for the AVX-512 kernel ([`MxPair`]
+/// `(rows, k/64)`).
 #[derive(Debug, Default)]
 pub struct QuantRows {
     qs: Vec<i8>,
@@ -50,8 +53,8 @@ impl MxPair {
 }
 
 impl QuantRows {
-    /// Quantizes `x (rows, k)`, `k` a multiple of 32.
-    pub fn new(x: &[f32], k: usize) -> Self {
+    /// Quantizes `x (rows, k)`, `k` a multiple of 32, for weights of `fmt`.
+    pub fn new(x: &[f32], k: usize, fmt: Format) -> Self {
         debug_assert!(k.is_multiple_of(32) && (k == 0 || x.len().is_multiple_of(k)));
         let mut q = Self {
             qs: vec![0; x.len()],
@@ -73,6 +76,9 @@ impl QuantRows {
                 *q = ((v * inv + ROUND) - ROUND) as i8;
             }
             *d = scale;
+        }
+        if fmt != Format::Mxfp4 {
+            return q;
         }
         let np = k / 64;
         q.pairs = (0..q.rows * np)
@@ -109,7 +115,10 @@ impl QuantRows {
         QuantView {
             qs: &self.qs[r0 * k..(r0 + n) * k],
             d: &self.d[r0 * k / 32..(r0 + n) * k / 32],
-            pairs: &self.pairs[r0 * (k / 64)..(r0 + n) * (k / 64)],
+            pairs: self
+                .pairs
+                .get(r0 * (k / 64)..(r0 + n) * (k / 64))
+                .unwrap_or(&[]),
             rows: n,
             k,
         }
@@ -121,7 +130,7 @@ impl QuantRows {
 pub(crate) struct QuantView<'a> {
     pub qs: &'a [i8],
     pub d: &'a [f32],
-    /// `(rows, k/64)`.
+    /// `(rows, k/64)` for MXFP4 weights, else empty.
     pub pairs: &'a [MxPair],
     pub rows: usize,
     pub k: usize,
@@ -134,7 +143,7 @@ impl<'a> QuantView<'a> {
         Self {
             qs: &self.qs[i * k..],
             d: &self.d[i * k / 32..],
-            pairs: &self.pairs[i * (k / 64)..],
+            pairs: self.pairs.get(i * (k / 64)..).unwrap_or(&[]),
             rows,
             k,
         }

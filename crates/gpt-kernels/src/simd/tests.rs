@@ -69,7 +69,7 @@ fn the_row_kernels_equal_f64_sums_on_every_isa() {
             let w = weights(&mut rng, fmt, 3, k);
             for m in [1usize, 2, 3, 4, 5, 7, 8, 9, 13, 16] {
                 let x = randn(&mut rng, m * k);
-                let xq = QuantRows::new(&x, k);
+                let xq = QuantRows::new(&x, k, fmt);
                 for r in 0..3 {
                     let wr = reference_row(fmt, &w, k, r);
                     let row = &w[r * fmt.row_bytes(k)..(r + 1) * fmt.row_bytes(k)];
