@@ -17,6 +17,10 @@ $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf > /dev/null 2>&
 echo "20b2: $($B/gptoss compare-devices --model /tmp/20b2.gguf --device cuda 2>&1 | tail -1)"
 $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf > /dev/null 2>&1
 echo "120b2: $($B/gptoss compare-devices --model /tmp/120b2.gguf --device cuda 2>&1 | tail -1)"
+# The default path too: its norm and router kernels were refactored with the fused one
+# (block_rms_load, router_row_rank) after the last GPU run.
+echo "tiny, not fused: $(GPTOSS_FUSED_ROUTER=0 $B/gptoss compare-devices --model tiny --device cuda 2>&1 | tail -1)"
+echo "20b2, not fused: $(GPTOSS_FUSED_ROUTER=0 $B/gptoss compare-devices --model /tmp/20b2.gguf --device cuda 2>&1 | tail -1)"
 rm -f /tmp/120b2.gguf /tmp/20b2.gguf
 step "gen 20b"
 [ -f /tmp/20b.gguf ] || $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
