@@ -22,6 +22,7 @@
 // double-buffered stages (cp.async); the bf16 kernels' tiles are described below.
 // k % 32 == 0, n % 2 == 0.
 #include <stdint.h>
+#include "mma.cuh"
 #include "mxfp4.cuh"
 #include "swiglu.cuh"
 
@@ -31,10 +32,8 @@
 #define PG_THREADS 256
 #define PG_KB (PG_BK / 32)
 #define PG_AS (PG_BK + 16)  // bytes per row of an int8 tile (bank-conflict padding)
-// 1.5 * 2^23 as float bits and value. One 32-wide block's int8 product is below 2^22 in
-// magnitude for both planes (32 * 127 * 127).
-#define PG_MAGIC 0x4B400000
-#define PG_MAGIC_F 12582912.f
+// One 32-wide block's int8 product is below 2^22 in magnitude for both planes (32 * 127 * 127),
+// so the accumulators convert through mma.cuh's MM_MAGIC.
 
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
     const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
@@ -47,15 +46,6 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// c += a (16x32 s8, row) * b (32x8 s8, col), s32 accumulators.
-__device__ __forceinline__ void mma_s8(int c[4], const int a[4], int b0, int b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Q8 split weights (wq int8 (e, n, k), ws f32 (e, n, k/32); with W2 a low plane wl int8
@@ -166,16 +156,16 @@ __device__ __forceinline__ void pg_q8_body(
                 const float w0s = swd[buf][cc * PG_KB + kb], w1s = swd[buf][(cc + 1) * PG_KB + kb];
 #pragma unroll
                 for (int mi = 0; mi < 2; mi++) {
-                    // Accumulators start at PG_MAGIC, so each int32 result r (|r| < 2^22) reads
+                    // Accumulators start at MM_MAGIC, so each int32 result r (|r| < 2^22) reads
                     // as the float 1.5 * 2^23 + r: converted without I2F (a quarter-rate
                     // instruction that would bound this loop).
-                    int ch[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
-                    int cl[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
+                    int ch[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
+                    int cl[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
                     mma_s8(ch, ah[mi], bf0, bf1);
                     mma_s8(cl, al[mi], bf0, bf1);
                     // The low weight plane's products (W2): (128 wq + wl) . x.
-                    int dh[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
-                    int dl[4] = {PG_MAGIC, PG_MAGIC, PG_MAGIC, PG_MAGIC};
+                    int dh[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
+                    int dl[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
                     if (W2) {
                         mma_s8(dh, ah[mi], bl0, bl1);
                         mma_s8(dl, al[mi], bl0, bl1);
@@ -183,12 +173,12 @@ __device__ __forceinline__ void pg_q8_body(
 #pragma unroll
                     for (int c = 0; c < 4; c++) {
                         const float sc = xs[mi][c >> 1] * ((c & 1) ? w1s : w0s);
-                        const float fh = __int_as_float(ch[c]) - PG_MAGIC_F;
-                        const float fl = __int_as_float(cl[c]) - PG_MAGIC_F;
+                        const float fh = __int_as_float(ch[c]) - MM_MAGIC_F;
+                        const float fl = __int_as_float(cl[c]) - MM_MAGIC_F;
                         float v = fmaf(fh, 128.f, fl);
                         if (W2) {
-                            const float gh = __int_as_float(dh[c]) - PG_MAGIC_F;
-                            const float gl = __int_as_float(dl[c]) - PG_MAGIC_F;
+                            const float gh = __int_as_float(dh[c]) - MM_MAGIC_F;
+                            const float gl = __int_as_float(dl[c]) - MM_MAGIC_F;
                             v = fmaf(v, 128.f, fmaf(gh, 128.f, gl));
                         }
                         acc[mi][ni][c] += v * sc;

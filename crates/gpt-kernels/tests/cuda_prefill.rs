@@ -663,22 +663,27 @@ fn quant_half_steps(x: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// The batched decode's expert row kernels (`moe_rows`: dp4a dots, each expert's rows read once
-/// for all of its slots) on the device-built routing, against an f64 CPU loop of the whole
-/// expert MLP (gate, up, SwiGLU, down, biases). Activations are quantized to 15 bits per
-/// 32-block twice (the input, then SwiGLU's output), so the bound propagates half a step of
-/// each through the dot products (SwiGLU through its slope bound), plus 1e-5 × Σ|terms| for
-/// the f32 sums, doubled. Groups of 1 slot, over one 64-slot tile (expert 0 in the third case),
-/// unused experts, and 20B's d = 2880.
+/// The batched decode's expert row kernels (`moe_rows`, both kernel pairs: dp4a dots and int8
+/// MMAs, each expert's rows read once for all of its slots) on the device-built routing,
+/// against an f64 CPU loop of the whole expert MLP (gate, up, SwiGLU, down, biases).
+/// Activations are quantized to 15 bits per 32-block twice (the input, then SwiGLU's output),
+/// so the bound propagates half a step of each through the dot products (SwiGLU through its
+/// slope bound), plus 1e-5 × Σ|terms| for the f32 sums, doubled. Groups of 1 slot, over one
+/// 64-slot tile (expert 0 in the third case: 70 slots, more than the MMA kernels' 32 at once),
+/// groups that are not a multiple of 8 slots, unused experts, and 20B's d = 2880.
 #[test]
 fn moe_row_kernels_match_cpu() -> R<()> {
-    use gpt_kernels::cuda::moe_rows::moe_rows;
+    use gpt_kernels::cuda::moe_rows::{moe_rows, RowsKernel};
     let (dev, mut rng) = setup("moe rows")?;
-    for (t, top_k, ne, nff, d) in [
+    let cases = [
         (1, 4, 8, 96, 160),
         (37, 4, 32, 192, 2880),
         (70, 3, 6, 64, 96),
-    ] {
+    ];
+    for (kernel, (t, top_k, ne, nff, d)) in [RowsKernel::Dp4a, RowsKernel::Mma]
+        .into_iter()
+        .flat_map(|k| cases.into_iter().map(move |c| (k, c)))
+    {
         let ids: Vec<u32> = (0..t)
             .flat_map(|_| {
                 let mut c = vec![0u32];
@@ -706,8 +711,8 @@ fn moe_row_kernels_match_cpu() -> R<()> {
                 PgWeights::Mxfp4 { qs: &dq, e8: &de },
             ),
             (&bt(&gb, nff)?, &bt(&ub, nff)?, &bt(&db, d)?),
-            1.702,
-            7.0,
+            (1.702, 7.0),
+            kernel,
         )?;
         assert_eq!(y.dims(), &[t * top_k, d]);
         let yv: Vec<f32> = y.flatten_all()?.to_vec1()?;
@@ -752,7 +757,12 @@ fn moe_row_kernels_match_cpu() -> R<()> {
                 }
             }
         }
-        check(&format!("moe rows t={t} d={d}"), &got, &want, &tol);
+        check(
+            &format!("moe rows {kernel:?} t={t} d={d}"),
+            &got,
+            &want,
+            &tol,
+        );
     }
     Ok(())
 }

@@ -30,12 +30,13 @@ pub(crate) enum ExpertsForm {
         up: Experts,
         down: Experts,
     },
-    /// Planar MXFP4 on CUDA.
+    /// Planar MXFP4 on CUDA, with the kernels that run few slots per expert.
     #[cfg(feature = "cuda")]
     Planar {
         gate: Planar,
         up: Planar,
         down: Planar,
+        rows: k::cuda::moe_rows::RowsKernel,
     },
 }
 
@@ -99,14 +100,20 @@ impl Moe {
                 Ok(out)
             }
             #[cfg(feature = "cuda")]
-            ExpertsForm::Planar { gate, up, down } => {
+            ExpertsForm::Planar {
+                gate,
+                up,
+                down,
+                rows,
+            } => {
+                let few = ids.elem_count() < self.grouped_min_slots;
                 let out = super::prefill::planar_experts(
                     (gate, up, down),
                     (&self.gate_b, &self.up_b, &self.down_b),
                     m,
                     (&ids, &weights),
                     self.n_expert,
-                    ids.elem_count() < self.grouped_min_slots,
+                    few.then_some(*rows),
                 )?; // (t, d)
                 p.mark(dev, Stage::Experts);
                 Ok(out)
@@ -134,7 +141,7 @@ impl Moe {
                 })
                 .sum(),
             #[cfg(feature = "cuda")]
-            ExpertsForm::Planar { gate, up, down } => [gate, up, down]
+            ExpertsForm::Planar { gate, up, down, .. } => [gate, up, down]
                 .into_iter()
                 .map(|p| tensor_bytes(&p.qs) + tensor_bytes(&p.e8))
                 .sum(),

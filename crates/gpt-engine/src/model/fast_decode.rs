@@ -229,7 +229,7 @@ impl FastDecoder {
             let (Some(qkv_b), Some(o_b)) = (bias_of(qkv), bias_of(&l.attn_out)) else {
                 return Err(err("dense matrices are not in the Q8 split form".into()));
             };
-            let ExpertsForm::Planar { gate, up, down } = &l.moe.experts else {
+            let ExpertsForm::Planar { gate, up, down, .. } = &l.moe.experts else {
                 let why = if l.moe.on_host {
                     "its MoE block runs on the host (--cpu-moe)"
                 } else {

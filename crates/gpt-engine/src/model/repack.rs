@@ -226,6 +226,7 @@ pub(crate) fn prepare_fast(
         return Err(err("not a CUDA device".into()));
     };
     let k = DecodeKernels::new(dev)?;
+    let rows_kernel = gpt_kernels::cuda::moe_rows::RowsKernel::from_env();
     let cfg = w.config.clone();
     let mut layers = Vec::with_capacity(cfg.n_layer);
     for lw in w.layers {
@@ -244,6 +245,7 @@ pub(crate) fn prepare_fast(
                 gate: planar(&k, &lw.ffn_gate_exps, device)?,
                 up: planar(&k, &lw.ffn_up_exps, device)?,
                 down: planar(&k, &lw.ffn_down_exps, device)?,
+                rows: rows_kernel,
             }
         };
         let m = moe(&lw, &cfg, experts, experts_cfg, device);

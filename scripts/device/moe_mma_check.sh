@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# #13: the batched decode's experts on int8 MMAs (`mm_moe_*`, kernels/moe_mma.cu; opt-in with
+# GPTOSS_MOE_MMA=1) against the dp4a row kernels and the 64-slot tensor-core tiles, and #14/#16's
+# fused RMSNorm + router (GPTOSS_FUSED_ROUTER=1), in one call:
+# 1. kernel tests: cuda_prefill's moe_row_kernels_match_cpu (both row kernels), cuda_decode;
+# 2. compare-batch (a sequence inside a staggered batch of 64, every MoE layer on the row
+#    kernels: --moe-grouped-min-slots 100000) with the MMA kernels, tiny and 2 layers of 20B;
+# 3. compare-devices with the fused router (tiny, 2 layers of 20B and of 120b) and without;
+# 4. aggregate decode tok/s on the 20B-shaped file (128-token prompts, 128 generated) at
+#    concurrency $NPL: default (dp4a below 129 slots, tensor cores from there), MMA at every
+#    size, MMA below 129 slots only;
+# 5. batch-1 decode / prefill with the fused router and without, alternating (ROUNDS, default 2).
+# Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz. SKIP_CHECKS=1 skips 1-3.
+. scripts/device/common.sh moe_mma
+NPL=${NPL:-8,32,64,128}
+{
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "${SKIP_CHECKS:-0}" != 1 ]; then
+  step "kernel tests"
+  [ -x $B/cuda_prefill ] && $B/cuda_prefill moe_row 2>&1 | grep -E "test result|FAILED|panicked|max \|"
+  kernel_tests cuda_decode
+  $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf > /dev/null 2>&1
+  step "compare-batch, MMA row kernels"
+  for m in tiny /tmp/20b2.gguf; do
+    echo "$m: $(GPTOSS_MOE_MMA=1 $B/gptoss compare-batch --model $m --device cuda --batch 64 --steps 64 --moe-grouped-min-slots 100000 2>&1 | tail -2 | tr '\n' ' ')"
+  done
+  step "compare-devices, fused router on / off"
+  $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf > /dev/null 2>&1
+  for m in tiny /tmp/20b2.gguf /tmp/120b2.gguf; do
+    echo "$m fused: $(GPTOSS_FUSED_ROUTER=1 $B/gptoss compare-devices --model $m --device cuda 2>&1 | tail -1)"
+  done
+  for m in tiny /tmp/20b2.gguf; do
+    echo "$m not fused: $($B/gptoss compare-devices --model $m --device cuda 2>&1 | tail -1)"
+  done
+  rm -f /tmp/120b2.gguf /tmp/20b2.gguf
+fi
+step "gen 20b"
+[ -f /tmp/20b.gguf ] || $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
+conc() {
+  python3 -c "
+import json,sys
+for l in sys.stdin:
+    l=l.strip()
+    if l.startswith('{'):
+        d=json.loads(l); print(d.get('concurrency'), round(d.get('decode_tok_s',0),1), end='; ')
+print()"
+}
+M="--model /tmp/20b.gguf --device cuda --json --prompt-tokens 128 --gen-tokens 128 --reps 1 --concurrency $NPL"
+step "concurrency: default"
+$B/gptoss bench $M 2>/dev/null | tee $R/default.jsonl | conc
+step "concurrency: MMA at every size"
+GPTOSS_MOE_MMA=1 $B/gptoss bench $M --moe-grouped-min-slots 100000 2>/dev/null | tee $R/mma_all.jsonl | conc
+step "concurrency: MMA below 129 slots"
+GPTOSS_MOE_MMA=1 $B/gptoss bench $M 2>/dev/null | tee $R/mma_few.jsonl | conc
+step "concurrency: default again"
+$B/gptoss bench $M 2>/dev/null | tee $R/default2.jsonl | conc
+step "batch 1, fused router on / off"
+tok() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(f\"decode {d['decode_tok_s']:.1f} prefill {d['prefill_tok_s']:.1f}\")"; }
+for round in $(seq 1 ${ROUNDS:-2}); do
+  for f in 1 0; do
+    echo "fused=$f round $round: $(GPTOSS_FUSED_ROUTER=$f $B/gptoss bench --model /tmp/20b.gguf --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 3 2>/dev/null | tok)"
+  done
+done
+step done
+} 2>&1 | tee $R/log.txt
