@@ -21,6 +21,7 @@
 #define MM_WARPS 4  // warps per block, 16 consecutive weight rows each
 #define MM_NT 4     // 8-slot column tiles a warp accumulates at once; more slots loop
 #define MM_TILE 64  // slots per tile of the plan (prefill_gemm.cu's PG_BM)
+#define MM_U 4      // 32-blocks of weights loaded ahead
 
 // Rows `r0 .. r0 + 16` of MATS matrices (planar MXFP4 q, e8: (experts, n, k/2), (experts, n,
 // k/32); biases b (experts, n)) for the slots of plan tile blockIdx.y; slot s reads activation
@@ -75,38 +76,54 @@ __device__ __forceinline__ void mm_rows(const uint8_t *const *q, const uint8_t *
             for (int j = 0; j < MM_NT; j++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) acc[m][j][c] = 0.f;
-#pragma unroll 2
-        for (uint32_t kb = 0; kb < nb; kb++) {
-            int a[MATS][4];
-            float sa[MATS], sb[MATS];
+        for (uint32_t kb0 = 0; kb0 < nb; kb0 += MM_U) {
+            // MM_U blocks of both rows' weights in flight before any is used.
+            uint32_t qa[MM_U][MATS], qb[MM_U][MATS];
+            uint8_t xa[MM_U][MATS], xb2[MM_U][MATS];
 #pragma unroll
-            for (int m = 0; m < MATS; m++) {
-                const uint32_t qa = __ldg(wa[m] + 4 * kb), qb = __ldg(wb[m] + 4 * kb);
-                a[m][0] = mx_lut4(qa);
-                a[m][1] = mx_lut4(qb);
-                a[m][2] = mx_lut4(qa >> 16);
-                a[m][3] = mx_lut4(qb >> 16);
-                sa[m] = mxfp4_scale(__ldg(ea[m] + kb));
-                sb[m] = mxfp4_scale(__ldg(eb[m] + kb));
-            }
-#pragma unroll
-            for (int j = 0; j < MM_NT; j++) {
-                if (j >= nt) break;  // uniform per warp
-                const uint2 h = __ldg((const uint2 *)(xh + xb[j] + kb * 32));
-                const uint2 l = __ldg((const uint2 *)(xl + xb[j] + kb * 32));
-                const float d0 = __ldg(xd + xs0[j] + kb), d1 = __ldg(xd + xs1[j] + kb);
+            for (int u = 0; u < MM_U; u++)
 #pragma unroll
                 for (int m = 0; m < MATS; m++) {
-                    int ch[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
-                    int cl[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
-                    mma_s8(ch, a[m], (int)h.x, (int)h.y);
-                    mma_s8(cl, a[m], (int)l.x, (int)l.y);
+                    const uint32_t kb = min(kb0 + u, nb - 1);
+                    qa[u][m] = __ldg(wa[m] + 4 * kb);
+                    qb[u][m] = __ldg(wb[m] + 4 * kb);
+                    xa[u][m] = __ldg(ea[m] + kb);
+                    xb2[u][m] = __ldg(eb[m] + kb);
+                }
 #pragma unroll
-                    for (int c = 0; c < 4; c++) {
-                        const float fh = __int_as_float(ch[c]) - MM_MAGIC_F;
-                        const float fl = __int_as_float(cl[c]) - MM_MAGIC_F;
-                        const float sc = (c < 2 ? sa[m] : sb[m]) * ((c & 1) ? d1 : d0);
-                        acc[m][j][c] = fmaf(fmaf(fh, 128.f, fl), sc, acc[m][j][c]);
+            for (int u = 0; u < MM_U; u++) {
+                const uint32_t kb = kb0 + u;
+                if (kb >= nb) break;  // uniform
+                int a[MATS][4];
+                float sa[MATS], sb[MATS];
+#pragma unroll
+                for (int m = 0; m < MATS; m++) {
+                    a[m][0] = mx_lut4(qa[u][m]);
+                    a[m][1] = mx_lut4(qb[u][m]);
+                    a[m][2] = mx_lut4(qa[u][m] >> 16);
+                    a[m][3] = mx_lut4(qb[u][m] >> 16);
+                    sa[m] = mxfp4_scale(xa[u][m]);
+                    sb[m] = mxfp4_scale(xb2[u][m]);
+                }
+#pragma unroll
+                for (int j = 0; j < MM_NT; j++) {
+                    if (j >= nt) break;  // uniform per warp
+                    const uint2 h = __ldg((const uint2 *)(xh + xb[j] + kb * 32));
+                    const uint2 l = __ldg((const uint2 *)(xl + xb[j] + kb * 32));
+                    const float d0 = __ldg(xd + xs0[j] + kb), d1 = __ldg(xd + xs1[j] + kb);
+#pragma unroll
+                    for (int m = 0; m < MATS; m++) {
+                        int ch[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
+                        int cl[4] = {MM_MAGIC, MM_MAGIC, MM_MAGIC, MM_MAGIC};
+                        mma_s8(ch, a[m], (int)h.x, (int)h.y);
+                        mma_s8(cl, a[m], (int)l.x, (int)l.y);
+#pragma unroll
+                        for (int c = 0; c < 4; c++) {
+                            const float fh = __int_as_float(ch[c]) - MM_MAGIC_F;
+                            const float fl = __int_as_float(cl[c]) - MM_MAGIC_F;
+                            const float sc = (c < 2 ? sa[m] : sb[m]) * ((c & 1) ? d1 : d0);
+                            acc[m][j][c] = fmaf(fmaf(fh, 128.f, fl), sc, acc[m][j][c]);
+                        }
                     }
                 }
             }
