@@ -153,6 +153,44 @@ pub fn argmax_rows(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>
     Ok(data.par_chunks(vocab.max(1)).map(argmax).collect())
 }
 
+/// One draw per row of `logits (rows, vocab)` from `softmax(row / temps[r])` by the Gumbel-max
+/// trick: the argmax of `row / t + G`, `G = -ln(-ln U)` with `U` uniform per element, is
+/// distributed exactly as that softmax. Everything runs on the tensor's device and only the ids
+/// come back (a batched GPU step copies `rows` ids instead of `rows × vocab` logits). Rows whose
+/// temperature is ≤ 0 or not finite take the plain argmax, as [`Sampler::sample`] does. The
+/// draws come from the device's generator: a request that names a seed goes through its own
+/// [`Sampler`] instead. `U` is kept in `[f32::MIN_POSITIVE, 1 - 2⁻²⁴]`, so `G` is finite.
+pub fn gumbel_argmax_rows(
+    logits: &candle_core::Tensor,
+    temps: &[f32],
+) -> candle_core::Result<Vec<u32>> {
+    use candle_core::{DType, Tensor};
+    let (rows, vocab) = logits.dims2()?;
+    if temps.len() != rows {
+        candle_core::bail!(
+            "gumbel_argmax_rows: {} temperatures for {rows} rows",
+            temps.len()
+        );
+    }
+    let dev = logits.device();
+    // Per row: scale of the logits and of the noise (1 and 0 for an argmax row).
+    let (scale, noise): (Vec<f32>, Vec<f32>) = temps
+        .iter()
+        .map(|&t| match t > 0.0 && t.is_finite() {
+            true => (1.0 / t, 1.0),
+            false => (1.0, 0.0),
+        })
+        .unzip();
+    let u = Tensor::rand(0f32, 1f32, (rows, vocab), dev)?
+        .clamp(f32::MIN_POSITIVE, 1.0 - f32::EPSILON / 2.0)?;
+    let g = u.log()?.neg()?.log()?.neg()?; // (rows, vocab)
+    let y = logits
+        .to_dtype(DType::F32)?
+        .broadcast_mul(&Tensor::from_vec(scale, (rows, 1), dev)?)?
+        .add(&g.broadcast_mul(&Tensor::from_vec(noise, (rows, 1), dev)?)?)?;
+    argmax_rows(&y)
+}
+
 /// Descending by value, ascending by id on ties.
 fn desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))

@@ -275,30 +275,46 @@ fn step(
     Ok(())
 }
 
-/// The sampled rows, copied to the host only when some request needs more than an argmax.
+/// The sampled rows, copied to the host only when some request needs more than a draw the
+/// device can make.
 enum Rows {
-    /// Each row's argmax.
-    Argmax(Vec<u32>),
+    /// Each row's token, chosen on the logits' device: the argmax, or on a GPU a Gumbel-max
+    /// draw at the request's temperature ([`crate::sampling::gumbel_argmax_rows`]).
+    Ids(Vec<u32>),
     /// Every row.
     Host(Vec<Vec<f32>>),
 }
 
 fn rows_for(logits: &Tensor, ids: &[u64], live: &HashMap<u64, Live<'_>>) -> Result<Rows> {
-    let plain = ids.iter().all(|id| {
-        live.get(id).is_none_or(|l| {
-            let s = l.sampler.params();
-            l.req.guide.is_none()
-                && l.req.logprobs.is_none()
-                && s.temperature <= 0.0
-                && s.repeat_penalty == 1.0
-                && s.presence_penalty == 0.0
-                && s.frequency_penalty == 0.0
-        })
-    });
-    Ok(if plain {
-        Rows::Argmax(crate::sampling::argmax_rows(logits)?)
-    } else {
+    // Each row's temperature (0: argmax; a request no longer live takes 0). The rows go to the
+    // host when a request needs a guide, log-probs, penalties, filters or a seed, or when they
+    // are there already (CPU).
+    let mut temps = Vec::with_capacity(ids.len());
+    let (mut host, mut greedy) = (false, true);
+    for id in ids {
+        let Some(l) = live.get(id) else {
+            temps.push(0.0);
+            continue;
+        };
+        let s = l.sampler.params();
+        let plain = l.req.guide.is_none()
+            && l.req.logprobs.is_none()
+            && s.repeat_penalty == 1.0
+            && s.presence_penalty == 0.0
+            && s.frequency_penalty == 0.0;
+        let sampled = s.temperature > 0.0 && s.temperature.is_finite();
+        // A named seed keeps its own generator (reproducible draws), so it samples on the host.
+        let temperature_only = s.top_k == 0 && s.top_p >= 1.0 && s.min_p <= 0.0 && s.seed.is_none();
+        host |= !plain || (sampled && (logits.device().is_cpu() || !temperature_only));
+        greedy &= !sampled;
+        temps.push(if sampled { s.temperature } else { 0.0 });
+    }
+    Ok(if host {
         Rows::Host(logits.to_vec2()?)
+    } else if greedy {
+        Rows::Ids(crate::sampling::argmax_rows(logits)?)
+    } else {
+        Rows::Ids(crate::sampling::gumbel_argmax_rows(logits, &temps)?)
     })
 }
 
@@ -319,7 +335,7 @@ fn sample_all(
     let one = |(i, l): &mut (usize, &mut Live<'_>)| sample(l, rows, *i).map(|t| (*i, t));
     let drawn: Vec<(usize, u32)> = match rows {
         Rows::Host(_) => ls.par_iter_mut().map(one).collect::<Result<_>>()?,
-        Rows::Argmax(_) => ls.iter_mut().map(one).collect::<Result<_>>()?,
+        Rows::Ids(_) => ls.iter_mut().map(one).collect::<Result<_>>()?,
     };
     let mut out = vec![None; sampled.len()];
     for (i, t) in drawn {
@@ -330,7 +346,7 @@ fn sample_all(
 
 fn sample(l: &mut Live<'_>, rows: &Rows, i: usize) -> Result<u32> {
     let token = match rows {
-        Rows::Argmax(a) => a[i],
+        Rows::Ids(a) => a[i],
         Rows::Host(h) => {
             // A copy only when a guide masks the row.
             let masked;
