@@ -9,7 +9,9 @@
 # 4. aggregate decode tok/s on the 20B-shaped file (128-token prompts, 128 generated) at
 #    concurrency $NPL: default (dp4a below 129 slots, tensor cores from there), MMA at every
 #    size, MMA below 129 slots only;
-# 5. batch-1 decode / prefill with the fused router and without, alternating (ROUNDS, default 2).
+# 5. batch-1 decode / prefill with the fused router and without, alternating (ROUNDS, default 2);
+# 6. `gptoss serve` load test on the 20B-shaped file (64 streams, 128 requests of 64 tokens, the
+#    default sampling: temperature 1, drawn on the device), with the MMA kernels.
 # Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz. SKIP_CHECKS=1 skips 1-3.
 . scripts/device/common.sh moe_mma
 NPL=${NPL:-8,32,64,128}
@@ -61,5 +63,8 @@ for round in $(seq 1 ${ROUNDS:-2}); do
     echo "fused=$f round $round: $(GPTOSS_FUSED_ROUTER=$f $B/gptoss bench --model /tmp/20b.gguf --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 3 2>/dev/null | tok)"
   done
 done
+step "serve load test"
+GPTOSS_BIN=$B/gptoss GPTOSS_MOE_MMA=1 GPTOSS_SERVE_MODEL=/tmp/20b.gguf GPTOSS_SERVE_DEVICE=cuda \
+  timeout 240 python3 scripts/serve/load_test.py --streams 64 --requests 128 --max-tokens 64 2>&1 | tail -4
 step done
 } 2>&1 | tee $R/log.txt
