@@ -5,14 +5,15 @@
 # 1. kernel tests: cuda_prefill's moe_row_kernels_match_cpu (both row kernels), cuda_decode;
 # 2. compare-batch (a sequence inside a staggered batch of 64, every MoE layer on the row
 #    kernels: --moe-grouped-min-slots 100000) with the MMA kernels, tiny and 2 layers of 20B;
-# 3. compare-devices with the fused router (tiny, 2 layers of 20B and of 120b) and without;
-# 4. aggregate decode tok/s on the 20B-shaped file (128-token prompts, 128 generated) at
+# 3. aggregate decode tok/s on the 20B-shaped file (128-token prompts, 128 generated) at
 #    concurrency $NPL: default (dp4a below 129 slots, tensor cores from there), MMA at every
-#    size, MMA below 129 slots only;
-# 5. batch-1 decode / prefill with the fused router and without, alternating (ROUNDS, default 2);
-# 6. `gptoss serve` load test on the 20B-shaped file (64 streams, 128 requests of 64 tokens, the
+#    size; then compare-devices with the fused router (tiny, 2 layers of 20B and of 120b) and
+#    without; then MMA below 129 slots only, and the default again;
+# 4. batch-1 decode / prefill with the fused router and without, alternating (ROUNDS, default 2);
+# 5. `gptoss serve` load test on the 20B-shaped file (64 streams, 128 requests of 64 tokens, the
 #    default sampling: temperature 1, drawn on the device), with the MMA kernels.
-# Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz. SKIP_CHECKS=1 skips 1-3.
+# Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz. SKIP_CHECKS=1 skips the checks.
+# The most wanted first: a call cut short by the device budget keeps what it finished ($R/log.txt).
 . scripts/device/common.sh moe_mma
 NPL=${NPL:-8,32,64,128}
 {
@@ -26,15 +27,7 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
   for m in tiny /tmp/20b2.gguf; do
     echo "$m: $(GPTOSS_MOE_MMA=1 $B/gptoss compare-batch --model $m --device cuda --batch 64 --steps 64 --moe-grouped-min-slots 100000 2>&1 | tail -2 | tr '\n' ' ')"
   done
-  step "compare-devices, fused router on / off"
-  $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf > /dev/null 2>&1
-  for m in tiny /tmp/20b2.gguf /tmp/120b2.gguf; do
-    echo "$m fused: $(GPTOSS_FUSED_ROUTER=1 $B/gptoss compare-devices --model $m --device cuda 2>&1 | tail -1)"
-  done
-  for m in tiny /tmp/20b2.gguf; do
-    echo "$m not fused: $($B/gptoss compare-devices --model $m --device cuda 2>&1 | tail -1)"
-  done
-  rm -f /tmp/120b2.gguf /tmp/20b2.gguf
+  rm -f /tmp/20b2.gguf
 fi
 step "gen 20b"
 [ -f /tmp/20b.gguf ] || $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
@@ -52,6 +45,18 @@ step "concurrency: default"
 $B/gptoss bench $M 2>/dev/null | tee $R/default.jsonl | conc
 step "concurrency: MMA at every size"
 GPTOSS_MOE_MMA=1 $B/gptoss bench $M --moe-grouped-min-slots 100000 2>/dev/null | tee $R/mma_all.jsonl | conc
+if [ "${SKIP_CHECKS:-0}" != 1 ]; then
+  $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf > /dev/null 2>&1
+  step "compare-devices, fused router on / off"
+  $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf > /dev/null 2>&1
+  for m in tiny /tmp/20b2.gguf /tmp/120b2.gguf; do
+    echo "$m fused: $(GPTOSS_FUSED_ROUTER=1 $B/gptoss compare-devices --model $m --device cuda 2>&1 | tail -1)"
+  done
+  for m in tiny /tmp/20b2.gguf; do
+    echo "$m not fused: $($B/gptoss compare-devices --model $m --device cuda 2>&1 | tail -1)"
+  done
+  rm -f /tmp/120b2.gguf /tmp/20b2.gguf
+fi
 step "concurrency: MMA below 129 slots"
 GPTOSS_MOE_MMA=1 $B/gptoss bench $M 2>/dev/null | tee $R/mma_few.jsonl | conc
 step "concurrency: default again"
