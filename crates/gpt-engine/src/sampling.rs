@@ -153,6 +153,53 @@ pub fn argmax_rows(logits: &candle_core::Tensor) -> candle_core::Result<Vec<u32>
     Ok(data.par_chunks(vocab.max(1)).map(argmax).collect())
 }
 
+/// Where a step's next tokens are chosen ([`draw_plan`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DrawPlan {
+    /// Every row's argmax, on the logits' device.
+    Argmax,
+    /// [`gumbel_argmax_rows`] at these per-row temperatures (0: the argmax), on the device.
+    Device(Vec<f32>),
+    /// Every row copied to the host and drawn by its request's own [`Sampler`].
+    Host,
+}
+
+/// The plan for a step's rows, each `None` (a request no longer live: its row is not used) or
+/// its request's parameters and whether it needs the whole row besides (a guide's mask,
+/// log-probs). Rows already on the host (`on_host`) are sampled there unless all are greedy; on
+/// a device, a row needs the host for penalties, filters (top-k, top-p, min-p) or a seed (its
+/// own reproducible generator).
+pub fn draw_plan<'a>(
+    rows: impl IntoIterator<Item = Option<(&'a SamplingParams, bool)>>,
+    on_host: bool,
+) -> DrawPlan {
+    let mut temps = Vec::new();
+    let mut greedy = true;
+    for row in rows {
+        let Some((p, needs_row)) = row else {
+            temps.push(0.0);
+            continue;
+        };
+        let penalties =
+            p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        if needs_row || penalties {
+            return DrawPlan::Host;
+        }
+        let sampled = p.temperature > 0.0 && p.temperature.is_finite();
+        let filtered = p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0.0 || p.seed.is_some();
+        if sampled && (on_host || filtered) {
+            return DrawPlan::Host;
+        }
+        greedy &= !sampled;
+        temps.push(if sampled { p.temperature } else { 0.0 });
+    }
+    if greedy {
+        DrawPlan::Argmax
+    } else {
+        DrawPlan::Device(temps)
+    }
+}
+
 /// One draw per row of `logits (rows, vocab)` from `softmax(row / temps[r])` by the Gumbel-max
 /// trick: the argmax of `row / t + G`, `G = -ln(-ln U)` with `U` uniform per element, is
 /// distributed exactly as that softmax. Everything runs on the tensor's device and only the ids

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 
 use gpt_engine::sampling::{
-    apply_penalties, argmax, argmax_rows, gumbel_argmax_rows, Sampler, SamplingParams,
+    apply_penalties, argmax, argmax_rows, draw_plan, gumbel_argmax_rows, DrawPlan, Sampler,
+    SamplingParams,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -220,6 +221,85 @@ fn gumbel_rows_follow_the_softmax() -> candle_core::Result<()> {
     );
     assert!(gumbel_argmax_rows(&x, &temps[1..]).is_err());
     Ok(())
+}
+
+/// Which rows may be drawn on the device: greedy rows anywhere; temperature-only rows on a
+/// device; anything with a filter, penalty, seed, guide or log-probs, or a sampled row already on
+/// the host, sends the step's rows to the host; rows of finished requests take 0.
+#[test]
+fn draw_plan_sends_to_the_host_only_what_needs_it() {
+    let t = |temperature: f32| SamplingParams {
+        temperature,
+        ..SamplingParams::default()
+    };
+    let greedy = SamplingParams::greedy();
+    let (warm, cool) = (t(1.0), t(0.5));
+    assert_eq!(
+        draw_plan([Some((&greedy, false)), None], false),
+        DrawPlan::Argmax
+    );
+    assert_eq!(draw_plan([Some((&greedy, false))], true), DrawPlan::Argmax);
+    assert_eq!(
+        draw_plan(
+            [
+                Some((&warm, false)),
+                None,
+                Some((&greedy, false)),
+                Some((&cool, false))
+            ],
+            false
+        ),
+        DrawPlan::Device(vec![1.0, 0.0, 0.0, 0.5])
+    );
+    assert_eq!(draw_plan([Some((&warm, false))], true), DrawPlan::Host);
+    assert_eq!(draw_plan([Some((&greedy, true))], false), DrawPlan::Host);
+    let host = [
+        SamplingParams {
+            top_k: 40,
+            ..t(1.0)
+        },
+        SamplingParams {
+            top_p: 0.9,
+            ..t(1.0)
+        },
+        SamplingParams {
+            min_p: 0.05,
+            ..t(1.0)
+        },
+        SamplingParams {
+            seed: Some(7),
+            ..t(1.0)
+        },
+        SamplingParams {
+            repeat_penalty: 1.1,
+            ..t(0.0)
+        },
+        SamplingParams {
+            presence_penalty: 0.5,
+            ..t(0.0)
+        },
+        SamplingParams {
+            frequency_penalty: 0.5,
+            ..t(0.0)
+        },
+    ];
+    for p in &host {
+        assert_eq!(
+            draw_plan([Some((&warm, false)), Some((p, false))], false),
+            DrawPlan::Host,
+            "{p:?}"
+        );
+    }
+    // A seed or filter on a greedy row changes nothing: it is an argmax wherever it runs.
+    let seeded_greedy = SamplingParams {
+        seed: Some(7),
+        top_k: 5,
+        ..t(0.0)
+    };
+    assert_eq!(
+        draw_plan([Some((&seeded_greedy, false)), Some((&warm, false))], false),
+        DrawPlan::Device(vec![0.0, 1.0])
+    );
 }
 
 #[test]

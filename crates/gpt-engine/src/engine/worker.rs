@@ -286,35 +286,17 @@ enum Rows {
 }
 
 fn rows_for(logits: &Tensor, ids: &[u64], live: &HashMap<u64, Live<'_>>) -> Result<Rows> {
-    // Each row's temperature (0: argmax; a request no longer live takes 0). The rows go to the
-    // host when a request needs a guide, log-probs, penalties, filters or a seed, or when they
-    // are there already (CPU).
-    let mut temps = Vec::with_capacity(ids.len());
-    let (mut host, mut greedy) = (false, true);
-    for id in ids {
-        let Some(l) = live.get(id) else {
-            temps.push(0.0);
-            continue;
-        };
-        let s = l.sampler.params();
-        let plain = l.req.guide.is_none()
-            && l.req.logprobs.is_none()
-            && s.repeat_penalty == 1.0
-            && s.presence_penalty == 0.0
-            && s.frequency_penalty == 0.0;
-        let sampled = s.temperature > 0.0 && s.temperature.is_finite();
-        // A named seed keeps its own generator (reproducible draws), so it samples on the host.
-        let temperature_only = s.top_k == 0 && s.top_p >= 1.0 && s.min_p <= 0.0 && s.seed.is_none();
-        host |= !plain || (sampled && (logits.device().is_cpu() || !temperature_only));
-        greedy &= !sampled;
-        temps.push(if sampled { s.temperature } else { 0.0 });
-    }
-    Ok(if host {
-        Rows::Host(logits.to_vec2()?)
-    } else if greedy {
-        Rows::Ids(crate::sampling::argmax_rows(logits)?)
-    } else {
-        Rows::Ids(crate::sampling::gumbel_argmax_rows(logits, &temps)?)
+    use crate::sampling::{argmax_rows, draw_plan, gumbel_argmax_rows, DrawPlan};
+    let rows = ids.iter().map(|id| {
+        live.get(id).map(|l| {
+            let needs_row = l.req.guide.is_some() || l.req.logprobs.is_some();
+            (l.sampler.params(), needs_row)
+        })
+    });
+    Ok(match draw_plan(rows, logits.device().is_cpu()) {
+        DrawPlan::Argmax => Rows::Ids(argmax_rows(logits)?),
+        DrawPlan::Device(temps) => Rows::Ids(gumbel_argmax_rows(logits, &temps)?),
+        DrawPlan::Host => Rows::Host(logits.to_vec2()?),
     })
 }
 
