@@ -11,6 +11,10 @@
 //!    ChaCha20 generator seeded by `seed`.
 //!
 //! Every filter keeps at least the most probable token. NaN logits are never sampled.
+//!
+//! For a batch of rows on a device: [`argmax_rows`], and [`gumbel_argmax_rows`], which draws
+//! temperature-only rows where the logits are; [`draw_plan`] says which of the three a step
+//! takes.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
