@@ -10,6 +10,7 @@
 #    size; then compare-devices with the fused router (tiny, 2 layers of 20B and of 120b) and
 #    without; then MMA below 129 slots only, and the default again;
 # 4. batch-1 decode / prefill with the fused router and without, alternating (ROUNDS, default 2);
+#    with M120=1 also the full-size 120b split set in /dev/shm (fused on, off, on);
 # 5. `gptoss serve` load test on the 20B-shaped file (64 streams, 128 requests of 64 tokens, the
 #    default sampling: temperature 1, drawn on the device), with the MMA kernels.
 # Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz. SKIP_CHECKS=1 skips the checks.
@@ -62,12 +63,20 @@ GPTOSS_MOE_MMA=1 $B/gptoss bench $M 2>/dev/null | tee $R/mma_few.jsonl | conc
 step "concurrency: default again"
 $B/gptoss bench $M 2>/dev/null | tee $R/default2.jsonl | conc
 step "batch 1, fused router on / off"
-tok() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(f\"decode {d['decode_tok_s']:.1f} prefill {d['prefill_tok_s']:.1f}\")"; }
 for round in $(seq 1 ${ROUNDS:-2}); do
   for f in 1 0; do
     echo "fused=$f round $round: $(GPTOSS_FUSED_ROUTER=$f $B/gptoss bench --model /tmp/20b.gguf --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 3 2>/dev/null | tok)"
   done
 done
+if [ "${M120:-0}" = 1 ]; then
+  step "120b (/dev/shm), fused router on / off / on"
+  $B/gptoss gen-model --preset 120b --out /dev/shm/120b.gguf 2>&1 | tail -1
+  F=$(ls /dev/shm/120b-00001-of-*.gguf)
+  for f in 1 0 1; do
+    echo "120b fused=$f: $(GPTOSS_FUSED_ROUTER=$f $B/gptoss bench --model $F --device cuda --json --prompt-tokens 512 --gen-tokens 128 --reps 2 2>/dev/null | tok)"
+  done
+  rm -f /dev/shm/120b-*.gguf
+fi
 step "serve load test"
 GPTOSS_BIN=$B/gptoss GPTOSS_MOE_MMA=1 GPTOSS_SERVE_MODEL=/tmp/20b.gguf GPTOSS_SERVE_DEVICE=cuda \
   timeout 240 python3 scripts/serve/load_test.py --streams 64 --requests 128 --max-tokens 64 2>&1 | tail -4

@@ -148,7 +148,7 @@ pub(crate) struct FastDecoder {
     use_graph: bool,
     /// The MLP's RMSNorm and the router as one kernel per layer (`dec_rmsnorm_router`) instead
     /// of two. Opt-in (`GPTOSS_FUSED_ROUTER=1`): written in session 13, not yet run on a GPU
-    /// (`scripts/device/fused_router_check.sh` checks and times it).
+    /// (`scripts/device/moe_mma_check.sh` checks and times it).
     fused_router: bool,
     graph: Option<Captured>,
     /// The block tables of the sequence being decoded, i32, full group then sliding group
