@@ -184,12 +184,18 @@ unsafe fn f32_rows2<const MX: bool, const R: usize>(
 /// bounds would be undefined behaviour.
 pub(super) const PREFETCH: usize = 4096;
 
-/// The cache level [`f32_rows4`] prefetches into: L2. Its four interleaved row streams ran
-/// faster that way (criterion, the 65,536 × 2880 MXFP4 exact decode GEMV from memory,
-/// alternating builds: 18.3 / 19.9 → 25.0 / 25.1 GiB/s; the 20B-shaped decode's experts 11.1–11.9
-/// → 8.6–9.8 ms per token), while the single-stream kernels lose with it (Q8_0 exact 28.9 → 17.6,
-/// Q8_0 fast 41 → 24 GiB/s) and keep L1 (`_MM_HINT_T0`).
+/// The cache level [`f32_rows4`] prefetches into for rows over [`ROWS4_L1_MAX_BYTES`]: L2. Its
+/// four interleaved row streams ran faster that way (criterion, the 65,536 × 2880 MXFP4 exact
+/// decode GEMV from memory, alternating builds: 18.3 / 19.9 → 25.0 / 25.1 GiB/s; the 20B-shaped
+/// decode's experts 11.1–11.9 → 8.6–9.8 ms per token), while the single-stream kernels lose with
+/// it (Q8_0 exact 28.9 → 17.6, Q8_0 fast 41 → 24 GiB/s) and keep L1 (`_MM_HINT_T0`).
 const ROWS4_PF_HINT: i32 = _MM_HINT_T1;
+
+/// Rows up to this many bytes: [`f32_rows4`] prefetches into L1 as the single-stream kernels do
+/// (four adjacent narrow rows are one stream). The tiny model (68-byte Q8_0 output head rows,
+/// 34- to 51-byte MXFP4 expert rows) against L2 prefetch for every row width, `bench`, eight
+/// alternating rounds: 64-token prefill median 18.2k → 21.6k tok/s, decode 1,134 → 1,244.
+const ROWS4_L1_MAX_BYTES: usize = 512;
 
 /// How far ahead the four-row kernels prefetch: the same row and block of a later group of four
 /// rows (`rb` bytes each), at least [`PREFETCH`] bytes of the stream on. A plain
@@ -422,7 +428,12 @@ unsafe fn f32_rows4<const MX: bool>(
             for (r, a) in acc.iter_mut().enumerate() {
                 let wr = w.add(r * rb);
                 if b % 2 == 0 {
-                    _mm_prefetch::<ROWS4_PF_HINT>(wr.wrapping_add(ahead + b * bb).cast());
+                    let at = wr.wrapping_add(ahead + b * bb).cast();
+                    if rb <= ROWS4_L1_MAX_BYTES {
+                        _mm_prefetch::<_MM_HINT_T0>(at);
+                    } else {
+                        _mm_prefetch::<ROWS4_PF_HINT>(at);
+                    }
                 }
                 if MX {
                     let [w0, w1] = weights_f32::<MX>(wr, b);
