@@ -95,7 +95,10 @@ impl Moe {
                 let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
                 let down = experts_forward(&act, down, &self.down_b, &ids, g, c)?; // (t, k, d)
                 p.mark(dev, Stage::Experts);
-                let out = down.broadcast_mul(&weights.unsqueeze(D::Minus1)?)?.sum(1)?; // (t, d)
+                let out = weights
+                    .unsqueeze(1)?
+                    .matmul(&down.contiguous()?)?
+                    .squeeze(1)?; // (t, 1, k) · (t, k, d) → (t, d)
                 p.mark(dev, Stage::Combine);
                 Ok(out)
             }
