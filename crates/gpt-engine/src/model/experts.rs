@@ -3,7 +3,7 @@
 //! MXFP4 blocks (or f32) for the generic kernels, or, on CUDA, the planar MXFP4 layout that the
 //! fused decode and the tensor-core prefill read.
 
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Device, Result, Tensor};
 use gpt_kernels as k;
 use gpt_weights::load::Experts;
 
