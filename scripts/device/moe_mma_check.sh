@@ -28,7 +28,6 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
   for m in tiny /tmp/20b2.gguf; do
     echo "$m: $(GPTOSS_MOE_MMA=1 $B/gptoss compare-batch --model $m --device cuda --batch 64 --steps 64 --moe-grouped-min-slots 100000 2>&1 | tail -2 | tr '\n' ' ')"
   done
-  rm -f /tmp/20b2.gguf
 fi
 step "gen 20b"
 [ -f /tmp/20b.gguf ] || $B/gptoss gen-model --preset 20b --out /tmp/20b.gguf 2>&1 | tail -1
@@ -47,7 +46,6 @@ $B/gptoss bench $M 2>/dev/null | tee $R/default.jsonl | conc
 step "concurrency: MMA at every size"
 GPTOSS_MOE_MMA=1 $B/gptoss bench $M --moe-grouped-min-slots 100000 2>/dev/null | tee $R/mma_all.jsonl | conc
 if [ "${SKIP_CHECKS:-0}" != 1 ]; then
-  $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf > /dev/null 2>&1
   step "compare-devices, fused router on / off"
   $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf > /dev/null 2>&1
   for m in tiny /tmp/20b2.gguf /tmp/120b2.gguf; do

@@ -57,14 +57,14 @@ __device__ __forceinline__ void mm_rows(const uint8_t *const *q, const uint8_t *
         const uint32_t nt = min((uint32_t)MM_NT, (end - s0 + 7) / 8);
         // Activation rows: B's column g of each column tile, and the scale rows of this lane's
         // accumulator columns 2t, 2t + 1 (slots past the group read the first slot's row).
+        auto src = [&](uint32_t s) -> uint64_t {
+            s = s < end ? s : s0;
+            return row_map ? row_map[s] : s;
+        };
         uint64_t xb[MM_NT], xs0[MM_NT], xs1[MM_NT];
 #pragma unroll
         for (int j = 0; j < MM_NT; j++) {
             const uint32_t sb = s0 + 8 * j + g, sc = s0 + 8 * j + 2 * t;
-            auto src = [&](uint32_t s) -> uint64_t {
-                s = s < end ? s : s0;
-                return row_map ? row_map[s] : s;
-            };
             xb[j] = src(sb) * k + 8 * t;
             xs0[j] = src(sc) * nb;
             xs1[j] = src(sc + 1) * nb;
