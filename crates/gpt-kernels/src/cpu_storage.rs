@@ -69,3 +69,21 @@ pub(crate) fn field_to_vec<T: WithDType>(t: &Tensor, op: &str, what: &str) -> Re
         ),
     }
 }
+
+/// Runs `f` on the contiguous CPU data of `t` (borrowed under its storage's read lock): for
+/// ops that read a whole tensor outside a `CustomOp` (several outputs).
+pub(crate) fn with_cpu_slice<T: WithDType, R>(
+    t: &Tensor,
+    op: &str,
+    what: &str,
+    f: impl FnOnce(&[T]) -> R,
+) -> Result<R> {
+    let (guard, layout) = t.storage_and_layout();
+    match &*guard {
+        Storage::Cpu(cpu) => Ok(f(contiguous_slice::<T>(cpu, layout, op, what)?)),
+        _ => bail!(
+            "{op}: {what} lives on {:?} but the op runs on the CPU",
+            t.device().location()
+        ),
+    }
+}

@@ -73,10 +73,10 @@ pub mod swiglu;
 
 pub use attention::paged::{paged_decode_attention, PagedDecodeAttention, PagedRow, PagedRows};
 pub use attention::{attention_with_sinks, AttentionWithSinks};
-pub use moe::{moe_mxfp4_matmul, moe_mxfp4_matmul_with, MoeMxfp4Matmul};
+pub use moe::{moe_combine, moe_mxfp4_matmul, moe_mxfp4_matmul_with, MoeMxfp4Matmul};
 pub use mxfp4::{mxfp4_dequant, mxfp4_matmul, mxfp4_matmul_with, Mxfp4Dequant, Mxfp4Matmul};
 pub use q8::{q8_0_matmul, q8_0_matmul_with, Q8Matmul};
-pub use router::{router_topk_softmax, RouterTopK};
+pub use router::{moe_router, router_topk_softmax, RouterTopK};
 pub use simd::{CpuKernels, Isa, Precision};
 pub use swiglu::{swiglu_oai, SwigluOai};
 

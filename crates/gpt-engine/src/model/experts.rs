@@ -74,11 +74,15 @@ impl Moe {
 
     /// [`Moe::forward`] where the block's tensors are.
     fn forward_on(&self, m: &Tensor, (p, probe): Observers<'_>, dev: &Device) -> Result<Tensor> {
-        let logits = m
-            .matmul(&self.router_w.t()?)?
-            .broadcast_add(&self.router_b)?; // (t, e)
-        probe.record(&logits, self.top_k)?;
-        let (ids, weights) = k::router_topk_softmax(&logits, self.top_k)?; // (t, k) u32, f32
+        let (ids, weights) = if probe.enabled() {
+            let logits = m
+                .matmul(&self.router_w.t()?)?
+                .broadcast_add(&self.router_b)?; // (t, e)
+            probe.record(&logits, self.top_k)?;
+            k::router_topk_softmax(&logits, self.top_k)?
+        } else {
+            k::moe_router(m, &self.router_w, &self.router_b, self.top_k)?
+        }; // (t, k) u32, f32
         p.mark(dev, Stage::Router);
         match &self.experts {
             ExpertsForm::Generic { gate, up, down } => {
@@ -95,10 +99,7 @@ impl Moe {
                 let act = k::swiglu_oai(&gate, &up, SWIGLU_ALPHA, SWIGLU_LIMIT)?; // (t, k, ff)
                 let down = experts_forward(&act, down, &self.down_b, &ids, g, c)?; // (t, k, d)
                 p.mark(dev, Stage::Experts);
-                let out = weights
-                    .unsqueeze(1)?
-                    .matmul(&down.contiguous()?)?
-                    .squeeze(1)?; // (t, 1, k) · (t, k, d) → (t, d)
+                let out = k::moe_combine(&weights, &down)?; // (t, d)
                 p.mark(dev, Stage::Combine);
                 Ok(out)
             }

@@ -217,3 +217,88 @@ pub fn moe_mxfp4_matmul_with(
     x.contiguous()?
         .apply_op3_no_bwd(&w.contiguous()?, &ids.contiguous()?, &op) // (t, top_k, n)
 }
+
+/// The routing-weighted sum of the chosen experts' outputs: `out[i] = Σ_c weights[i, c] ·
+/// y[i, c]`.
+///
+/// * `weights`: f32 `(t, top_k)`; `y`: f32 `(t, top_k, d)`. Returns f32 `(t, d)`.
+///
+/// On the CPU a direct loop (parallel over rows for prefills); elsewhere one batched matmul
+/// `(t, 1, top_k) · (t, top_k, d)`. The summation order is the slots', in f32.
+pub fn moe_combine(weights: &Tensor, y: &Tensor) -> Result<Tensor> {
+    const OP: &str = "moe_combine";
+    let (t, top_k) = weights.dims2()?;
+    let &[yt, yk, d] = y.dims() else {
+        bail!("{OP}: expected y (t, top_k, d), got {:?}", y.dims());
+    };
+    if (yt, yk) != (t, top_k) {
+        bail!(
+            "{OP}: weights {:?} and y {:?} disagree on (t, top_k)",
+            weights.dims(),
+            y.dims()
+        );
+    }
+    if !y.device().is_cpu() || y.dtype() != DType::F32 || weights.dtype() != DType::F32 {
+        return weights.unsqueeze(1)?.matmul(&y.contiguous()?)?.squeeze(1);
+    }
+    let w: Vec<f32> = field_to_vec(weights, OP, "weights")?;
+    let y = y.contiguous()?;
+    let out = crate::cpu_storage::with_cpu_slice::<f32, _>(&y, OP, "y", |ys| {
+        let mut out = vec![0f32; t * d];
+        let row = |(i, o): (usize, &mut [f32])| {
+            for (c, &wc) in w[i * top_k..(i + 1) * top_k].iter().enumerate() {
+                let yr = &ys[(i * top_k + c) * d..][..d];
+                o.iter_mut().zip(yr).for_each(|(o, y)| *o += wc * y);
+            }
+        };
+        // Work under ~64K products stays on the calling thread (a hand-off costs more).
+        if t * top_k * d < 1 << 16 {
+            out.chunks_exact_mut(d.max(1)).enumerate().for_each(row);
+        } else {
+            use rayon::prelude::*;
+            out.par_chunks_exact_mut(d.max(1)).enumerate().for_each(row);
+        }
+        out
+    })?;
+    Tensor::from_vec(out, (t, d), y.device())
+}
+
+#[cfg(test)]
+mod combine_tests {
+    use candle_core::{Device, Tensor};
+
+    /// The CPU loop against an f64 sum on fresh random inputs, from one row to a prefill's
+    /// (both sides of the parallel threshold), and a shape mismatch as an error.
+    #[test]
+    fn moe_combine_equals_an_f64_sum() {
+        let dev = Device::Cpu;
+        for (t, k, d) in [(1, 4, 2880), (3, 2, 64), (40, 4, 500)] {
+            let w = Tensor::rand(0f32, 1.0, (t, k), &dev).unwrap();
+            let y = Tensor::randn(0f32, 1.0, (t, k, d), &dev).unwrap();
+            let got = super::moe_combine(&w, &y)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let (wv, yv) = (w.to_vec2::<f32>().unwrap(), y.to_vec3::<f32>().unwrap());
+            for i in 0..t {
+                for j in 0..d {
+                    let want: f64 = (0..k)
+                        .map(|c| f64::from(wv[i][c]) * f64::from(yv[i][c][j]))
+                        .sum();
+                    let mag: f64 = (0..k)
+                        .map(|c| f64::from((wv[i][c] * yv[i][c][j]).abs()))
+                        .sum();
+                    assert!(
+                        (f64::from(got[i][j]) - want).abs() <= 1e-6 * mag + 1e-30,
+                        "({t}, {k}, {d}) at ({i}, {j}): {} vs {want}",
+                        got[i][j]
+                    );
+                }
+            }
+        }
+        let w = Tensor::rand(0f32, 1.0, (2, 4), &dev).unwrap();
+        let y = Tensor::rand(0f32, 1.0, (2, 3, 8), &dev).unwrap();
+        let e = super::moe_combine(&w, &y).unwrap_err().to_string();
+        assert!(e.contains("disagree"), "{e}");
+    }
+}
