@@ -2,7 +2,9 @@
 # #13: the batched decode's experts on int8 MMAs (`mm_moe_*`, kernels/moe_mma.cu; opt-in with
 # GPTOSS_MOE_MMA=1) against the dp4a row kernels and the 64-slot tensor-core tiles, and #14/#16's
 # fused RMSNorm + router (GPTOSS_FUSED_ROUTER=1), in one call:
-# 1. kernel tests: cuda_prefill's moe_row_kernels_match_cpu (both row kernels), cuda_decode;
+# 1. kernel tests: cuda_prefill's moe_row_kernels_match_cpu (both row kernels), cuda_decode,
+#    cuda_smoke's moe_router_rows_matches_an_f64_loop (session 15's `rows_router`: the batched
+#    step's router in one launch, the default for up to 256 rows on CUDA, so steps 2-3 run it);
 # 2. compare-batch (a sequence inside a staggered batch of 64, every MoE layer on the row
 #    kernels: --moe-grouped-min-slots 100000) with the MMA kernels, tiny and 2 layers of 20B;
 # 3. aggregate decode tok/s on the 20B-shaped file (128-token prompts, 128 generated) at
@@ -13,7 +15,7 @@
 #    with M120=1 also the full-size 120b split set in /dev/shm (fused on, off, on);
 # 5. `gptoss serve` load test on the 20B-shaped file (64 streams, 128 requests of 64 tokens, the
 #    default sampling: temperature 1, drawn on the device), with the MMA kernels.
-# Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz. SKIP_CHECKS=1 skips the checks.
+# Carry in .carry/: gptoss.xz, cuda_decode.xz, cuda_prefill.xz, cuda_smoke.xz. SKIP_CHECKS=1 skips the checks.
 # The most wanted first: a call cut short by the device budget keeps what it finished ($R/log.txt).
 . scripts/device/common.sh moe_mma
 NPL=${NPL:-8,32,64,128}
@@ -23,6 +25,7 @@ if [ "${SKIP_CHECKS:-0}" != 1 ]; then
   step "kernel tests"
   [ -x $B/cuda_prefill ] && $B/cuda_prefill moe_row 2>&1 | grep -E "test result|FAILED|panicked|max \|"
   kernel_tests cuda_decode
+  [ -x $B/cuda_smoke ] && $B/cuda_smoke moe_router 2>&1 | grep -E "test result|FAILED|panicked"
   $B/gptoss gen-model --preset 20b --layers 2 --out /tmp/20b2.gguf > /dev/null 2>&1
   step "compare-batch, MMA row kernels"
   for m in tiny /tmp/20b2.gguf; do

@@ -510,6 +510,37 @@ __device__ void router_row_rank(const float *xs, const float *__restrict__ w,
     }
 }
 
+// The MoE router of t token rows (the batched step and prefill; grid t, block 256): each
+// warp computes a share of row blockIdx.x's logits (t, e) = x (t, k) . W (e, k)^T + b into
+// `logits`, then warp 0 ranks the row (route_topk) into ids, wts (t, topk). k % 4 == 0, rows
+// 16-byte aligned, e <= 256, topk <= 32.
+extern "C" __global__ void rows_router(const float *__restrict__ x, const float *__restrict__ w,
+                                       const float *__restrict__ b, const uint32_t k,
+                                       const uint32_t e, float *__restrict__ logits,
+                                       const uint32_t topk, uint32_t *__restrict__ ids,
+                                       float *__restrict__ wts) {
+    const uint32_t row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t nw = blockDim.x >> 5;
+    const float4 *x4 = (const float4 *)(x + (uint64_t)row * k);
+    float *lg = logits + (uint64_t)row * e;
+    for (uint32_t j = warp; j < e; j += nw) {
+        const float4 *w4 = (const float4 *)(w + (uint64_t)j * k);
+        float acc = 0.f;
+        for (uint32_t c = lane; c < k / 4; c += 32) {
+            const float4 a = __ldg(w4 + c), v = __ldg(x4 + c);
+            acc += a.x * v.x + a.y * v.y + a.z * v.z + a.w * v.w;
+        }
+        acc = warp_sum(acc);
+        if (lane == 0) lg[j] = acc + b[j];
+    }
+    // route_topk reads the logits through L2 (ld.global.cg): the block's stores reach it first.
+    __threadfence();
+    __syncthreads();
+    if (warp == 0) {
+        route_topk(lg, e, topk, lane, ids + (uint64_t)row * topk, wts + (uint64_t)row * topk);
+    }
+}
+
 // Router logits = W x + b (W f32 (e, k)): one block per expert row, then the ranking of
 // router_row_rank.
 extern "C" __global__ void dec_router(const float *__restrict__ x, const float *__restrict__ w,

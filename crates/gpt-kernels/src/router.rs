@@ -111,9 +111,10 @@ pub fn router_topk_softmax(logits: &Tensor, k: usize) -> Result<(Tensor, Tensor)
 ///
 /// * `x`: f32 `(t, d)`; `w`: f32 `(e, d)`; `b`: f32 `(e)`; `k`: `1..=e`.
 ///
-/// Returns `(ids, weights)`, U32 and f32 `(t, k)`. The logits are one matmul; on the CPU the
-/// bias, the selection and the softmax are then one pass over the rows (the composition's
-/// seven small ops cost ~40 µs a layer in a decode step), elsewhere the bias add and
+/// Returns `(ids, weights)`, U32 and f32 `(t, k)`. On the CPU the logits are dot products (a
+/// decode step's rows) or one matmul, then the bias, the selection and the softmax are one pass
+/// over the rows (the composition's seven small ops cost ~40 µs a layer in a decode step); on
+/// CUDA up to 256 rows are one kernel (`rows_router`); elsewhere the matmul, the bias add and
 /// [`router_topk_softmax`].
 pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "moe_router";
@@ -130,6 +131,16 @@ pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tenso
     let cpu_f32 = [x, w, b]
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda()
+        && t <= ROWS_ROUTER_MAX_T
+        && d % 4 == 0
+        && e <= 256
+        && k <= crate::cuda::router::ROUTER_MAX_K
+        && [x, w, b].iter().all(|t| t.dtype() == DType::F32)
+    {
+        return crate::cuda::router::moe_router_rows(x, w, b, k);
+    }
     if !cpu_f32 {
         let logits = x.matmul(&w.t()?)?.broadcast_add(b)?; // (t, e)
         return router_topk_softmax(&logits, k);
@@ -182,6 +193,11 @@ pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tenso
 /// Most multiply-adds [`moe_router`] does as plain dot products on the CPU (a 20B-shaped
 /// decode row: 92,160); more go through one matmul.
 const ROUTER_DIRECT_MACS: usize = 1 << 20;
+
+/// Most token rows [`moe_router`] routes on CUDA with one launch (`rows_router`, a block per
+/// row reading the whole router matrix from L2); a prefill's rows go through the matmul.
+#[cfg(feature = "cuda")]
+const ROWS_ROUTER_MAX_T: usize = 256;
 
 /// From this many multiply-adds the direct logits run on both cores.
 const ROUTER_PAR_MACS: usize = 1 << 16;

@@ -70,3 +70,85 @@ pub fn router_topk_softmax_cuda(
         CudaStorage::wrap_cuda_slice(ids, dev.clone()),
     ))
 }
+
+/// The MoE router of token rows in one launch (`rows_router`, block per row): `logits = x · wᵀ
+/// + b`, the top `k` (ties to the lower expert) and the softmax over them.
+///
+/// - `x`: f32 `(t, d)`; `w`: f32 `(e, d)`; `b`: f32 `(e)`; all contiguous on one CUDA device,
+///   `d % 4 == 0`, `e <= 256`, `1 <= k <= min(e, 32)`.
+///
+/// Returns `(ids, weights)`, U32 and f32 `(t, k)`, ordered by descending logit.
+pub fn moe_router_rows(
+    x: &candle_core::Tensor,
+    w: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+    k: usize,
+) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+    use super::decode::{tensor_ptr, MODULE as DECODE};
+    use candle_core::{DType, Device, Tensor};
+    const OP: &str = "moe_router_rows";
+    let (t, d) = x.dims2()?;
+    let (e, wd) = w.dims2()?;
+    let ok = wd == d
+        && b.dims() == [e]
+        && d % 4 == 0
+        && e <= 256
+        && (1..=e.min(ROUTER_MAX_K)).contains(&k)
+        && [x, w, b].iter().all(|t| t.dtype() == DType::F32);
+    if !ok {
+        candle_core::bail!(
+            "{OP}: x {:?}, w {:?}, b {:?}, k = {k}: expected f32 x (t, d), w (e, d), b (e), \
+             d % 4 == 0, e <= 256, 1 <= k <= min(e, {ROUTER_MAX_K})",
+            x.dims(),
+            w.dims(),
+            b.dims()
+        );
+    }
+    let Device::Cuda(dev) = x.device() else {
+        candle_core::bail!("{OP}: x is not on a CUDA device");
+    };
+    // float4 rows: a view that starts off a 16-byte boundary is copied to a fresh buffer.
+    let aligned = |t: &Tensor| -> Result<Tensor> {
+        if t.is_contiguous() && t.layout().start_offset() % 4 == 0 {
+            Ok(t.clone())
+        } else {
+            t.force_contiguous()
+        }
+    };
+    let (x, w, b) = (aligned(x)?, aligned(w)?, b.contiguous()?);
+    let logits = Tensor::zeros((t, e), DType::F32, x.device())?;
+    let ids = Tensor::zeros((t, k), DType::U32, x.device())?;
+    let wts = Tensor::zeros((t, k), DType::F32, x.device())?;
+    if t > 0 {
+        let func =
+            dev.get_or_load_custom_func("rows_router", DECODE, ptx::for_device(dev, ptx::DECODE)?)?;
+        let (px, pw, pb) = (tensor_ptr(&x)?, tensor_ptr(&w)?, tensor_ptr(&b)?);
+        let (pl, pi, pwt) = (tensor_ptr(&logits)?, tensor_ptr(&ids)?, tensor_ptr(&wts)?);
+        let (d_a, e_a, k_a) = (
+            to_u32(OP, "d", d)?,
+            to_u32(OP, "e", e)?,
+            to_u32(OP, "k", k)?,
+        );
+        let mut bld = func.builder();
+        bld.arg(&px)
+            .arg(&pw)
+            .arg(&pb)
+            .arg(&d_a)
+            .arg(&e_a)
+            .arg(&pl)
+            .arg(&k_a)
+            .arg(&pi)
+            .arg(&pwt);
+        let cfg = LaunchConfig {
+            grid_dim: (to_u32(OP, "t", t)?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument types and order match `rows_router`; the buffers hold (t, d), (e, d),
+        // (e), (t, e), (t, k) and (t, k) elements (checked and allocated above); Candle's
+        // allocations are 256-byte aligned and d % 4 == 0, so every row is 16-byte aligned
+        // once the tensors are contiguous from offset 0 (`tensor_ptr` adds the offset).
+        unsafe { bld.launch(cfg) }.w()?;
+    }
+    Ok((ids, wts))
+}
