@@ -20,8 +20,13 @@ if [[ ! -d "$DIR/src" ]]; then
   tar -xzf "$DIR"/sdist/llama_cpp_python-"$VERSION".tar.gz -C "$DIR/src" --strip-components=1
 fi
 export PATH="$VENV/bin:$PATH"
+# No AMX: on the Sapphire-Rapids-class VMs here (cpuinfo lists amx_tile / amx_int8) ggml's AMX
+# matmul faults at its first `ldtilecfg` (general protection fault, on the tiny and the 20B-shaped
+# files alike, session 15); gptoss uses no AMX either. GCC keeps an explicit -mno-* over
+# -march=native's, so the AMX code is compiled out and the rest stays native.
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 cmake -S "$DIR/src/vendor/llama.cpp" -B "$DIR/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DCMAKE_C_FLAGS="$NO_AMX" -DCMAKE_CXX_FLAGS="$NO_AMX" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON >&2
 cmake --build "$DIR/build" --target llama-bench -j "$(nproc)" >&2
 echo "$BIN"

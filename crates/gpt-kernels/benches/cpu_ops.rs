@@ -127,6 +127,23 @@ fn bench_gemv(c: &mut Criterion) -> candle_core::Result<()> {
             );
         }
     }
+    // The tiny model's output head (201,088 rows of 64, Q8_0: 13.1 MiB of 68-byte rows), one
+    // activation row, called from inside the pool: the four-row kernels' narrow case, most of a
+    // tiny-model decode step and ~40% of its 64-token prefill.
+    const VOCAB: usize = 201_088;
+    const NARROW: usize = 64;
+    let xn = Tensor::from_vec(random_f32(&mut rng, NARROW), (1, NARROW), &dev)?;
+    let bytes = q8_bytes(&mut rng, VOCAB, NARROW);
+    let row = bytes.len() / VOCAB;
+    let w = Tensor::from_vec(bytes, (VOCAB, row), &dev)?;
+    g.throughput(Throughput::Bytes((VOCAB * row) as u64));
+    for precision in [Precision::Exact, Precision::Fast] {
+        let cpu = CpuKernels::detected(precision);
+        g.bench_function(
+            format!("q8_0_{precision:?}_head_1x{NARROW}_{VOCAB}x{NARROW}"),
+            |b| b.iter(|| rayon::scope(|_| q8_0_matmul_with(black_box(&xn), &w, None, cpu))),
+        );
+    }
     // The MoE decode: 4 of 32 experts (2880 x 2880 each) for one token.
     let (e, top_k) = (32, 4);
     let w = Tensor::from_vec(

@@ -20,6 +20,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub(crate) mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod narrow;
 mod portable;
 pub mod quant;
 

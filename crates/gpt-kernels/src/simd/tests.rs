@@ -158,6 +158,7 @@ fn matmul_equals_f64_on_both_paths_and_every_isa() {
             3,
             5,
             8,
+            9,
             12,
             Q8_MAX_M,
             Q8_MAX_M + 1,
