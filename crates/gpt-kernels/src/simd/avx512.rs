@@ -86,7 +86,7 @@ unsafe fn f32_block<const MX: bool, const R: usize>(
 /// Adds the int8 dot of block `b` with each of the `R` quantized rows, scaled, into `acc`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
-unsafe fn q8_block<const MX: bool, const R: usize>(
+pub(super) unsafe fn q8_block<const MX: bool, const R: usize>(
     acc: &mut [__m256; R],
     w: *const u8,
     x: QuantView<'_>,
@@ -224,7 +224,7 @@ const MX_ROWS4_MAX_BYTES: usize = 2048;
 /// b+1 hi]` (elements 0..16 and 16..32 of each block), the order [`pair_x`] gives activations.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-unsafe fn pair_weights<const MX: bool>(w: *const u8, b: usize) -> (__m512i, __m128) {
+pub(super) unsafe fn pair_weights<const MX: bool>(w: *const u8, b: usize) -> (__m512i, __m128) {
     unsafe {
         if MX {
             let p = w.add(b * 17);
@@ -260,7 +260,7 @@ unsafe fn pair_weights<const MX: bool>(w: *const u8, b: usize) -> (__m512i, __m1
 /// 64 activations of blocks `b`, `b + 1` in the lane order of [`pair_weights`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
+pub(super) unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
     unsafe {
         let v = _mm512_loadu_si512(x.cast());
         if MX {
@@ -567,6 +567,12 @@ unsafe fn q8_slab<const MX: bool, const R: usize>(
         let mut r = 0;
         // Narrow rows: four at a time share one reduction (the per-row cost dominates);
         // wide rows stream one at a time (one sequential stream prefetches best).
+        if R == 1 && rb <= super::narrow::ROWS16_MAX_BYTES {
+            while r + 16 <= rows {
+                super::narrow::q8_rows16::<MX>(w.add(r * rb), rb, x, (out.add(r * m), m));
+                r += 16;
+            }
+        }
         if R == 1 && rb <= ROWS4_MAX_BYTES {
             while r + 4 <= rows {
                 q8_rows4::<MX>(w.add(r * rb), rb, x, (out.add(r * m), m));

@@ -1,5 +1,6 @@
-//! AVX-512 exact kernel for narrow weight rows at one activation row: sixteen rows per pass and
-//! one transposing reduction of their sixteen accumulators into one vector of sixteen sums.
+//! AVX-512 kernels for narrow weight rows at one activation row, exact and int8: sixteen rows
+//! per pass and one transposing reduction of their sixteen accumulators into one vector of
+//! sixteen sums.
 //!
 //! The four-row kernel spends about as many instructions reducing and storing as multiplying
 //! when a row is two or three blocks (the tiny model's 64-wide output head: 201,088 rows of 68
@@ -10,7 +11,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{q8_f32, weights_f32, PREFETCH};
+use super::avx512::{pair_weights, pair_x, q8_block, q8_f32, weights_f32, PREFETCH};
+use super::quant::QuantView;
 
 /// Rows up to this many bytes take [`f32_rows16`] (sixteen adjacent rows are one stream of at
 /// most 8 KiB, prefetched into L1 as the four-row kernel does narrow rows).
@@ -70,13 +72,7 @@ pub(super) unsafe fn f32_rows16<const MX: bool>(
     (out, m): (*mut f32, usize),
 ) {
     unsafe {
-        let group = 16 * rb;
-        let ahead = (PREFETCH / group + 1) * group;
-        let mut off = 0;
-        while off < group {
-            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(ahead + off).cast());
-            off += 64;
-        }
+        prefetch_group(w, 16 * rb);
         let mut acc = [_mm512_setzero_ps(); 16];
         for b in 0..k / 32 {
             let x0 = _mm512_loadu_ps(x.add(b * 32));
@@ -94,7 +90,15 @@ pub(super) unsafe fn f32_rows16<const MX: bool>(
                 }
             }
         }
-        let sums = reduce16(acc);
+        store16(reduce16(acc), (out, m));
+    }
+}
+
+/// The sixteen sums to rows 0..16 of `out (ptr, stride)`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store16(sums: __m512, (out, m): (*mut f32, usize)) {
+    unsafe {
         if m == 1 {
             _mm512_storeu_ps(out, sums);
         } else {
@@ -104,6 +108,68 @@ pub(super) unsafe fn f32_rows16<const MX: bool>(
                 *out.add(r * m) = v;
             }
         }
+    }
+}
+
+/// Prefetches one group of sixteen rows (`group` bytes) of the stream `ahead` bytes on.
+#[inline(always)]
+unsafe fn prefetch_group(w: *const u8, group: usize) {
+    let ahead = (PREFETCH / group + 1) * group;
+    let mut off = 0;
+    while off < group {
+        // SAFETY: a prefetch never faults; the address is formed with `wrapping_add`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(ahead + off).cast()) };
+        off += 64;
+    }
+}
+
+/// Sixteen consecutive weight rows against one int8-quantized activation row (fast
+/// precision), as the four-row `q8_rows4`: block pairs through `vpdpbusd`, an odd last block
+/// through `q8_block`. Rows 0..16 of `out (ptr, stride)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn q8_rows16<const MX: bool>(
+    w: *const u8,
+    rb: usize,
+    x: QuantView<'_>,
+    out: (*mut f32, usize),
+) {
+    unsafe {
+        prefetch_group(w, 16 * rb);
+        // The two blocks' scales to the lanes their dot products land in.
+        let lanes = if MX {
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+        } else {
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+        };
+        let nb = x.k / 32;
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let mut b = 0;
+        while b + 1 < nb {
+            let xv = pair_x::<MX>(x.qs.as_ptr().add(b * 32));
+            let neg = _mm512_movepi8_mask(xv);
+            let ax = _mm512_abs_epi8(xv);
+            let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast()));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let (q, d) = pair_weights::<MX>(w.add(r * rb), b);
+                // Σ x·w = Σ |x| · (w with x's sign): unsigned × signed bytes for vpdpbusd.
+                let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sw);
+                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
+                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+            }
+            b += 2;
+        }
+        if b < nb {
+            // An odd last block: its 8-lane sums join each row's accumulator.
+            for (r, a) in acc.iter_mut().enumerate() {
+                let mut one = [_mm256_setzero_ps(); 1];
+                q8_block::<MX, 1>(&mut one, w.add(r * rb), x, b);
+                *a = _mm512_add_ps(*a, _mm512_zextps256_ps512(one[0]));
+            }
+        }
+        let sums = reduce16(acc);
+        store16(sums, out);
     }
 }
 
