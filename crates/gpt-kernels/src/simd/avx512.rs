@@ -7,9 +7,10 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, load};
+use super::pairs::{pair_dot, pair_weights, pair_x, x_pair};
 use super::quant::QuantView;
 use super::Format;
-use crate::mxfp4::block::{e8m0_to_f32_half, KVALUES, MX_SCALED};
+use crate::mxfp4::block::{KVALUES, MX_SCALED};
 
 /// Q8_0 block `b`: its 32 int8 as two f32 vectors of 16 (unscaled) and its scale broadcast.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -219,58 +220,6 @@ const ROWS4_MAX_BYTES: usize = 1024;
 /// faster).
 const MX_ROWS4_MAX_BYTES: usize = 2048;
 
-/// Blocks `b` and `b + 1` as 64 int8 in one register and their two scales `[d_b, d_b+1]`.
-/// Q8_0: block b's 32 values, then block b+1's. MXFP4: 128-bit lanes `[b lo, b+1 lo, b hi,
-/// b+1 hi]` (elements 0..16 and 16..32 of each block), the order [`pair_x`] gives activations.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline]
-pub(super) unsafe fn pair_weights<const MX: bool>(w: *const u8, b: usize) -> (__m512i, __m128) {
-    unsafe {
-        if MX {
-            let p = w.add(b * 17);
-            let raw = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128(p.add(1).cast())),
-                _mm_loadu_si128(p.add(18).cast()),
-                1,
-            );
-            let nib = _mm512_set1_epi8(0x0f);
-            let both =
-                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-            let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES.as_ptr().cast()));
-            let q = _mm512_shuffle_epi8(lut, _mm512_and_si512(both, nib));
-            let d = _mm_setr_ps(e8m0_to_f32_half(*p), e8m0_to_f32_half(*p.add(17)), 0.0, 0.0);
-            (q, d)
-        } else {
-            let p = w.add(b * 34);
-            let q = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast())),
-                _mm256_loadu_si256(p.add(36).cast()),
-                1,
-            );
-            let h = _mm_insert_epi16(
-                _mm_cvtsi32_si128(i32::from(u16::from_le_bytes([*p, *p.add(1)]))),
-                i32::from(u16::from_le_bytes([*p.add(34), *p.add(35)])),
-                1,
-            );
-            (q, _mm_cvtph_ps(h))
-        }
-    }
-}
-
-/// 64 activations of blocks `b`, `b + 1` in the lane order of [`pair_weights`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-#[inline]
-pub(super) unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
-    unsafe {
-        let v = _mm512_loadu_si512(x.cast());
-        if MX {
-            _mm512_shuffle_i64x2(v, v, 0b11_01_10_00)
-        } else {
-            v
-        }
-    }
-}
-
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 #[inline]
 unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>, out: *mut f32) {
@@ -466,29 +415,17 @@ unsafe fn q8_rows4<const MX: bool>(
     out: (*mut f32, usize),
 ) {
     unsafe {
-        let lanes = if MX {
-            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
-        } else {
-            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-        };
         let nb = x.k / 32;
         let bb = if MX { 17 } else { 34 };
         let ahead = rows4_ahead(rb);
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut b = 0;
         while b + 1 < nb {
-            let xv = pair_x::<MX>(x.qs.as_ptr().add(b * 32));
-            let neg = _mm512_movepi8_mask(xv);
-            let ax = _mm512_abs_epi8(xv);
-            let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast()));
+            let xp = x_pair::<MX>(x, b);
             for (r, a) in acc.iter_mut().enumerate() {
                 let wr = w.add(r * rb);
                 _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(ahead + b * bb).cast());
-                let (q, d) = pair_weights::<MX>(wr, b);
-                let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sw);
-                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+                *a = pair_dot::<MX>(wr, b, xp, *a);
             }
             b += 2;
         }

@@ -22,6 +22,8 @@ mod avx512;
 pub(crate) mod matmul;
 #[cfg(target_arch = "x86_64")]
 mod narrow;
+#[cfg(target_arch = "x86_64")]
+mod pairs;
 mod portable;
 pub mod quant;
 

@@ -11,7 +11,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx512::{pair_weights, pair_x, q8_block, q8_f32, weights_f32, PREFETCH};
+use super::avx512::{q8_block, q8_f32, weights_f32, PREFETCH};
+use super::pairs::{pair_dot, x_pair};
 use super::quant::QuantView;
 
 /// Rows up to this many bytes take [`f32_rows16`] (sixteen adjacent rows are one stream of at
@@ -136,27 +137,13 @@ pub(super) unsafe fn q8_rows16<const MX: bool>(
 ) {
     unsafe {
         prefetch_group(w, 16 * rb);
-        // The two blocks' scales to the lanes their dot products land in.
-        let lanes = if MX {
-            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
-        } else {
-            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-        };
         let nb = x.k / 32;
         let mut acc = [_mm512_setzero_ps(); 16];
         let mut b = 0;
         while b + 1 < nb {
-            let xv = pair_x::<MX>(x.qs.as_ptr().add(b * 32));
-            let neg = _mm512_movepi8_mask(xv);
-            let ax = _mm512_abs_epi8(xv);
-            let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast()));
+            let xp = x_pair::<MX>(x, b);
             for (r, a) in acc.iter_mut().enumerate() {
-                let (q, d) = pair_weights::<MX>(w.add(r * rb), b);
-                // Σ x·w = Σ |x| · (w with x's sign): unsigned × signed bytes for vpdpbusd.
-                let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, sw);
-                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+                *a = pair_dot::<MX>(w.add(r * rb), b, xp, *a);
             }
             b += 2;
         }

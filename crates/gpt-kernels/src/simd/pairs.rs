@@ -1,0 +1,110 @@
+//! The fast (int8) AVX-512 kernels' block pairs: two blocks of a weight row as 64 int8 in one
+//! register with their scales, the activations in the same lane order, and one `vpdpbusd`
+//! product of the two into 16 f32 lanes.
+//!
+//! Safety: as [`super::avx512`].
+
+use std::arch::x86_64::*;
+
+use super::quant::QuantView;
+use crate::mxfp4::block::{e8m0_to_f32_half, KVALUES};
+
+/// Blocks `b` and `b + 1` as 64 int8 in one register and their two scales `[d_b, d_b+1]`.
+/// Q8_0: block b's 32 values, then block b+1's. MXFP4: 128-bit lanes `[b lo, b+1 lo, b hi,
+/// b+1 hi]` (elements 0..16 and 16..32 of each block), the order [`pair_x`] gives activations.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn pair_weights<const MX: bool>(w: *const u8, b: usize) -> (__m512i, __m128) {
+    unsafe {
+        if MX {
+            let p = w.add(b * 17);
+            let raw = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128(p.add(1).cast())),
+                _mm_loadu_si128(p.add(18).cast()),
+                1,
+            );
+            let nib = _mm512_set1_epi8(0x0f);
+            let both =
+                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
+            let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES.as_ptr().cast()));
+            let q = _mm512_shuffle_epi8(lut, _mm512_and_si512(both, nib));
+            let d = _mm_setr_ps(e8m0_to_f32_half(*p), e8m0_to_f32_half(*p.add(17)), 0.0, 0.0);
+            (q, d)
+        } else {
+            let p = w.add(b * 34);
+            let q = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_loadu_si256(p.add(2).cast())),
+                _mm256_loadu_si256(p.add(36).cast()),
+                1,
+            );
+            let h = _mm_insert_epi16(
+                _mm_cvtsi32_si128(i32::from(u16::from_le_bytes([*p, *p.add(1)]))),
+                i32::from(u16::from_le_bytes([*p.add(34), *p.add(35)])),
+                1,
+            );
+            (q, _mm_cvtph_ps(h))
+        }
+    }
+}
+
+/// 64 activations of blocks `b`, `b + 1` in the lane order of [`pair_weights`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
+    unsafe {
+        let v = _mm512_loadu_si512(x.cast());
+        if MX {
+            _mm512_shuffle_i64x2(v, v, 0b11_01_10_00)
+        } else {
+            v
+        }
+    }
+}
+
+/// Activation blocks `b`, `b + 1` of a quantized row prepared once for every weight row of a
+/// pass: their magnitudes, sign mask and two scales.
+#[derive(Clone, Copy)]
+pub(super) struct XPair {
+    ax: __m512i,
+    neg: __mmask64,
+    dx: __m128,
+}
+
+/// [`XPair`] of blocks `b`, `b + 1` of `x`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn x_pair<const MX: bool>(x: QuantView<'_>, b: usize) -> XPair {
+    unsafe {
+        let xv = pair_x::<MX>(x.qs.as_ptr().add(b * 32));
+        XPair {
+            ax: _mm512_abs_epi8(xv),
+            neg: _mm512_movepi8_mask(xv),
+            dx: _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast())),
+        }
+    }
+}
+
+/// `acc` plus weight row `wr`'s blocks `b`, `b + 1` against `xp`, in 16 lanes (Σ x·w = Σ |x| ·
+/// (w with x's sign): unsigned × signed bytes for `vpdpbusd`, then each lane's two scales).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn pair_dot<const MX: bool>(
+    wr: *const u8,
+    b: usize,
+    xp: XPair,
+    acc: __m512,
+) -> __m512 {
+    unsafe {
+        // The two blocks' scales to the lanes their dot products land in.
+        let lanes = if MX {
+            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+        } else {
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+        };
+        let (q, d) = pair_weights::<MX>(wr, b);
+        let sw = _mm512_mask_sub_epi8(q, xp.neg, _mm512_setzero_si512(), q);
+        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xp.ax, sw);
+        let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, xp.dx)));
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc)
+    }
+}
