@@ -60,14 +60,7 @@ pub(crate) fn f32_or_f16<'a>(
 ///
 /// Copying keeps the storage read-lock short; these tensors are small (one row per expert/head).
 pub(crate) fn field_to_vec<T: WithDType>(t: &Tensor, op: &str, what: &str) -> Result<Vec<T>> {
-    let (guard, layout) = t.storage_and_layout();
-    match &*guard {
-        Storage::Cpu(cpu) => Ok(contiguous_slice::<T>(cpu, layout, op, what)?.to_vec()),
-        _ => bail!(
-            "{op}: {what} lives on {:?} but the op runs on the CPU",
-            t.device().location()
-        ),
-    }
+    with_cpu_slice::<T, _>(t, op, what, <[T]>::to_vec)
 }
 
 /// Runs `f` on the contiguous CPU data of `t` (borrowed under its storage's read lock): for

@@ -146,11 +146,29 @@ pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tenso
         return router_topk_softmax(&logits, k);
     }
     let bias: Vec<f32> = crate::cpu_storage::field_to_vec(b, OP, "b")?;
+    // Bias, top-k and the softmax over the selection, row by row of logits (t, e).
+    let select = |logits: &[f32]| {
+        let mut ids = vec![0u32; t * k];
+        let mut weights = vec![0f32; t * k];
+        let mut row = vec![0f32; e];
+        for ((lr, ir), out) in logits
+            .chunks_exact(e)
+            .zip(ids.chunks_exact_mut(k))
+            .zip(weights.chunks_exact_mut(k))
+        {
+            row.iter_mut()
+                .zip(lr.iter().zip(&bias))
+                .for_each(|(r, (l, b))| *r = l + b);
+            topk_row(&row, ir);
+            softmax_selected(&row, ir, out);
+        }
+        (ids, weights)
+    };
     // A decode step's few rows: the logits as dot products here (Candle's matmul costs ~30 µs
     // a call at one row), over both cores for a 20B-shaped row; a prefill's: one matmul.
-    let logits: Vec<f32> = if t * e * d <= ROUTER_DIRECT_MACS {
+    let (ids, weights) = if t * e * d <= ROUTER_DIRECT_MACS {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
-        with_cpu_slice::<f32, _>(&x, OP, "x", |xs| {
+        let logits = with_cpu_slice::<f32, _>(&x, OP, "x", |xs| {
             with_cpu_slice::<f32, _>(&w, OP, "w", |ws| {
                 let mut lg = vec![0f32; t * e];
                 let one = |(i, v): (usize, &mut f32)| {
@@ -164,25 +182,12 @@ pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tenso
                 }
                 lg
             })
-        })??
+        })??;
+        select(&logits)
     } else {
         let lg = x.matmul(&w.t()?)?.contiguous()?; // (t, e)
-        with_cpu_slice::<f32, _>(&lg, OP, "logits", |l| l.to_vec())?
+        with_cpu_slice::<f32, _>(&lg, OP, "logits", select)?
     };
-    let mut ids = vec![0u32; t * k];
-    let mut weights = vec![0f32; t * k];
-    let mut row = vec![0f32; e];
-    for ((lr, ir), out) in logits
-        .chunks_exact(e)
-        .zip(ids.chunks_exact_mut(k))
-        .zip(weights.chunks_exact_mut(k))
-    {
-        row.iter_mut()
-            .zip(lr.iter().zip(&bias))
-            .for_each(|(r, (l, b))| *r = l + b);
-        topk_row(&row, ir);
-        softmax_selected(&row, ir, out);
-    }
     let dev = x.device();
     Ok((
         Tensor::from_vec(ids, (t, k), dev)?,
@@ -247,6 +252,7 @@ mod tests {
             (3, 2880, 32, 4),
             (17, 96, 128, 4),
             (64, 32, 8, 8),
+            (300, 64, 64, 4), // past ROUTER_DIRECT_MACS: the matmul
         ] {
             let x = Tensor::randn(0f32, 1.0, (t, d), &dev).unwrap();
             let w = Tensor::randn(0f32, 0.1, (e, d), &dev).unwrap();

@@ -22,34 +22,25 @@ pub struct SwigluOai {
 
 impl SwigluOai {
     /// One element: `g = min(gate, limit)`, `u = clamp(up, −limit, limit)`,
-    /// `g · sigmoid(alpha · g) · (u + 1)`.
-    #[inline]
+    /// `g · sigmoid(alpha · g) · (u + 1)`. Branch-free, so loops of it vectorize: the sigmoid
+    /// from `e = exp(−|z|)` (the attention's polynomial [`exp_neg`], ~2e-7 relative) as
+    /// `1 / (1 + e)` for `z ≥ 0` and `e / (1 + e)` below, not a libm `expf` call per element.
+    #[inline(always)]
     pub fn apply(&self, gate: f32, up: f32) -> f32 {
         let g = gate.min(self.limit);
         let u = up.clamp(-self.limit, self.limit);
-        g / (1.0 + (-self.alpha * g).exp()) * (u + 1.0)
-    }
-}
-
-impl SwigluOai {
-    /// [`SwigluOai::apply`] branch-free, so loops of it vectorize: the sigmoid from
-    /// `e = exp(−|z|)` (the attention's polynomial [`exp_neg`], ~2e-7 relative) as `1 / (1 + e)`
-    /// for `z ≥ 0` and `e / (1 + e)` below, instead of a libm `expf` call per element.
-    #[inline(always)]
-    fn apply_vectorizable(alpha: f32, limit: f32, gate: f32, up: f32) -> f32 {
-        let g = gate.min(limit);
-        let u = up.clamp(-limit, limit);
-        let z = alpha * g;
+        let z = self.alpha * g;
         let e = exp_neg(-z.abs());
         let num = if z >= 0.0 { 1.0 } else { e };
         g * (num / (1.0 + e)) * (u + 1.0)
     }
 
-    /// `out[i] = apply(gate[i], up[i])` over one chunk, on AVX-512 where the CPU has it.
+    /// `out[i] = apply(gate[i], up[i])` over one chunk, compiled for AVX-512 where the
+    /// instruction set in use ([`crate::Isa::detected`], `GPTOSS_CPU_ISA` caps it) has it.
     fn chunk(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512 F was detected just above.
+        if crate::simd::Isa::detected() == crate::simd::Isa::Avx512 {
+            // SAFETY: the detected set includes AVX-512 F.
             unsafe { self.chunk_avx512(gate, up, out) };
             return;
         }
@@ -58,9 +49,8 @@ impl SwigluOai {
 
     #[inline(always)]
     fn chunk_portable(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
-        let (a, l) = (self.alpha, self.limit);
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = Self::apply_vectorizable(a, l, g, u);
+            *o = self.apply(g, u);
         }
     }
 

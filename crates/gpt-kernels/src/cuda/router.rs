@@ -85,7 +85,8 @@ pub fn moe_router_rows(
     k: usize,
 ) -> Result<(candle_core::Tensor, candle_core::Tensor)> {
     use super::decode::{tensor_ptr, MODULE as DECODE};
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::op::BackpropOp;
+    use candle_core::{DType, Device, Storage, Tensor};
     const OP: &str = "moe_router_rows";
     let (t, d) = x.dims2()?;
     let (e, wd) = w.dims2()?;
@@ -116,14 +117,15 @@ pub fn moe_router_rows(
         }
     };
     let (x, w, b) = (aligned(x)?, aligned(w)?, b.contiguous()?);
-    let logits = Tensor::zeros((t, e), DType::F32, x.device())?;
-    let ids = Tensor::zeros((t, k), DType::U32, x.device())?;
-    let wts = Tensor::zeros((t, k), DType::F32, x.device())?;
+    // SAFETY (the three allocations): `rows_router` writes every element of each before
+    // anything reads it.
+    let mut logits = unsafe { dev.alloc::<f32>(t * e) }?;
+    let mut ids = unsafe { dev.alloc::<u32>(t * k) }?;
+    let mut wts = unsafe { dev.alloc::<f32>(t * k) }?;
     if t > 0 {
         let func =
             dev.get_or_load_custom_func("rows_router", DECODE, ptx::for_device(dev, ptx::DECODE)?)?;
         let (px, pw, pb) = (tensor_ptr(&x)?, tensor_ptr(&w)?, tensor_ptr(&b)?);
-        let (pl, pi, pwt) = (tensor_ptr(&logits)?, tensor_ptr(&ids)?, tensor_ptr(&wts)?);
         let (d_a, e_a, k_a) = (
             to_u32(OP, "d", d)?,
             to_u32(OP, "e", e)?,
@@ -135,10 +137,10 @@ pub fn moe_router_rows(
             .arg(&pb)
             .arg(&d_a)
             .arg(&e_a)
-            .arg(&pl)
+            .arg(&mut logits)
             .arg(&k_a)
-            .arg(&pi)
-            .arg(&pwt);
+            .arg(&mut ids)
+            .arg(&mut wts);
         let cfg = LaunchConfig {
             grid_dim: (to_u32(OP, "t", t)?, 1, 1),
             block_dim: (256, 1, 1),
@@ -146,9 +148,15 @@ pub fn moe_router_rows(
         };
         // SAFETY: argument types and order match `rows_router`; the buffers hold (t, d), (e, d),
         // (e), (t, e), (t, k) and (t, k) elements (checked and allocated above); Candle's
-        // allocations are 256-byte aligned and d % 4 == 0, so every row is 16-byte aligned
-        // once the tensors are contiguous from offset 0 (`tensor_ptr` adds the offset).
+        // allocations are 256-byte aligned, `aligned` left x and w at a multiple of 4 elements
+        // and d % 4 == 0, so every row is 16-byte aligned (`tensor_ptr` adds the offset).
         unsafe { bld.launch(cfg) }.w()?;
     }
-    Ok((ids, wts))
+    let wrap = |st: CudaStorage| {
+        Tensor::from_storage(Storage::Cuda(st), (t, k), BackpropOp::none(), false)
+    };
+    Ok((
+        wrap(CudaStorage::wrap_cuda_slice(ids, dev.clone())),
+        wrap(CudaStorage::wrap_cuda_slice(wts, dev.clone())),
+    ))
 }

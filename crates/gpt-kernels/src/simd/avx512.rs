@@ -459,9 +459,9 @@ unsafe fn f32_slab<const MX: bool, const R: usize>(
 ) {
     unsafe {
         let mut r = 0;
-        // Narrow rows: four at a time share one reduction (the per-row cost dominates);
-        // wide rows stream one at a time (one sequential stream prefetches best), but for
-        // MXFP4 rows up to MX_ROWS4_MAX_BYTES.
+        // Narrow rows: sixteen, then four at a time share one reduction (the per-row cost
+        // dominates); wide rows stream one at a time (one sequential stream prefetches best),
+        // but for MXFP4 rows up to MX_ROWS4_MAX_BYTES.
         let rows4_max = if MX {
             MX_ROWS4_MAX_BYTES
         } else {
@@ -502,8 +502,8 @@ unsafe fn q8_slab<const MX: bool, const R: usize>(
 ) {
     unsafe {
         let mut r = 0;
-        // Narrow rows: four at a time share one reduction (the per-row cost dominates);
-        // wide rows stream one at a time (one sequential stream prefetches best).
+        // Narrow rows: sixteen, then four at a time share one reduction (the per-row cost
+        // dominates); wide rows stream one at a time (one sequential stream prefetches best).
         if R == 1 && rb <= super::narrow::ROWS16_MAX_BYTES {
             while r + 16 <= rows {
                 super::narrow::q8_rows16::<MX>(w.add(r * rb), rb, x, (out.add(r * m), m));

@@ -155,8 +155,7 @@ pub(super) unsafe fn q8_rows16<const MX: bool>(
                 *a = _mm512_add_ps(*a, _mm512_zextps256_ps512(one[0]));
             }
         }
-        let sums = reduce16(acc);
-        store16(sums, out);
+        store16(reduce16(acc), out);
     }
 }
 
