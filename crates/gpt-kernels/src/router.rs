@@ -114,8 +114,8 @@ pub fn router_topk_softmax(logits: &Tensor, k: usize) -> Result<(Tensor, Tensor)
 /// Returns `(ids, weights)`, U32 and f32 `(t, k)`. On the CPU the logits are dot products (a
 /// decode step's rows) or one matmul, then the bias, the selection and the softmax are one pass
 /// over the rows (the composition's seven small ops cost ~40 µs a layer in a decode step); on
-/// CUDA up to 256 rows are one kernel (`rows_router`); elsewhere the matmul, the bias add and
-/// [`router_topk_softmax`].
+/// CUDA with `GPTOSS_ROWS_ROUTER=1` up to 256 rows are one kernel (`rows_router`, opt-in until
+/// run on a GPU); elsewhere the matmul, the bias add and [`router_topk_softmax`].
 pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "moe_router";
     let (t, d) = x.dims2()?;
@@ -133,6 +133,7 @@ pub fn moe_router(x: &Tensor, w: &Tensor, b: &Tensor, k: usize) -> Result<(Tenso
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
     #[cfg(feature = "cuda")]
     if x.device().is_cuda()
+        && crate::cuda::router::rows_router_enabled()
         && t <= ROWS_ROUTER_MAX_T
         && d % 4 == 0
         && e <= 256

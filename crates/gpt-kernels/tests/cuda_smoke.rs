@@ -411,7 +411,7 @@ fn router_topk_softmax_matches_cpu() -> R<()> {
     Ok(())
 }
 
-/// `moe_router` on CUDA (`rows_router`, one block per row) against an f64 loop: the same
+/// `moe_router` on CUDA and `rows_router` (one block per row) against an f64 loop: the same
 /// experts in the same order, weights within 1e-5 relative, on ragged row counts and shapes
 /// (a row with adjacent ranked logits within 2e-5 may rank either way and is skipped); past
 /// 256 rows the op takes the matmul path, checked the same way.
@@ -443,47 +443,62 @@ fn moe_router_rows_matches_an_f64_loop() -> R<()> {
             .reshape((t, d))?;
         let wt = Tensor::from_vec(w.clone(), (e, d), &dv)?;
         let bt = Tensor::from_vec(b.clone(), e, &dv)?;
-        let (ids, wts) = gpt_kernels::moe_router(&xt, &wt, &bt, k)?;
-        let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-        let wts = wts.flatten_all()?.to_vec1::<f32>()?;
-        let mut checked = 0;
-        for r in 0..t {
-            let lg: Vec<f64> = (0..e)
-                .map(|j| {
-                    let dot: f64 = (0..d)
-                        .map(|i| f64::from(x[r * d + i]) * f64::from(w[j * d + i]))
-                        .sum();
-                    dot + f64::from(b[j])
-                })
-                .collect();
-            let mut order: Vec<usize> = (0..e).collect();
-            order.sort_by(|a, b| lg[*b].total_cmp(&lg[*a]).then(a.cmp(b)));
-            // Adjacent logits closer than the f32 sum's error may rank either way.
-            let last = k.min(e - 1);
-            if (0..last).any(|c| (lg[order[c]] - lg[order[c + 1]]).abs() < 2e-5) {
-                continue;
-            }
-            checked += 1;
-            let got: Vec<usize> = ids[r * k..(r + 1) * k]
-                .iter()
-                .map(|i| *i as usize)
-                .collect();
-            let top = &order[..k];
-            assert_eq!(got, top, "t {t} e {e} d {d} row {r}: experts, in order");
-            let denom: f64 = top.iter().map(|j| (lg[*j] - lg[top[0]]).exp()).sum();
-            for (c, j) in got.iter().enumerate() {
-                let want = (lg[*j] - lg[top[0]]).exp() / denom;
-                let g = f64::from(wts[r * k + c]);
-                assert!(
-                    (g - want).abs() <= 1e-5 * want.max(1e-3),
-                    "t {t} e {e} d {d} row {r} choice {c}: gpu {g} vs ref {want}"
-                );
-            }
+        // The public op (the kernel where `GPTOSS_ROWS_ROUTER=1`, else the composition) and,
+        // up to 256 rows, the kernel itself.
+        let mut outs = vec![("moe_router", gpt_kernels::moe_router(&xt, &wt, &bt, k)?)];
+        if t <= 256 {
+            let rows = gpt_kernels::cuda::router::moe_router_rows(&xt, &wt, &bt, k)?;
+            outs.push(("moe_router_rows", rows));
         }
-        assert!(
-            checked * 2 > t,
-            "t {t} e {e}: only {checked} rows without a near-tie"
-        );
+        let lgs: Vec<Vec<f64>> = (0..t)
+            .map(|r| {
+                (0..e)
+                    .map(|j| {
+                        let dot: f64 = (0..d)
+                            .map(|i| f64::from(x[r * d + i]) * f64::from(w[j * d + i]))
+                            .sum();
+                        dot + f64::from(b[j])
+                    })
+                    .collect()
+            })
+            .collect();
+        for (name, (ids, wts)) in outs {
+            let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+            let wts = wts.flatten_all()?.to_vec1::<f32>()?;
+            let mut checked = 0;
+            for (r, lg) in lgs.iter().enumerate() {
+                let mut order: Vec<usize> = (0..e).collect();
+                order.sort_by(|a, b| lg[*b].total_cmp(&lg[*a]).then(a.cmp(b)));
+                // Adjacent logits closer than the f32 sum's error may rank either way.
+                let last = k.min(e - 1);
+                if (0..last).any(|c| (lg[order[c]] - lg[order[c + 1]]).abs() < 2e-5) {
+                    continue;
+                }
+                checked += 1;
+                let got: Vec<usize> = ids[r * k..(r + 1) * k]
+                    .iter()
+                    .map(|i| *i as usize)
+                    .collect();
+                let top = &order[..k];
+                assert_eq!(
+                    got, top,
+                    "{name} t {t} e {e} d {d} row {r}: experts, in order"
+                );
+                let denom: f64 = top.iter().map(|j| (lg[*j] - lg[top[0]]).exp()).sum();
+                for (c, j) in got.iter().enumerate() {
+                    let want = (lg[*j] - lg[top[0]]).exp() / denom;
+                    let g = f64::from(wts[r * k + c]);
+                    assert!(
+                        (g - want).abs() <= 1e-5 * want.max(1e-3),
+                        "{name} t {t} e {e} d {d} row {r} choice {c}: gpu {g} vs ref {want}"
+                    );
+                }
+            }
+            assert!(
+                checked * 2 > t,
+                "{name} t {t} e {e}: only {checked} rows without a near-tie"
+            );
+        }
     }
     Ok(())
 }

@@ -71,6 +71,15 @@ pub fn router_topk_softmax_cuda(
     ))
 }
 
+/// Whether [`crate::router::moe_router`] takes [`moe_router_rows`] for a CUDA step's rows:
+/// `GPTOSS_ROWS_ROUTER=1`, read once. Opt-in until the kernel has run on a GPU (written in
+/// session 15, compiled, its test not yet run); otherwise the matmul, bias add and
+/// [`crate::router::router_topk_softmax`], as before it.
+pub fn rows_router_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GPTOSS_ROWS_ROUTER").is_ok_and(|v| v == "1"))
+}
+
 /// The MoE router of token rows in one launch (`rows_router`, block per row): `logits = x · wᵀ
 /// + b`, the top `k` (ties to the lower expert) and the softmax over them.
 ///
