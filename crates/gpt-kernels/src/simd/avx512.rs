@@ -7,10 +7,10 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, load};
-use super::pairs::{pair_dot, pair_weights, pair_x, x_pair};
+use super::pairs::{mx_pair_values, pair_dot, pair_weights, pair_x, x_pair};
 use super::quant::QuantView;
 use super::Format;
-use crate::mxfp4::block::{KVALUES, MX_SCALED};
+use crate::mxfp4::block::MX_SCALED;
 
 /// Q8_0 block `b`: its 32 int8 as two f32 vectors of 16 (unscaled) and its scale broadcast.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -284,21 +284,12 @@ fn sum_with_tail(a: __m512, tail: __m256) -> f32 {
 unsafe fn mx_q8_row(w: *const u8, x: QuantView<'_>, out: *mut f32) {
     unsafe {
         let nb = x.k / 32;
-        let nib = _mm512_set1_epi8(0x0f);
-        let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES.as_ptr().cast()));
         let zero = _mm512_setzero_si512();
         // Pair `i` of the row into `acc`.
         let pair = |i: usize, acc: __m512| {
             let (p, pr) = (w.add(i * 34), x.pairs.get_unchecked(i));
             _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(i * 34 + PREFETCH).cast());
-            let raw = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128(p.add(1).cast())),
-                _mm_loadu_si128(p.add(18).cast()),
-                1,
-            );
-            let both =
-                _mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1);
-            let q = _mm512_shuffle_epi8(lut, _mm512_and_si512(both, nib));
+            let q = mx_pair_values(p);
             // Σ x·w = Σ |x| · (w negated where x < 0): unsigned × signed for vpdpbusd.
             let sw = _mm512_mask_sub_epi8(q, pr.neg, zero, q);
             let ax = _mm512_load_si512(pr.ax.as_ptr().cast());
