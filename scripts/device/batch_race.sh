@@ -16,7 +16,7 @@ B=/tmp/bin; R=${OUT:-/tmp}/batch; mkdir -p $B $R
 NPL=${NPL:-1,8,32,64,128,256}
 step() { echo "== $* (${SECONDS}s)"; }
 . scripts/device/llama_build.sh llama-bench llama-batched-bench
-for f in .carry/*.xz; do xz -dc "$f" > $B/$(basename "$f" .xz); chmod +x $B/$(basename "$f" .xz); done
+. scripts/device/common.sh batch
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee /tmp/gpu.txt
 if [ "${SKIP_CHECKS:-0}" != 1 ]; then
   for t in cuda_decode cuda_smoke cuda_prefill; do
