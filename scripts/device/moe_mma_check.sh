@@ -20,8 +20,8 @@
 #    default sampling: temperature 1, drawn on the device), with the MMA kernels; SERVE=0 skips it.
 # Carry in .carry/: bins.tar.xz (`scripts/device/pack_carry.sh`: gptoss and the cuda_* test
 # binaries). SKIP_CHECKS=1 skips the checks. PART=checks runs steps 1-2 and the compare-devices
-# of step 3 (no timing: a llama.cpp build may share the host); PART=times the timings alone
-# (steps 3-5); unset, everything in this order.
+# of step 3 and generates the 20B-shaped file (no timing: a llama.cpp build may share the host);
+# PART=times the timings alone (steps 3-5); unset, everything in this order.
 # The most wanted first: a call cut short by the device budget keeps what it finished ($R/log.txt).
 . scripts/device/common.sh moe_mma
 NPL=${NPL:-8,32,64,128}
@@ -29,11 +29,11 @@ PART=${PART:-all}
 # The batched router in one launch is opt-in until run here; every step below takes it, except
 # the one timing that compares it with the composed router.
 export GPTOSS_ROWS_ROUTER=${GPTOSS_ROWS_ROUTER:-1}
-checks() { [ "${SKIP_CHECKS:-0}" != 1 ] && [ "$PART" != times ]; }
-times() { [ "$PART" != checks ]; }
+run_checks() { [ "${SKIP_CHECKS:-0}" != 1 ] && [ "$PART" != times ]; }
+run_timings() { [ "$PART" != checks ]; }
 {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if checks; then
+if run_checks; then
   step "kernel tests"
   [ -x $B/cuda_smoke ] && $B/cuda_smoke moe_router 2>&1 | grep -E "test result|FAILED|panicked"
   [ -x $B/cuda_prefill ] && $B/cuda_prefill moe_row 2>&1 | grep -E "test result|FAILED|panicked|max \|"
@@ -58,7 +58,7 @@ for l in sys.stdin:
 print()"
 }
 M="--model /tmp/20b.gguf --device cuda --json --prompt-tokens 128 --gen-tokens 128 --reps 1 --concurrency $NPL"
-if times; then
+if run_timings; then
   step "concurrency: default"
   $B/gptoss bench $M 2>/dev/null | tee $R/default.jsonl | conc
   step "concurrency: default, composed router (GPTOSS_ROWS_ROUTER=0)"
@@ -66,7 +66,7 @@ if times; then
   step "concurrency: MMA at every size"
   GPTOSS_MOE_MMA=1 $B/gptoss bench $M --moe-grouped-min-slots 100000 2>/dev/null | tee $R/mma_all.jsonl | conc
 fi
-if checks; then
+if run_checks; then
   step "compare-devices, fused router on / off"
   $B/gptoss gen-model --preset 120b --layers 2 --out /tmp/120b2.gguf > /dev/null 2>&1
   for m in tiny /tmp/20b2.gguf /tmp/120b2.gguf; do
@@ -77,7 +77,7 @@ if checks; then
   done
   rm -f /tmp/120b2.gguf /tmp/20b2.gguf
 fi
-if ! times; then step done; exit 0; fi
+if ! run_timings; then step done; exit 0; fi
 step "concurrency: MMA below 129 slots"
 GPTOSS_MOE_MMA=1 $B/gptoss bench $M 2>/dev/null | tee $R/mma_few.jsonl | conc
 step "concurrency: default again"
