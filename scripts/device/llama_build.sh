@@ -21,9 +21,13 @@ if [ ! -f /tmp/llama-build.started ]; then
     echo "llama.cpp binaries from .carry: $*"
   else
     mkdir -p /tmp/llama && tar xzf .carry/llama-src.tgz -C /tmp/llama
-    ( cd /tmp/llama/llama.cpp && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF \
-        -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_APP=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release > /tmp/llama-cmake.log 2>&1 \
-      && cmake --build build -j12 --target "$@" > /tmp/llama-build.log 2>&1; echo $? > /tmp/llama-build.rc ) &
+    # In its own session (setsid): the device tool ends a call's processes when it returns,
+    # except such ones, so a build a call started goes on for the next call on the same warm
+    # machine.
+    setsid bash -c 'cd /tmp/llama/llama.cpp && cmake -B build -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+        -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DBUILD_SHARED_LIBS=OFF -DCMAKE_BUILD_TYPE=Release \
+        > /tmp/llama-cmake.log 2>&1 && cmake --build build -j12 --target "$@" > /tmp/llama-build.log 2>&1
+      echo $? > /tmp/llama-build.rc' _ "$@" < /dev/null > /dev/null 2>&1 &
   fi
 fi
