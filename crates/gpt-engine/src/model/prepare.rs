@@ -157,7 +157,15 @@ fn linear(
         let (n, k) = q.shape().dims2()?;
         let bytes = q.data()?.into_owned();
         let w = Tensor::from_vec(bytes, (n, gpt_kernels::q8::q8_0_row_bytes(k)), device)?;
-        return Ok(Linear::Q8Blocks { w, b, cpu });
+        let chosen = gpt_kernels::q8::q8_0_kernels_for(&w, cpu)?;
+        if chosen != cpu {
+            tracing::warn!(
+                n,
+                k,
+                "a Q8_0 matrix holds quants of -128: it runs at exact precision"
+            );
+        }
+        return Ok(Linear::Q8Blocks { w, b, cpu: chosen });
     }
     if cpu.precision() == gpt_kernels::Precision::Exact {
         return Ok(Linear::Generic {

@@ -4,14 +4,39 @@
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use crate::cpu_storage::{contiguous_slice, field_to_vec};
-use crate::simd::{CpuKernels, Format};
+use crate::cpu_storage::{contiguous_slice, field_to_vec, with_cpu_slice};
+use crate::simd::{CpuKernels, Format, Precision};
 
 const OP: &str = "q8_0_matmul";
 
 /// Bytes of one Q8_0 row of `k` elements.
 pub const fn q8_0_row_bytes(k: usize) -> usize {
     Format::Q8_0.row_bytes(k)
+}
+
+/// Whether the int8 ([`Precision::Fast`]) kernels multiply every quant of `w` as written: none
+/// is −128. They multiply |x| by `w` with x's sign moved onto the weight (`vpdpbusd` and
+/// `vpmaddubsw` take one unsigned operand), and −128 has no positive int8 twin, so its products
+/// with negative activations would come out negated. ggml's quantizer writes −127..=127; other
+/// writers may not.
+///
+/// * `w`: U8 `(n, k/32·34)`, Q8_0 rows on the CPU.
+pub fn q8_0_fast_safe(w: &Tensor) -> Result<bool> {
+    with_cpu_slice::<u8, _>(&w.contiguous()?, "q8_0_fast_safe", "w", |bytes| {
+        !bytes
+            .chunks(34)
+            .any(|b| b.get(2..).is_some_and(|q| q.contains(&0x80)))
+    })
+}
+
+/// The kernels to run Q8_0 matrix `w` with: `cpu`, or the same instruction set at
+/// [`Precision::Exact`] when `cpu` is fast and `w` holds a quant the int8 kernels would
+/// mis-sign ([`q8_0_fast_safe`]). Meant for load time: it reads the whole matrix (fast only).
+pub fn q8_0_kernels_for(w: &Tensor, cpu: CpuKernels) -> Result<CpuKernels> {
+    if cpu.precision() == Precision::Fast && !q8_0_fast_safe(w)? {
+        return Ok(cpu.at(Precision::Exact));
+    }
+    Ok(cpu)
 }
 
 /// `CustomOp2` behind [`q8_0_matmul`], applied to `x` f32 (m, k) and `w` U8 (n, k/32·34);
@@ -99,7 +124,8 @@ pub fn q8_0_matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     q8_0_matmul_with(x, w, bias, CpuKernels::default())
 }
 
-/// [`q8_0_matmul`] with the CPU kernels chosen by the caller.
+/// [`q8_0_matmul`] with the CPU kernels chosen by the caller (for fast kernels, see
+/// [`q8_0_kernels_for`]: a weight of −128 needs the exact ones).
 pub fn q8_0_matmul_with(
     x: &Tensor,
     w: &Tensor,

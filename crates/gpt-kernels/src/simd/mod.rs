@@ -131,6 +131,11 @@ impl CpuKernels {
     pub fn precision(&self) -> Precision {
         self.precision
     }
+
+    /// The same instruction set at `precision`.
+    pub fn at(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
 }
 
 /// A quantized weight-row format.

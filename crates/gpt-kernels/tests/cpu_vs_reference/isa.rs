@@ -92,6 +92,54 @@ fn q8_0_matmul_on_every_isa_vs_candle_dequant() -> Result<()> {
     Ok(())
 }
 
+/// A Q8_0 matrix with quants of −128 (ggml writes −127..=127; other writers may not): the int8
+/// kernels move x's sign onto the weight and −128 has no positive twin, so `q8_0_kernels_for`
+/// gives such a matrix the exact kernels of the same instruction set, which match the reference;
+/// the same matrix without them keeps the kernels as given.
+#[test]
+fn q8_0_with_minus_128_takes_the_exact_kernels() -> Result<()> {
+    use gpt_kernels::q8::{q8_0_fast_safe, q8_0_kernels_for};
+    let mut r = rng(43);
+    let (m, n, k) = (1usize, 37usize, 2880usize);
+    let x = uniform(&mut r, &[m, k], -1.0, 1.0)?;
+    let (clean, _) = q8_blocks(&mut r, n, k)?;
+    assert!(q8_0_fast_safe(&clean)?, "no quant of -128 yet");
+    for cpu in all() {
+        assert_eq!(q8_0_kernels_for(&clean, cpu)?, cpu);
+    }
+    // Every fifth quant to -128; the magnitudes' matrix holds 127 there (as i8 bytes).
+    let mut bytes = clean.flatten_all()?.to_vec1::<u8>()?;
+    let mut abs = bytes.clone();
+    for (i, (b, a)) in bytes
+        .chunks_exact_mut(34)
+        .zip(abs.chunks_exact_mut(34))
+        .enumerate()
+    {
+        for (j, (q, qa)) in b[2..].iter_mut().zip(&mut a[2..]).enumerate() {
+            if (i + j) % 5 == 0 {
+                *q = 0x80;
+            }
+            *qa = (*q as i8).unsigned_abs().min(127);
+        }
+    }
+    let dev = &Device::Cpu;
+    let w = Tensor::from_vec(bytes, (n, k / 32 * 34), dev)?;
+    let wabs = Tensor::from_vec(abs, (n, k / 32 * 34), dev)?;
+    assert!(!q8_0_fast_safe(&w)?, "quants of -128");
+    let want = q8_0_matmul_slow(&x, &w, None)?;
+    let mag = q8_0_matmul_slow(&x.abs()?, &wabs, None)?;
+    for cpu in all() {
+        let chosen = q8_0_kernels_for(&w, cpu)?;
+        assert_eq!(
+            (chosen.isa(), chosen.precision()),
+            (cpu.isa(), Precision::Exact)
+        );
+        let got = q8_0_matmul_with(&x, &w, None, chosen)?;
+        assert_close(&format!("q8_0 -128 {cpu:?}"), &got, &want, &mag, EXACT);
+    }
+    Ok(())
+}
+
 #[test]
 fn mxfp4_matmul_on_every_isa_vs_reference() -> Result<()> {
     let mut r = rng(42);
