@@ -1,7 +1,7 @@
 //! Custom candle ops for GPT-OSS inference.
 //!
 //! Every op is a checking public function, a `CustomOp` struct that holds the validated shapes
-//! and whose `cpu_fwd` is a plain rayon-parallel loop, and a slow twin in [`reference`] built
+//! and whose `cpu_fwd` is a plain rayon-parallel loop, and a slow twin in [`mod@reference`] built
 //! from candle tensor ops that serves as the test oracle:
 //!
 //! | function | inputs → output | op struct |

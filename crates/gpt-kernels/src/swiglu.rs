@@ -23,7 +23,7 @@ pub struct SwigluOai {
 impl SwigluOai {
     /// One element: `g = min(gate, limit)`, `u = clamp(up, −limit, limit)`,
     /// `g · sigmoid(alpha · g) · (u + 1)`. Branch-free, so loops of it vectorize: the sigmoid
-    /// from `e = exp(−|z|)` (the attention's polynomial [`exp_neg`], ~2e-7 relative) as
+    /// from `e = exp(−|z|)` (the attention's polynomial `exp_neg`, ~2e-7 relative) as
     /// `1 / (1 + e)` for `z ≥ 0` and `e / (1 + e)` below, not a libm `expf` call per element.
     #[inline(always)]
     pub fn apply(&self, gate: f32, up: f32) -> f32 {

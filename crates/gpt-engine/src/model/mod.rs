@@ -2,8 +2,8 @@
 //! embedding → per block { RMSNorm → attention with sinks (sliding on even layers) → residual →
 //! RMSNorm → MoE (router top-k, softmax over k, SwiGLU-OAI experts) → residual } → RMSNorm →
 //! unembedding — over a [`Batch`] of rows from several sequences, each reading its own KV
-//! blocks. The weights' device form is chosen once ([`prepare`]); dispatch lives in their
-//! types ([`linear`], [`experts`], [`attend`]), so the layer loop below is the only one.
+//! blocks. The weights' device form is chosen once (`prepare`); dispatch lives in their
+//! types (`linear`, `experts`, `attend`), so the layer loop below is the only one.
 
 mod attend;
 mod experts;

@@ -13,7 +13,7 @@
 //!   `vpmaddubsw` on AVX2), one f32 scale per block;
 //! * `dequant`: a row to f32 (the prefill GEMM's weight tiles).
 //!
-//! [`matmul`] drives them over rows and threads.
+//! `matmul` drives them over rows and threads.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

@@ -8,7 +8,7 @@ const ROUND: f32 = 12_582_912.0;
 use super::Format;
 
 /// `rows` rows of `k` activations as int8 `qs (rows, k)` and f32 scales `d (rows, k/32)`, and
-/// for MXFP4 weights the same values laid out for the AVX-512 kernel ([`MxPair`]
+/// for MXFP4 weights the same values laid out for the AVX-512 kernel (`MxPair`
 /// `(rows, k/64)`).
 #[derive(Debug, Default)]
 pub struct QuantRows {
