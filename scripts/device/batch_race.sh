@@ -5,8 +5,8 @@
 # aggregate decode throughput per concurrency on the 20B-shaped file: `gptoss bench
 # --concurrency` against llama.cpp's `llama-batched-bench` on the same card and file, and the
 # batch-1 race (`llama-bench`) as a regression check.
-# Carry in .carry/: gptoss.xz, cuda_*.xz (from `cargo xtask cuda-build`, xz'd), and either
-# llama-src.tgz (llama.cpp from the llama-cpp-python 0.3.36 sdist, trimmed; built here in the
+# Carry in .carry/: bins.tar.xz (scripts/device/pack_carry.sh) or gptoss.xz and cuda_*.xz,
+# and either llama-src.tgz (llama.cpp from the llama-cpp-python 0.3.36 sdist, trimmed; built here in the
 # background while the checks run) or llama-bench.xz.* and llama-batched-bench.xz.* (saved
 # into $OUT/batch by an earlier call of this script). SKIP_CHECKS=1 runs only the timings.
 set -uo pipefail

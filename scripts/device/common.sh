@@ -1,8 +1,9 @@
 # Sourced by the session-7 device scripts: `. scripts/device/common.sh NAME` sets the CUDA
 # library path and the model cache, makes /tmp/bin and the results folder $R = $OUT/NAME,
-# unpacks every .carry/*.xz binary into /tmp/bin ($B) (a .tar.xz is extracted: the binaries
-# xz'd together, with a dictionary that spans them, are a quarter of their separate sizes), and defines `step` (a timed heading),
-# `unpack DIR DEST` (xz'd binaries of DIR into DEST), `tok` and `kernel_tests NAME...`.
+# unpacks every .carry/*.xz binary into /tmp/bin ($B) (a .tar.xz is extracted: binaries xz'd
+# together, with a dictionary that spans them, are a quarter of their separate sizes; see
+# pack_carry.sh), and defines `step` (a timed heading), `unpack DIR DEST` (xz'd binaries of
+# DIR into DEST), `tok` and `kernel_tests NAME...`.
 set -uo pipefail
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export GPTOSS_CACHE=/tmp/gc

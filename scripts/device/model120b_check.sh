@@ -5,10 +5,10 @@
 # the published files are, a split set `120b-0000N-of-00003.gguf` (gen-model's default for the
 # 120b preset), its memory plan, and decode / prefill tok/s beside llama.cpp's `llama-bench` on
 # the same files (both open the set from its first shard).
-# Carry in .carry/: gptoss.xz, llama-bench.xz.* (saved by coverage_check.sh). SKIP_LLAMA=1 times
-# only ours (no llama.cpp build or run). REPS (default 3): repetitions of each timing. FUSED (a
-# list, default "0"): ours is timed once per value of GPTOSS_FUSED_ROUTER, in that order.
-# SKIP_SMALL=1 skips the 2-layer compare-devices.
+# Carry in .carry/: bins.tar.xz (pack_carry.sh) or gptoss.xz, and llama-bench.xz.* (saved by
+# coverage_check.sh). SKIP_LLAMA=1 times only ours (no llama.cpp build or run). REPS (default
+# 3): repetitions of each timing. FUSED (a list, default "0"): ours is timed once per value of
+# GPTOSS_FUSED_ROUTER, in that order. SKIP_SMALL=1 skips the 2-layer compare-devices.
 . scripts/device/common.sh m120
 [ "${SKIP_LLAMA:-0}" = 1 ] || . scripts/device/llama_build.sh llama-bench
 if [ "${SKIP_SMALL:-0}" != 1 ]; then

@@ -11,7 +11,9 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 BINS="${BINS:-gptoss cuda_decode cuda_prefill cuda_smoke cuda_kv}"
 mkdir -p .carry
-grep -qx '.carry/' .git/info/exclude 2> /dev/null || echo '.carry/' >> .git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EXCLUDE")"
+grep -qxF '.carry/' "$EXCLUDE" 2> /dev/null || echo '.carry/' >> "$EXCLUDE"
 [ "${SKIP_BUILD:-0}" = 1 ] || cargo xtask cuda-build --arch "${ARCH:-90}" >&2
 (cd target/cuda/dist && tar cf - $BINS) | xz -T1 --lzma2=preset=6,dict=256MiB -c > .carry/bins.tar.xz
 if [ ! -f .carry/llama-src.tgz ]; then

@@ -7,7 +7,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{by_rows, load};
-use super::pairs::{mx_pair_values, pair_dot, pair_weights, pair_x, x_pair};
+use super::pairs::{mx_pair_values, pair_dot, pair_dot_with, pair_weights, x_pair};
 use super::quant::QuantView;
 use super::Format;
 use crate::mxfp4::block::MX_SCALED;
@@ -224,30 +224,17 @@ const MX_ROWS4_MAX_BYTES: usize = 2048;
 #[inline]
 unsafe fn q8_rows<const MX: bool, const R: usize>(w: *const u8, x: QuantView<'_>, out: *mut f32) {
     unsafe {
-        // The i32 lanes of one vpdpbusd over a block pair: which block each belongs to.
-        let lanes = if MX {
-            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
-        } else {
-            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-        };
-        let k = x.k;
-        let nb = k / 32;
+        let nb = x.k / 32;
         let mut acc = [_mm512_setzero_ps(); R];
         let mut b = 0;
         let bb = if MX { 17 } else { 34 };
         while b + 1 < nb {
             // Ahead of the hardware prefetcher: the weights stream once, from DRAM.
             _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(b * bb + PREFETCH).cast());
-            let (q, d) = pair_weights::<MX>(w, b);
+            // One decode of the weight pair for every activation row.
+            let wq = pair_weights::<MX>(w, b);
             for (r, a) in acc.iter_mut().enumerate() {
-                let xv = pair_x::<MX>(x.qs.as_ptr().add(r * k + b * 32));
-                // Σ x·w = Σ |x| · (w negated where x < 0): unsigned × signed for vpdpbusd.
-                let neg = _mm512_movepi8_mask(xv);
-                let sw = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(xv), sw);
-                let dx = _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(r * nb + b).cast()));
-                let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, dx)));
-                *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, *a);
+                *a = pair_dot_with::<MX>(wq, x_pair::<MX>(x, r, b), *a);
             }
             b += 2;
         }
@@ -412,7 +399,7 @@ unsafe fn q8_rows4<const MX: bool>(
         let mut acc = [_mm512_setzero_ps(); 4];
         let mut b = 0;
         while b + 1 < nb {
-            let xp = x_pair::<MX>(x, b);
+            let xp = x_pair::<MX>(x, 0, b);
             for (r, a) in acc.iter_mut().enumerate() {
                 let wr = w.add(r * rb);
                 _mm_prefetch::<_MM_HINT_T0>(wr.wrapping_add(ahead + b * bb).cast());

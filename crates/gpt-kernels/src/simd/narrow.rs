@@ -141,7 +141,7 @@ pub(super) unsafe fn q8_rows16<const MX: bool>(
         let mut acc = [_mm512_setzero_ps(); 16];
         let mut b = 0;
         while b + 1 < nb {
-            let xp = x_pair::<MX>(x, b);
+            let xp = x_pair::<MX>(x, 0, b);
             for (r, a) in acc.iter_mut().enumerate() {
                 *a = pair_dot::<MX>(w.add(r * rb), b, xp, *a);
             }

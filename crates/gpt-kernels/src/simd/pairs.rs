@@ -66,7 +66,7 @@ const NIBBLE4: i64 = 0x0004_0004_0004_0004;
 /// 64 activations of blocks `b`, `b + 1` in the lane order of [`pair_weights`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-pub(super) unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
+unsafe fn pair_x<const MX: bool>(x: *const i8) -> __m512i {
     unsafe {
         let v = _mm512_loadu_si512(x.cast());
         if MX {
@@ -86,22 +86,21 @@ pub(super) struct XPair {
     dx: __m128,
 }
 
-/// [`XPair`] of blocks `b`, `b + 1` of `x`.
+/// [`XPair`] of blocks `b`, `b + 1` of row `r` of `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 #[inline]
-pub(super) unsafe fn x_pair<const MX: bool>(x: QuantView<'_>, b: usize) -> XPair {
+pub(super) unsafe fn x_pair<const MX: bool>(x: QuantView<'_>, r: usize, b: usize) -> XPair {
     unsafe {
-        let xv = pair_x::<MX>(x.qs.as_ptr().add(b * 32));
+        let xv = pair_x::<MX>(x.qs.as_ptr().add(r * x.k + b * 32));
         XPair {
             ax: _mm512_abs_epi8(xv),
             neg: _mm512_movepi8_mask(xv),
-            dx: _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(b).cast())),
+            dx: _mm_castpd_ps(_mm_load_sd(x.d.as_ptr().add(r * (x.k / 32) + b).cast())),
         }
     }
 }
 
-/// `acc` plus weight row `wr`'s blocks `b`, `b + 1` against `xp`, in 16 lanes (Σ x·w = Σ |x| ·
-/// (w with x's sign): unsigned × signed bytes for `vpdpbusd`, then each lane's two scales).
+/// `acc` plus weight row `wr`'s blocks `b`, `b + 1` against `xp`, in 16 lanes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn pair_dot<const MX: bool>(
@@ -110,17 +109,28 @@ pub(super) unsafe fn pair_dot<const MX: bool>(
     xp: XPair,
     acc: __m512,
 ) -> __m512 {
-    unsafe {
-        // The two blocks' scales to the lanes their dot products land in.
-        let lanes = if MX {
-            _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
-        } else {
-            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
-        };
-        let (q, d) = pair_weights::<MX>(wr, b);
-        let sw = _mm512_mask_sub_epi8(q, xp.neg, _mm512_setzero_si512(), q);
-        let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xp.ax, sw);
-        let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, xp.dx)));
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc)
-    }
+    // SAFETY: as this function's (the same target features).
+    unsafe { pair_dot_with::<MX>(pair_weights::<MX>(wr, b), xp, acc) }
+}
+
+/// `acc` plus a weight block pair `(q, d)` as [`pair_weights`] gives it against `xp`, in 16
+/// lanes (Σ x·w = Σ |x| · (w with x's sign): unsigned × signed bytes for `vpdpbusd`, then each
+/// lane's two scales). For one weight pair against several activation rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+#[inline]
+pub(super) fn pair_dot_with<const MX: bool>(
+    (q, d): (__m512i, __m128),
+    xp: XPair,
+    acc: __m512,
+) -> __m512 {
+    // The two blocks' scales to the lanes their dot products land in.
+    let lanes = if MX {
+        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
+    } else {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
+    };
+    let sw = _mm512_mask_sub_epi8(q, xp.neg, _mm512_setzero_si512(), q);
+    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), xp.ax, sw);
+    let scale = _mm512_permutexvar_ps(lanes, _mm512_castps128_ps512(_mm_mul_ps(d, xp.dx)));
+    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc)
 }
